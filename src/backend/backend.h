@@ -1,0 +1,188 @@
+/* The compute backend interface: device buffers (tensors), weight upload and
+ * the handful of fused ops the forward pass calls. The CPU backend is the
+ * reference implementation of every op; the CUDA backend must match it within
+ * each op's stated tolerance (tests/backend/).
+ * Must not know: models by name, requests, the scheduler, HTTP.
+ * All ops are asynchronous on the backend's stream; only tensor_get (and
+ * sync) wait. Ops return HR_OK or a negative code with a message in be->err. */
+#ifndef HEARTH_BACKEND_H
+#define HEARTH_BACKEND_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "core/common.h"
+#include "core/dtype.h"
+
+#define HR_MAX_DIMS 4
+
+typedef struct hr_backend hr_backend;
+
+/* A tensor in backend memory. Row-major; ne[ndim-1] is the contiguous
+ * dimension (numpy order). data is a host pointer on the CPU backend and a
+ * device pointer on CUDA. The backend that allocated it frees it. */
+typedef struct hr_tensor {
+    hr_dtype dtype;
+    int ndim;
+    int64_t ne[HR_MAX_DIMS];
+    void *data;
+    size_t nbytes;
+    hr_backend *be;
+    char name[64]; /* for messages; may be empty */
+} hr_tensor;
+
+static inline int64_t hr_tensor_nelem(const hr_tensor *t) {
+    int64_t n = 1;
+    for (int i = 0; i < t->ndim; i++) n *= t->ne[i];
+    return n;
+}
+/* Rows = product of all but the last dim; cols = last dim. */
+static inline int64_t hr_tensor_cols(const hr_tensor *t) { return t->ne[t->ndim - 1]; }
+static inline int64_t hr_tensor_rows(const hr_tensor *t) { return hr_tensor_nelem(t) / t->ne[t->ndim - 1]; }
+
+/* ---- one step of the model: a plain, printable batch description -------- */
+/* Ragged batch of n_seqs sequences; sequence s owns tokens
+ * [query_start[s], query_start[s+1]) of the flat token arrays. Each token's
+ * K/V goes to slot slot_mapping[t] = block * block_size + offset of the paged
+ * cache; sequence s reads its context (seq_lens[s] tokens, the new ones
+ * included) through block_tables[s * max_blocks_per_seq + i]. All arrays are
+ * host memory owned by the caller; the backend copies what it needs. */
+typedef struct hr_step {
+    int n_tokens;
+    const int32_t *tokens;       /* [n_tokens] */
+    const int32_t *positions;    /* [n_tokens] position within its sequence */
+    const int32_t *slot_mapping; /* [n_tokens] */
+    int n_seqs;
+    const int32_t *query_start;  /* [n_seqs + 1] */
+    const int32_t *seq_lens;     /* [n_seqs] context length after this step */
+    const int32_t *block_tables; /* [n_seqs * max_blocks_per_seq], -1 = unused */
+    int max_blocks_per_seq;
+    int block_size;
+    int n_logits;                /* number of rows whose logits are wanted */
+    const int32_t *logit_rows;   /* [n_logits] token indices, ascending */
+} hr_step;
+
+/* ---- op parameters -------------------------------------------------------- */
+typedef struct hr_linear {
+    hr_tensor *w;       /* [out, in]: F32, BF16 or F16 (backend may support more) */
+    hr_tensor *bias;    /* [out] F32, or NULL */
+    float input_scale;  /* > 0: W8A8 FP8 - each input is rounded through E4M3 at
+                           this static scale (x -> e4m3(x/s)*s, saturating) */
+} hr_linear;
+
+/* Rotary embedding: the model computes inv_freq for its RoPE variant (default,
+ * llama3, YaRN); the backend rotates pairs (i, i + rot_dim/2) of the first
+ * rot_dim dims of each head (HF "rotate_half" / NeoX style) by pos * inv_freq[i],
+ * and multiplies cos and sin by mscale (YaRN attention factor, else 1). */
+typedef struct hr_rope {
+    int head_dim;
+    int rot_dim;          /* rotated dims (== head_dim unless partial) */
+    const float *inv_freq;/* [rot_dim / 2], host memory owned by the model */
+    float mscale;
+} hr_rope;
+
+typedef struct hr_attn_params {
+    int n_heads, n_kv_heads, head_dim;
+    float scale;             /* usually 1/sqrt(head_dim) */
+    int window;              /* > 0: a query at position p sees keys at positions > p - window */
+    const hr_tensor *sinks;  /* [n_heads] F32 attention-sink logits (gpt-oss), or NULL */
+} hr_attn_params;
+
+/* SwiGLU and its clamped variant (gpt-oss):
+ *   g = limit > 0 ? min(gate, limit) : gate
+ *   u = limit > 0 ? clamp(up, -limit, limit) : up
+ *   out = g * sigmoid(alpha * g) * (u + up_offset)
+ * Plain SwiGLU is alpha = 1, limit = 0, up_offset = 0. */
+typedef struct hr_act {
+    float alpha, limit, up_offset;
+} hr_act;
+
+typedef enum {
+    HR_ROUTE_SOFTMAX_TOPK = 0, /* Mixtral: softmax over all experts, top-k, renormalise */
+    HR_ROUTE_TOPK_SOFTMAX = 1, /* gpt-oss: top-k of (logits + bias), softmax over the k */
+} hr_route;
+
+/* Mixture of experts feed-forward. Expert weights are stacked 3-D tensors. */
+typedef struct hr_moe {
+    int n_experts, top_k;
+    hr_route route;
+    bool renormalize;        /* SOFTMAX_TOPK: divide the k weights by their sum */
+    hr_linear router;        /* [n_experts, hidden] + optional bias */
+    hr_tensor *gate, *up;    /* [E, ffn, hidden] */
+    hr_tensor *down;         /* [E, hidden, ffn] */
+    hr_tensor *gate_bias, *up_bias; /* [E, ffn] F32 or NULL */
+    hr_tensor *down_bias;    /* [E, hidden] F32 or NULL */
+    hr_act act;
+} hr_moe;
+
+/* ---- the interface -------------------------------------------------------- */
+typedef struct hr_backend_ops {
+    const char *name;
+    void (*free)(hr_backend *be);
+
+    /* buffers */
+    hr_tensor *(*tensor_new)(hr_backend *be, hr_dtype dtype, int ndim, const int64_t *ne, const char *name);
+    void (*tensor_free)(hr_backend *be, hr_tensor *t);
+    int (*tensor_set)(hr_backend *be, hr_tensor *t, const void *host, size_t offset, size_t nbytes);
+    int (*tensor_get)(hr_backend *be, const hr_tensor *t, void *host, size_t offset, size_t nbytes); /* waits */
+    int (*tensor_zero)(hr_backend *be, hr_tensor *t);
+    bool (*supports_weight)(hr_backend *be, hr_dtype dtype);
+
+    /* step bracket: the CUDA backend may capture/replay the ops in between as a graph */
+    int (*step_begin)(hr_backend *be, const hr_step *step);
+    int (*step_end)(hr_backend *be);
+    int (*sync)(hr_backend *be);
+
+    /* ops; activations are in be->act_dtype, except that linear() may write an
+     * F32 output (logits) and every op accepts F32 weights/norm vectors */
+    int (*embed)(hr_backend *be, hr_tensor *out, const hr_tensor *table, const hr_step *step);
+    int (*rmsnorm)(hr_backend *be, hr_tensor *out, const hr_tensor *x, const hr_tensor *w, float eps);
+    /* residual += x; out = rmsnorm(residual) * w */
+    int (*add_rmsnorm)(hr_backend *be, hr_tensor *out, hr_tensor *residual, const hr_tensor *x,
+                       const hr_tensor *w, float eps);
+    int (*add)(hr_backend *be, hr_tensor *out, const hr_tensor *a, const hr_tensor *b);
+    /* out[T, out] = x[T, in] @ w^T + bias */
+    int (*linear)(hr_backend *be, hr_tensor *out, const hr_tensor *x, const hr_linear *l);
+    /* in place on x[T, n_heads * head_dim], positions from step */
+    int (*rope)(hr_backend *be, hr_tensor *x, int n_heads, const hr_rope *rope, const hr_step *step);
+    /* writes k, v [T, n_kv * head_dim] into the caches [n_blocks, block_size, n_kv, head_dim] */
+    int (*kv_store)(hr_backend *be, hr_tensor *k_cache, hr_tensor *v_cache, const hr_tensor *k,
+                    const hr_tensor *v, const hr_step *step);
+    /* out[T, n_heads * head_dim]: causal (by position) attention of each token over its sequence's cache */
+    int (*attention)(hr_backend *be, hr_tensor *out, const hr_tensor *q, const hr_tensor *k_cache,
+                     const hr_tensor *v_cache, const hr_step *step, const hr_attn_params *p);
+    int (*swiglu)(hr_backend *be, hr_tensor *out, const hr_tensor *gate, const hr_tensor *up, const hr_act *act);
+    int (*moe)(hr_backend *be, hr_tensor *out, const hr_tensor *x, const hr_moe *moe);
+    /* out[n_logits, cols] = x[step->logit_rows[i], :] */
+    int (*get_rows)(hr_backend *be, hr_tensor *out, const hr_tensor *x, const hr_step *step);
+} hr_backend_ops;
+
+struct hr_backend {
+    const hr_backend_ops *ops;
+    hr_dtype act_dtype; /* activations the model allocates (CPU: F32; CUDA: BF16) */
+    hr_dtype kv_dtype;  /* KV cache element type (CPU: F32; CUDA: BF16) */
+    hr_err err;         /* last error */
+    void *impl;         /* backend-private state */
+};
+
+typedef struct hr_backend_opts {
+    const char *device;  /* "cpu", "cuda", or NULL/"auto" (cuda when a GPU is present) */
+    int n_threads;       /* CPU: worker threads (<= 0: all cores) */
+    int device_index;    /* CUDA device ordinal */
+} hr_backend_opts;
+
+/* Creates the backend named by opts->device. Returns NULL with err set. */
+hr_backend *hr_backend_create(const hr_backend_opts *opts, hr_err *err);
+void hr_backend_free(hr_backend *be);
+
+/* Constructors of the implementations (cpu/ and cuda/). */
+hr_backend *hr_backend_cpu_create(int n_threads, hr_err *err);
+#ifdef HEARTH_HAVE_CUDA
+hr_backend *hr_backend_cuda_create(int device_index, hr_err *err);
+int hr_backend_cuda_available(void);
+#endif
+
+/* Convenience: host float32 upload/download of a whole F32 tensor. */
+hr_tensor *hr_tensor_from_f32(hr_backend *be, int ndim, const int64_t *ne, const float *data, const char *name);
+
+#endif

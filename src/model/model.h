@@ -1,0 +1,47 @@
+/* A loaded model: its traits (model/arch.h), its weights in backend memory,
+ * its paged KV cache, and the one forward pass that reads the traits.
+ * Sources: a Hugging Face directory (safetensors + config.json), a .gguf
+ * file, or "synthetic:NAME" (published architecture, random weights on the
+ * device, for benchmarks). Must not know requests, the scheduler or HTTP:
+ * it runs one hr_step at a time. */
+#ifndef HEARTH_MODEL_MODEL_H
+#define HEARTH_MODEL_MODEL_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "backend/backend.h"
+#include "core/common.h"
+#include "io/config.h"
+
+typedef struct hr_model hr_model;
+
+typedef struct hr_model_opts {
+    hr_dtype weight_dtype;  /* storage type for dequantized/unquantized weights; HR_DTYPE_COUNT = backend default */
+} hr_model_opts;
+
+/* path: directory, .gguf file or "synthetic:NAME". Resolves HF ids first. */
+int hr_model_load(const char *path, hr_backend *be, const hr_model_opts *opts, hr_model **out, hr_err *err);
+void hr_model_free(hr_model *m);
+
+const hr_config *hr_model_config(const hr_model *m);
+int hr_model_vocab_size(const hr_model *m);
+int hr_model_n_layers(const hr_model *m);
+/* The resolved directory or .gguf file the model came from (tokenizer lives there). */
+const char *hr_model_source(const hr_model *m);
+bool hr_model_is_gguf(const hr_model *m);
+/* Bytes of weights resident in backend memory. */
+size_t hr_model_weight_bytes(const hr_model *m);
+
+/* Paged KV cache: bytes one block of block_size tokens takes over all layers. */
+size_t hr_model_kv_block_bytes(const hr_model *m, int block_size);
+/* (Re)allocates the cache: n_blocks blocks of block_size tokens. */
+int hr_model_kv_alloc(hr_model *m, int n_blocks, int block_size, hr_err *err);
+int hr_model_kv_blocks(const hr_model *m);
+int hr_model_kv_block_size(const hr_model *m);
+
+/* Runs one step. Writes step->n_logits rows of vocab_size float32 logits to
+ * logits (host memory, caller-owned). */
+int hr_model_forward(hr_model *m, const hr_step *step, float *logits, hr_err *err);
+
+#endif

@@ -1,0 +1,52 @@
+/* Minimal test harness: CHECK macros that count and report, and a closing
+ * line "N passed, N failed" that CI reads. Each test executable returns
+ * non-zero when any check failed; 77 means skipped. */
+#ifndef HEARTH_TEST_H
+#define HEARTH_TEST_H
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static int test_passed_, test_failed_;
+
+#define CHECK(cond)                                                              \
+    do {                                                                         \
+        if (cond) test_passed_++;                                                \
+        else {                                                                   \
+            test_failed_++;                                                      \
+            fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond); \
+        }                                                                        \
+    } while (0)
+
+#define CHECK_MSG(cond, ...)                                                     \
+    do {                                                                         \
+        if (cond) test_passed_++;                                                \
+        else {                                                                   \
+            test_failed_++;                                                      \
+            fprintf(stderr, "%s:%d: CHECK failed: %s: ", __FILE__, __LINE__, #cond); \
+            fprintf(stderr, __VA_ARGS__);                                        \
+            fputc('\n', stderr);                                                 \
+        }                                                                        \
+    } while (0)
+
+#define CHECK_EQ_INT(a, b) CHECK_MSG((long long)(a) == (long long)(b), "%lld != %lld", (long long)(a), (long long)(b))
+#define CHECK_STREQ(a, b)  CHECK_MSG(strcmp((a), (b)) == 0, "\"%s\" != \"%s\"", (a), (b))
+#define CHECK_NEAR(a, b, tol) \
+    CHECK_MSG(fabs((double)(a) - (double)(b)) <= (tol), "%.9g vs %.9g (tol %g)", (double)(a), (double)(b), (double)(tol))
+
+/* Fixture root: $HEARTH_FIXTURES, else ../shared/fixtures relative to the source tree. */
+static inline const char *test_fixtures(void) {
+    const char *f = getenv("HEARTH_FIXTURES");
+    return f ? f : "../shared/fixtures";
+}
+
+#define TEST_SKIP(...) do { fprintf(stderr, "SKIP: " __VA_ARGS__); fputc('\n', stderr); exit(77); } while (0)
+
+static inline int test_report(const char *name) {
+    printf("%s: %d passed, %d failed\n", name, test_passed_, test_failed_);
+    return test_failed_ ? 1 : 0;
+}
+
+#endif
