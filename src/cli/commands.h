@@ -1,0 +1,13 @@
+/* One function per `hearth` sub-command, each in its own file of src/cli.
+ * Each returns the process exit status (0 ok, 1 error, 2 bad usage). */
+#ifndef HEARTH_CLI_COMMANDS_H
+#define HEARTH_CLI_COMMANDS_H
+
+int cmd_generate(int argc, char **argv);
+int cmd_serve(int argc, char **argv);
+int cmd_bench(int argc, char **argv);
+int cmd_tokenize(int argc, char **argv);
+int cmd_detokenize(int argc, char **argv);
+int cmd_chat_template(int argc, char **argv);
+
+#endif

@@ -1,0 +1,58 @@
+/* Token sampling from one row of logits, per sequence: penalties, logit bias,
+ * temperature, top-k, top-p, min-p, seeded RNG (reproducible per request),
+ * min_tokens / ignore_eos masking, logprobs. Greedy when temperature == 0.
+ * The CPU implementation here is the reference for GPU sampling. */
+#ifndef HEARTH_ENGINE_SAMPLER_H
+#define HEARTH_ENGINE_SAMPLER_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "core/common.h"
+
+#define HR_MAX_LOGIT_BIAS 300
+#define HR_MAX_TOP_LOGPROBS 20
+
+typedef struct hr_sampling_params {
+    float temperature;        /* 0 = greedy */
+    float top_p;              /* 1 = off */
+    int top_k;                /* <= 0 = off */
+    float min_p;              /* 0 = off */
+    float presence_penalty;   /* OpenAI semantics, over generated tokens */
+    float frequency_penalty;
+    float repetition_penalty; /* 1 = off; HF/vLLM semantics over prompt + generated */
+    bool has_seed;
+    uint64_t seed;
+    int min_tokens;           /* mask EOS/stop ids until this many tokens are generated */
+    bool ignore_eos;
+    int n_logit_bias;
+    int32_t logit_bias_ids[HR_MAX_LOGIT_BIAS];
+    float logit_bias_vals[HR_MAX_LOGIT_BIAS];
+    int logprobs;             /* -1 = none; else number of top logprobs (0..20) besides the sampled one */
+} hr_sampling_params;
+
+/* Neutral defaults: greedy-off temperature 1, everything else off. */
+void hr_sampling_params_default(hr_sampling_params *p);
+
+/* Per-sequence sampler state: RNG and token counts for penalties. */
+typedef struct hr_sampler hr_sampler;
+
+typedef struct hr_sample_result {
+    int32_t id;
+    float logprob;                         /* of id, from the raw (pre-penalty, temperature-1) distribution */
+    int n_top;
+    int32_t top_ids[HR_MAX_TOP_LOGPROBS];
+    float top_logprobs[HR_MAX_TOP_LOGPROBS];
+} hr_sample_result;
+
+/* stop_ids: EOS + stop_token_ids, masked while fewer than min_tokens were
+ * generated (and EOS always masked when ignore_eos... no: ignore_eos only means
+ * the engine does not stop; sampling is unaffected). */
+hr_sampler *hr_sampler_new(const hr_sampling_params *p, int vocab_size, const int32_t *prompt, int n_prompt);
+void hr_sampler_free(hr_sampler *s);
+/* Samples from logits (modified in place). n_generated = tokens generated so
+ * far. Records the chosen token for later penalties. */
+int hr_sampler_sample(hr_sampler *s, float *logits, int n_generated, const int32_t *stop_ids, int n_stop,
+                      hr_sample_result *out);
+
+#endif

@@ -1,0 +1,30 @@
+/* Chat templates: a Jinja2 subset in C that renders Hugging Face chat
+ * templates byte-for-byte as Python's jinja2 does (the subset that published
+ * templates use). A template outside the subset fails with the line and the
+ * construct named, never with wrong output. Knows nothing of tokenizers. */
+#ifndef HEARTH_TEMPLATE_H
+#define HEARTH_TEMPLATE_H
+
+#include <jansson.h>
+#include <stdbool.h>
+
+#include "core/common.h"
+
+typedef struct tpl_template tpl_template;
+
+/* Parses a template source. NULL + err (with line:column) on a syntax error
+ * or an unsupported construct. */
+tpl_template *tpl_parse(const char *source, hr_err *err);
+void tpl_free(tpl_template *t);
+
+/* Renders with the given context object (its keys become variables). Output
+ * is malloc'd, NUL-terminated. raise_exception() -> HR_EINVAL with its message. */
+int tpl_render(const tpl_template *t, json_t *context, char **out, hr_err *err);
+
+/* Convenience for chat: builds the context {messages, add_generation_prompt,
+ * bos_token, eos_token, tools (when not NULL), + every key of extra (e.g.
+ * reasoning_effort)} and renders. */
+int tpl_render_chat(const char *source, json_t *messages, json_t *tools, bool add_generation_prompt,
+                    const char *bos_token, const char *eos_token, json_t *extra, char **out, hr_err *err);
+
+#endif
