@@ -35,10 +35,10 @@ cuda: deps
 test-release: build
 	@cd $(BUILD) && ctest --output-on-failure -j $(JOBS)
 
-# Sanitizer run: everything except the slow end-to-end script tests.
+# Sanitizer run: every C test (script tests drive the release binary).
 test-asan: asan
 	@cd $(ASAN) && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
-	  ctest --output-on-failure -j $(JOBS) -LE slow
+	  ctest --output-on-failure -j $(JOBS) -LE "slow|script"
 
 test: test-release test-asan cuda
 

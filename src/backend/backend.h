@@ -155,6 +155,12 @@ typedef struct hr_backend_ops {
     int (*moe)(hr_backend *be, hr_tensor *out, const hr_tensor *x, const hr_moe *moe);
     /* out[n_logits, cols] = x[step->logit_rows[i], :] */
     int (*get_rows)(hr_backend *be, hr_tensor *out, const hr_tensor *x, const hr_step *step);
+
+    /* optional (NULL = unsupported) */
+    /* dst = src, same dtype and byte size (device-to-device on CUDA); used by `hearth bench copy` */
+    int (*copy)(hr_backend *be, hr_tensor *dst, const hr_tensor *src);
+    /* memory the backend holds now / at peak, and the device total (CPU: RSS-like, may be 0) */
+    int (*mem_info)(hr_backend *be, size_t *in_use, size_t *peak, size_t *total);
 } hr_backend_ops;
 
 struct hr_backend {
