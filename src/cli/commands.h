@@ -9,5 +9,6 @@ int cmd_bench(int argc, char **argv);
 int cmd_tokenize(int argc, char **argv);
 int cmd_detokenize(int argc, char **argv);
 int cmd_chat_template(int argc, char **argv);
+int cmd_bench_serve(int argc, char **argv); /* bench_serve.c, called by cmd_bench */
 
 #endif
