@@ -40,7 +40,7 @@ typedef struct hr_config {
     float rope_attention_factor; /* yarn attention_factor, 0 = default */
     float partial_rotary_factor; /* 1.0 default */
     /* sliding window / layer types */
-    int sliding_window;          /* 0 = none */
+    int sliding_window;          /* 0 = none; layer i is windowed iff layer_is_sliding[i] && sliding_window > 0 */
     bool use_sliding_window;     /* qwen2 flag */
     int max_window_layers;       /* qwen2 */
     int n_layer_types;
@@ -71,5 +71,8 @@ typedef struct hr_config {
 int hr_config_load(const char *dir, hr_config *cfg, hr_err *err);
 /* Parses a config.json text (for tests). */
 int hr_config_parse(const char *json_text, hr_config *cfg, hr_err *err);
+/* True when module or tensor `name` (e.g. "lm_head", "model.layers.0.self_attn.q_proj.weight")
+ * matches one of cfg->quant_exclude (shell globs; a pattern also covers names below it). */
+bool hr_config_quant_excluded(const hr_config *cfg, const char *name);
 
 #endif
