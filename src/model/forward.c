@@ -1,0 +1,147 @@
+/* The one forward pass. Every architecture runs through here; where they
+ * differ, the loaded layer says so (biases present, sinks, window, MoE) and
+ * the architecture traits were already applied by the loader.
+ *
+ *   x = embed(tokens)
+ *   per layer:  h = rmsnorm(x)            (x += previous FFN output first)
+ *               q, k, v = h Wq, h Wk, h Wv;  rope(q, k);  cache <- k, v
+ *               x += attention(q, cache) Wo;  h = rmsnorm(x)
+ *               f = swiglu(h Wgate, h Wup) Wdown   or   moe(h)
+ *   logits = rmsnorm(x + f)[logit rows] Wlm_head
+ */
+#include <math.h>
+#include <string.h>
+
+#include "model/model_impl.h"
+
+/* A view of the first rows of a [cap, cols] buffer; shares the storage. */
+static hr_tensor rows_view(const hr_tensor *t, int rows) {
+    hr_tensor v = *t;
+    v.ne[0] = rows;
+    v.nbytes = (size_t)rows * (size_t)t->ne[1] * hr_dtype_size(t->dtype);
+    return v;
+}
+
+static void free_acts(hr_model *m) {
+    hr_acts *a = &m->acts;
+    hr_tensor **all[] = {&a->x, &a->h, &a->q, &a->k, &a->v, &a->att, &a->o, &a->gate, &a->up, &a->ffn_out, &a->sel, &a->logits};
+    for (size_t i = 0; i < HR_ARRAY_LEN(all); i++) {
+        hr_model_tensor_drop(m, *all[i]);
+        *all[i] = NULL;
+    }
+    a->cap = 0;
+}
+
+/* Activation buffers for n tokens, allocated once and regrown only when a
+ * larger step arrives (no allocation in steady state). */
+static int ensure_acts(hr_model *m, int n, hr_err *err) {
+    hr_acts *a = &m->acts;
+    if (n <= a->cap) return HR_OK;
+    free_acts(m);
+    int cap = n < 16 ? 16 : n;
+    hr_dtype dt = m->be->act_dtype;
+    int64_t H = m->hidden, qd = (int64_t)m->n_heads * m->head_dim, kvd = (int64_t)m->n_kv_heads * m->head_dim;
+    struct { hr_tensor **t; int64_t cols; hr_dtype dt; const char *name; } spec[] = {
+        {&a->x, H, dt, "act.x"},      {&a->h, H, dt, "act.h"},       {&a->q, qd, dt, "act.q"},
+        {&a->k, kvd, dt, "act.k"},    {&a->v, kvd, dt, "act.v"},     {&a->att, qd, dt, "act.att"},
+        {&a->o, H, dt, "act.o"},      {&a->gate, m->ffn, dt, "act.gate"}, {&a->up, m->ffn, dt, "act.up"},
+        {&a->ffn_out, H, dt, "act.ffn"}, {&a->sel, H, dt, "act.sel"}, {&a->logits, m->vocab, HR_F32, "act.logits"},
+    };
+    for (size_t i = 0; i < HR_ARRAY_LEN(spec); i++) {
+        int64_t ne[2] = {cap, spec[i].cols};
+        if (!(*spec[i].t = hr_model_tensor_new(m, spec[i].dt, 2, ne, spec[i].name, err))) {
+            free_acts(m);
+            return err->code;
+        }
+    }
+    a->cap = cap;
+    return HR_OK;
+}
+
+static int check_step(const hr_model *m, const hr_step *s, hr_err *err) {
+    if (s->n_tokens <= 0 || s->n_seqs <= 0 || !s->tokens || !s->positions || !s->slot_mapping || !s->query_start ||
+        !s->seq_lens || !s->block_tables)
+        return hr_err_set(err, HR_EINVAL, "forward: empty or incomplete step");
+    if (m->kv_blocks <= 0) return hr_err_set(err, HR_EINVAL, "forward: no KV cache (call hr_model_kv_alloc)");
+    if (s->block_size != m->kv_block_size)
+        return hr_err_set(err, HR_EINVAL, "forward: step block_size %d != cache block_size %d", s->block_size,
+                          m->kv_block_size);
+    if (s->query_start[0] != 0 || s->query_start[s->n_seqs] != s->n_tokens)
+        return hr_err_set(err, HR_EINVAL, "forward: query_start does not cover the %d tokens", s->n_tokens);
+    for (int i = 0; i < s->n_tokens; i++) {
+        if (s->tokens[i] < 0 || s->tokens[i] >= m->vocab)
+            return hr_err_set(err, HR_EINVAL, "forward: token id %d out of range [0, %d)", s->tokens[i], m->vocab);
+        if (s->slot_mapping[i] < 0 || s->slot_mapping[i] >= m->kv_blocks * m->kv_block_size)
+            return hr_err_set(err, HR_EINVAL, "forward: slot %d out of range", s->slot_mapping[i]);
+    }
+    for (int i = 0; i < s->n_logits; i++)
+        if (!s->logit_rows || s->logit_rows[i] < 0 || s->logit_rows[i] >= s->n_tokens)
+            return hr_err_set(err, HR_EINVAL, "forward: logit row %d out of range", s->logit_rows ? s->logit_rows[i] : -1);
+    return HR_OK;
+}
+
+#define OP(call)                                                                        \
+    do {                                                                                \
+        if ((rc = (call)) != HR_OK) {                                                   \
+            hr_err_set(err, rc, "forward: %s: %s", #call, be->err.msg);                 \
+            goto fail;                                                                  \
+        }                                                                               \
+    } while (0)
+
+int hr_model_forward(hr_model *m, const hr_step *step, float *logits, hr_err *err) {
+    hr_err local = {0};
+    if (!err) err = &local;
+    hr_backend *be = m->be;
+    const hr_backend_ops *ops = be->ops;
+    int rc = check_step(m, step, err);
+    if (rc != HR_OK) return rc;
+    if ((rc = ensure_acts(m, step->n_tokens, err)) != HR_OK) return rc;
+    int T = step->n_tokens;
+    hr_acts *a = &m->acts;
+    hr_tensor x = rows_view(a->x, T), h = rows_view(a->h, T), q = rows_view(a->q, T), k = rows_view(a->k, T);
+    hr_tensor v = rows_view(a->v, T), att = rows_view(a->att, T), o = rows_view(a->o, T);
+    hr_tensor gate = rows_view(a->gate, T), up = rows_view(a->up, T), f = rows_view(a->ffn_out, T);
+    hr_tensor sel = rows_view(a->sel, step->n_logits), lg = rows_view(a->logits, step->n_logits);
+    hr_attn_params ap = {.n_heads = m->n_heads, .n_kv_heads = m->n_kv_heads, .head_dim = m->head_dim,
+                         .scale = 1.0f / sqrtf((float)m->head_dim)};
+
+    OP(ops->step_begin ? ops->step_begin(be, step) : HR_OK);
+    OP(ops->embed(be, &x, m->embed, step));
+    for (int li = 0; li < m->n_layers; li++) {
+        hr_layer *l = &m->layers[li];
+        if (li == 0) OP(ops->rmsnorm(be, &h, &x, l->attn_norm, m->eps));
+        else OP(ops->add_rmsnorm(be, &h, &x, &f, l->attn_norm, m->eps));
+
+        OP(ops->linear(be, &q, &h, &l->q));
+        OP(ops->linear(be, &k, &h, &l->k));
+        OP(ops->linear(be, &v, &h, &l->v));
+        OP(ops->rope(be, &q, m->n_heads, &m->rope, step));
+        OP(ops->rope(be, &k, m->n_kv_heads, &m->rope, step));
+        OP(ops->kv_store(be, l->k_cache, l->v_cache, &k, &v, step));
+        ap.window = l->window;
+        ap.sinks = l->sinks;
+        OP(ops->attention(be, &att, &q, l->k_cache, l->v_cache, step, &ap));
+        OP(ops->linear(be, &o, &att, &l->o));
+        OP(ops->add_rmsnorm(be, &h, &x, &o, l->ffn_norm, m->eps));
+
+        if (l->is_moe) {
+            OP(ops->moe(be, &f, &h, &l->moe));
+        } else {
+            static const hr_act plain = {.alpha = 1, .limit = 0, .up_offset = 0};
+            OP(ops->linear(be, &gate, &h, &l->gate));
+            OP(ops->linear(be, &up, &h, &l->up));
+            OP(ops->swiglu(be, &gate, &gate, &up, &plain));
+            OP(ops->linear(be, &f, &gate, &l->down));
+        }
+    }
+    OP(ops->add_rmsnorm(be, &h, &x, &f, m->final_norm, m->eps));
+    if (step->n_logits > 0) {
+        OP(ops->get_rows(be, &sel, &h, step));
+        OP(ops->linear(be, &lg, &sel, &m->lm_head));
+    }
+    OP(ops->step_end ? ops->step_end(be) : HR_OK);
+    if (step->n_logits > 0) OP(ops->tensor_get(be, &lg, logits, 0, lg.nbytes));
+    return HR_OK;
+fail:
+    return rc;
+}

@@ -1,0 +1,66 @@
+/* Private to src/model: the layout of a loaded model (weights per layer,
+ * RoPE tables, KV caches, activation buffers) shared by the loader and the
+ * forward pass. Nothing outside src/model includes this. */
+#ifndef HEARTH_MODEL_IMPL_H
+#define HEARTH_MODEL_IMPL_H
+
+#include <limits.h>
+
+#include "model/arch.h"
+#include "model/model.h"
+
+typedef struct hr_layer {
+    hr_tensor *attn_norm, *ffn_norm;
+    hr_linear q, k, v, o;
+    hr_tensor *sinks;            /* [n_heads] F32 or NULL */
+    int window;                  /* sliding window (0 = full attention) */
+    hr_linear gate, up, down;    /* dense FFN */
+    bool is_moe;
+    hr_moe moe;
+    hr_tensor *k_cache, *v_cache;
+} hr_layer;
+
+/* Activation buffers sized for cap tokens; grown (never shrunk) when a larger step arrives. */
+typedef struct hr_acts {
+    int cap;
+    hr_tensor *x, *h, *q, *k, *v, *att, *o, *gate, *up, *ffn_out, *sel, *logits;
+} hr_acts;
+
+struct hr_model {
+    hr_backend *be;
+    hr_config cfg;
+    const hr_arch *arch;
+    char source[PATH_MAX];
+    bool gguf;
+
+    int n_layers, hidden, n_heads, n_kv_heads, head_dim, ffn, vocab;
+    float eps;
+
+    hr_tensor *embed, *final_norm;
+    hr_linear lm_head;
+    hr_layer *layers;
+
+    float *inv_freq;             /* [rot_dim / 2] */
+    hr_rope rope;
+
+    int kv_blocks, kv_block_size;
+    hr_acts acts;
+
+    /* every tensor this model created, freed together */
+    hr_tensor **owned;
+    int n_owned, cap_owned;
+    size_t weight_bytes;
+};
+
+/* Creates a backend tensor owned by m (freed by hr_model_free). */
+hr_tensor *hr_model_tensor_new(hr_model *m, hr_dtype dt, int ndim, const int64_t *ne, const char *name, hr_err *err);
+/* Frees one owned tensor early (activation regrowth, KV reallocation). */
+void hr_model_tensor_drop(hr_model *m, hr_tensor *t);
+
+/* loader.c */
+int hr_model_load_hf(hr_model *m, const char *dir, const hr_model_opts *opts, hr_err *err);
+int hr_model_load_gguf(hr_model *m, const char *file, const hr_model_opts *opts, hr_err *err);
+/* Derived sizes, RoPE, per-layer windows; called after weights are in. */
+int hr_model_finish(hr_model *m, hr_err *err);
+
+#endif
