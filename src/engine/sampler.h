@@ -45,13 +45,22 @@ typedef struct hr_sample_result {
     float top_logprobs[HR_MAX_TOP_LOGPROBS];
 } hr_sample_result;
 
-/* stop_ids: EOS + stop_token_ids, masked while fewer than min_tokens were
- * generated (and EOS always masked when ignore_eos... no: ignore_eos only means
- * the engine does not stop; sampling is unaffected). */
+/* stop_ids (passed to hr_sampler_sample): the ids that would end the request,
+ * i.e. stop_token_ids plus the model's EOS ids unless ignore_eos (as vLLM's
+ * all_stop_token_ids). They are masked (-inf) while n_generated < min_tokens.
+ * ignore_eos itself never changes sampling: it only means the engine does not
+ * stop on EOS, so the caller leaves EOS out of stop_ids.
+ * hr_sampler_new copies the prompt (for the repetition penalty); returns NULL
+ * on a bad vocab_size or when out of memory. */
 hr_sampler *hr_sampler_new(const hr_sampling_params *p, int vocab_size, const int32_t *prompt, int n_prompt);
 void hr_sampler_free(hr_sampler *s);
 /* Samples from logits (modified in place). n_generated = tokens generated so
- * far. Records the chosen token for later penalties. */
+ * far. Records the chosen token for later penalties. Order (vLLM v1):
+ * raw logprobs, logit_bias, min_tokens mask, penalties; then greedy argmax
+ * (temperature < 1e-5, lowest id on ties) or temperature, min-p, top-k,
+ * top-p and a draw from the per-sampler RNG (xoshiro256**, seeded through
+ * splitmix64 from `seed`, one draw per token, so a seeded request gives the
+ * same tokens whatever else is in the batch). HR_OK or HR_ENOMEM. */
 int hr_sampler_sample(hr_sampler *s, float *logits, int n_generated, const int32_t *stop_ids, int n_stop,
                       hr_sample_result *out);
 
