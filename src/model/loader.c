@@ -619,6 +619,14 @@ int hr_model_finish(hr_model *m, hr_err *err) {
     if (!m->inv_freq) return hr_err_set(err, HR_ENOMEM, "out of memory");
     int rc = hr_rope_compute(c, m->head_dim, m->inv_freq, &m->rope.mscale, err);
     if (rc != HR_OK) return rc;
+    /* transformers keeps inv_freq as a buffer in the model's dtype: running
+     * an unquantized bf16/fp16 checkpoint, the frequencies it rotates by are
+     * the rounded ones (the reference logits of such checkpoints differ by
+     * ~5e-3 otherwise). Quantized checkpoints are run in float32 there. */
+    if (c->quant == HR_QUANT_NONE && !m->gguf && (c->dtype == HR_BF16 || c->dtype == HR_F16))
+        for (int i = 0; i < rot / 2; i++)
+            m->inv_freq[i] = c->dtype == HR_BF16 ? hr_bf16_to_f32(hr_f32_to_bf16(m->inv_freq[i]))
+                                                 : hr_f16_to_f32(hr_f32_to_f16(m->inv_freq[i]));
     m->rope.head_dim = m->head_dim;
     m->rope.rot_dim = rot;
     m->rope.inv_freq = m->inv_freq;
