@@ -1,0 +1,61 @@
+/* Private to src/server: the server context shared by the HTTP layer
+ * (http.c: daemon, routing, auth, bodies, small routes) and the generation
+ * routes (generate.c: engine bridge, response JSON, SSE). Nothing outside
+ * src/server includes this. */
+#ifndef HEARTH_SERVER_INTERNAL_H
+#define HEARTH_SERVER_INTERNAL_H
+
+#include <microhttpd.h>
+#include <stdatomic.h>
+#include <time.h>
+
+#include "server/server.h"
+
+struct hr_server {
+    struct MHD_Daemon *daemon;
+    int listen_fd; /* from MHD_quiesce_daemon, closed after MHD_stop_daemon */
+    int port;
+    hr_engine *engine;
+    const hr_tokenizer *tok;
+    const hr_config *cfg;
+    char *host, *model_path, *model_name, *api_key, *chat_template, *version;
+    size_t max_request_bytes;
+    int timeout_s;
+    int vocab_size, max_model_len;
+    srv_metrics metrics;
+    /* submissions hold the read side; quiesce takes the write side, so no
+     * request reaches the engine after it began shutting down */
+    pthread_rwlock_t submit_lock;
+    bool quiesced;
+    atomic_int in_flight;
+    atomic_ullong id_counter;
+    uint64_t id_salt;
+    time_t created;
+};
+
+/* One HTTP request (MHD's con_cls): route, body accumulated up to the limit,
+ * and the request's memory pool. */
+typedef struct srv_conn {
+    hr_server *s;
+    struct MHD_Connection *c;
+    int route;
+    bool started, too_large;
+    srv_buf body;
+    srv_pool *pool;
+} srv_conn;
+
+/* Responses. body/obj ownership passes to the function. */
+enum MHD_Result srv_reply_json(struct MHD_Connection *c, int status, json_t *obj);
+enum MHD_Result srv_reply_error(struct MHD_Connection *c, const srv_error *e);
+enum MHD_Result srv_reply_buf(struct MHD_Connection *c, int status, const char *ctype, char *body, size_t len);
+
+/* generate.c */
+enum MHD_Result srv_route_chat(srv_conn *cn);
+enum MHD_Result srv_route_completions(srv_conn *cn);
+enum MHD_Result srv_route_tokenize(srv_conn *cn);
+enum MHD_Result srv_route_detokenize(srv_conn *cn);
+
+/* "chatcmpl-<hex>" style ids: unique per process and run. */
+void srv_new_id(hr_server *s, const char *prefix, char *out, size_t n);
+
+#endif
