@@ -2,8 +2,8 @@
  * longest suffix of the text seen so far that is a proper prefix of some
  * stop string, so any stop string that will ever match starts inside
  * pending or in text not yet seen. Everything before it is final and safe
- * to emit. Matching the earliest occurrence keeps the OpenAI/vLLM rule that
- * the output ends right before the first stop string. */
+ * to emit. The output ends right before the stop string that completes
+ * first, as vLLM's check of each new token's text does. */
 #include <string.h>
 
 #include "server/server.h"
@@ -14,15 +14,22 @@ void srv_stop_init(srv_stop *m, const char *const *stops, int n_stops) {
 
 void srv_stop_free(srv_stop *m) { srv_buf_free(&m->pending); }
 
-/* Earliest occurrence of any stop string in s[0, n): position or -1. */
+/* The occurrence that completes first (smallest end; on a tie the longest,
+ * i.e. earliest start): what a character-by-character stream would hit, so
+ * the result does not depend on how the text was split into tokens.
+ * Returns its start or -1. */
 static long find_first(const srv_stop *m, const char *s, size_t n, int *which) {
     long best = -1;
+    size_t best_end = 0;
     for (int i = 0; i < m->n_stops; i++) {
         size_t sl = strlen(m->stops[i]);
         if (!sl || sl > n) continue;
         const char *p = memmem(s, n, m->stops[i], sl);
-        if (p && (best < 0 || p - s < best)) {
+        if (!p) continue;
+        size_t end = (size_t)(p - s) + sl;
+        if (best < 0 || end < best_end || (end == best_end && p - s < best)) {
             best = p - s;
+            best_end = end;
             *which = i;
         }
     }
