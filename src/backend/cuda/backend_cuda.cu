@@ -1,0 +1,707 @@
+/* The CUDA backend object: device, one stream, the cuBLASLt handle, a caching
+ * allocator for tensors, the op scratch stack, the step arrays (one pinned ->
+ * device copy per step), and the op table that validates shapes and calls the
+ * launchers of the kernel files. Activations and the KV cache are BF16.
+ * Must not know models or the scheduler; synchronises only in tensor_get,
+ * sync, and when a buffer must grow (first steps only). */
+#include <string.h>
+
+#include "backend/cuda/cu_types.cuh"
+
+#define CU_SCRATCH_MIN ((size_t)32 << 20)
+#define CU_LT_WS ((size_t)32 << 20)
+
+int cu_fail(cu_backend *c, cudaError_t e, const char *what) {
+    int code = e == cudaErrorNotSupported ? HR_EUNSUP : e == cudaErrorMemoryAllocation ? HR_ENOMEM : HR_EIO;
+    cudaGetLastError(); /* clear a sticky launch error so the next op reports its own */
+    return hr_err_set(&c->base.err, code, "cuda: %s: %s", what, cudaGetErrorString(e));
+}
+
+#define CU_TRY(c, call, what)                                         \
+    do {                                                              \
+        cudaError_t e_ = (call);                                      \
+        if (e_ != cudaSuccess) return cu_fail((c), e_, (what));       \
+    } while (0)
+
+/* ---- device memory: caching allocator --------------------------------- */
+static size_t round_alloc(size_t n) {
+    size_t g = n < ((size_t)1 << 20) ? 256 : ((size_t)64 << 10);
+    return (n + g - 1) / g * g;
+}
+
+static void *dev_alloc(cu_backend *c, size_t n) {
+    n = round_alloc(n);
+    for (int i = 0; i < c->n_free; i++) {
+        if (c->free_list[i].size == n) {
+            void *p = c->free_list[i].p;
+            c->free_list[i] = c->free_list[--c->n_free];
+            c->in_use += n;
+            c->peak = HR_MAX(c->peak, c->in_use);
+            return p;
+        }
+    }
+    void *p = NULL;
+    if (cudaMalloc(&p, n) != cudaSuccess) {
+        cudaGetLastError();
+        return NULL;
+    }
+    c->in_use += n;
+    c->peak = HR_MAX(c->peak, c->in_use);
+    return p;
+}
+
+static void dev_release(cu_backend *c, void *p, size_t n) {
+    if (!p) return;
+    n = round_alloc(n);
+    if (c->n_free == c->cap_free) {
+        c->cap_free = c->cap_free ? 2 * c->cap_free : 64;
+        c->free_list = (cu_free_block *)hr_xrealloc(c->free_list, c->cap_free * sizeof(cu_free_block));
+    }
+    c->free_list[c->n_free].p = p;
+    c->free_list[c->n_free].size = n;
+    c->n_free++;
+    c->in_use -= n;
+}
+
+/* ---- scratch stack -------------------------------------------------------- */
+int cu_scratch_reserve(cu_backend *c, size_t bytes) {
+    if (bytes <= c->scratch_cap) return HR_OK;
+    if (c->scratch_top != 0)
+        return hr_err_set(&c->base.err, HR_ENOMEM, "cuda: scratch cannot grow while in use (%zu > %zu bytes)", bytes,
+                          c->scratch_cap);
+    size_t cap = HR_MAX(bytes + bytes / 4, CU_SCRATCH_MIN);
+    CU_TRY(c, cudaStreamSynchronize(c->stream), "scratch grow sync");
+    if (c->scratch) {
+        cudaFree(c->scratch);
+        c->in_use -= c->scratch_cap;
+    }
+    c->scratch = NULL;
+    c->scratch_cap = 0;
+    CU_TRY(c, cudaMalloc((void **)&c->scratch, cap), "scratch alloc");
+    c->scratch_cap = cap;
+    c->in_use += cap;
+    c->peak = HR_MAX(c->peak, c->in_use);
+    return HR_OK;
+}
+
+void *cu_scratch_push(cu_backend *c, size_t bytes) {
+    size_t top = (c->scratch_top + 255) / 256 * 256;
+    if (top + bytes > c->scratch_cap) return NULL;
+    c->scratch_top = top + bytes;
+    return c->scratch + top;
+}
+
+/* ---- tensors ------------------------------------------------------------- */
+static hr_tensor *cu_tensor_new(hr_backend *be, hr_dtype dtype, int ndim, const int64_t *ne, const char *name) {
+    cu_backend *c = cu_of(be);
+    if (ndim < 1 || ndim > HR_MAX_DIMS || dtype >= HR_DTYPE_COUNT) {
+        hr_err_set(&be->err, HR_EINVAL, "cuda tensor_new: bad ndim %d or dtype", ndim);
+        return NULL;
+    }
+    hr_tensor *t = (hr_tensor *)hr_xcalloc(1, sizeof(hr_tensor));
+    t->dtype = dtype;
+    t->ndim = ndim;
+    for (int i = 0; i < ndim; i++) {
+        if (ne[i] < 0) {
+            free(t);
+            hr_err_set(&be->err, HR_EINVAL, "cuda tensor_new: negative dim");
+            return NULL;
+        }
+        t->ne[i] = ne[i];
+    }
+    t->nbytes = (size_t)hr_tensor_nelem(t) * hr_dtype_size(dtype);
+    t->be = be;
+    if (name) snprintf(t->name, sizeof(t->name), "%s", name);
+    if (t->nbytes) {
+        cudaSetDevice(c->device);
+        t->data = dev_alloc(c, t->nbytes);
+        if (!t->data) {
+            hr_err_set(&be->err, HR_ENOMEM, "cuda: out of device memory for tensor '%s' (%zu bytes)", t->name,
+                       t->nbytes);
+            free(t);
+            return NULL;
+        }
+    }
+    return t;
+}
+
+static void cu_tensor_free(hr_backend *be, hr_tensor *t) {
+    if (!t) return;
+    /* the memory goes back to the cache, not the device: work still queued on
+     * the stream may use it, and the next tensor_new of this size reuses it in
+     * stream order */
+    dev_release(cu_of(be), t->data, t->nbytes);
+    free(t);
+}
+
+static int cu_tensor_set(hr_backend *be, hr_tensor *t, const void *host, size_t offset, size_t nbytes) {
+    cu_backend *c = cu_of(be);
+    if (offset + nbytes > t->nbytes)
+        return hr_err_set(&be->err, HR_EINVAL, "cuda tensor_set: range past the end of '%s'", t->name);
+    if (!nbytes) return HR_OK;
+    CU_TRY(c, cudaMemcpyAsync((char *)t->data + offset, host, nbytes, cudaMemcpyHostToDevice, c->stream),
+           "tensor_set");
+    /* the caller may free or reuse host right away */
+    CU_TRY(c, cudaStreamSynchronize(c->stream), "tensor_set sync");
+    return HR_OK;
+}
+
+static int cu_tensor_get(hr_backend *be, const hr_tensor *t, void *host, size_t offset, size_t nbytes) {
+    cu_backend *c = cu_of(be);
+    if (offset + nbytes > t->nbytes)
+        return hr_err_set(&be->err, HR_EINVAL, "cuda tensor_get: range past the end of '%s'", t->name);
+    if (!nbytes) return HR_OK;
+    CU_TRY(c, cudaMemcpyAsync(host, (const char *)t->data + offset, nbytes, cudaMemcpyDeviceToHost, c->stream),
+           "tensor_get");
+    CU_TRY(c, cudaStreamSynchronize(c->stream), "tensor_get sync");
+    return HR_OK;
+}
+
+static int cu_tensor_zero(hr_backend *be, hr_tensor *t) {
+    cu_backend *c = cu_of(be);
+    if (t->nbytes) CU_TRY(c, cudaMemsetAsync(t->data, 0, t->nbytes, c->stream), "tensor_zero");
+    return HR_OK;
+}
+
+static bool cu_supports_weight(hr_backend *be, hr_dtype dtype) {
+    (void)be;
+    return dtype == HR_F32 || dtype == HR_BF16 || dtype == HR_F16;
+}
+
+/* ---- step arrays -------------------------------------------------------- */
+static size_t al4(size_t n) { return (n + 3) / 4 * 4; }
+
+static void fill(int32_t *dst, const int32_t *src, size_t n, int32_t dflt) {
+    if (src) memcpy(dst, src, n * sizeof(int32_t));
+    else
+        for (size_t i = 0; i < n; i++) dst[i] = dflt;
+}
+
+/* Copies the step's arrays to the device with one async memcpy from pinned
+ * staging. The staging buffer is rewritten only after the previous copy has
+ * completed (event), so the host never races the DMA. */
+static int upload_step(cu_backend *c, const hr_step *s) {
+    if (s->n_tokens < 0 || s->n_seqs < 0 || s->n_logits < 0 || s->max_blocks_per_seq < 0)
+        return hr_err_set(&c->base.err, HR_EINVAL, "cuda step: negative count");
+    if (s->n_seqs > 0 && s->block_size <= 0 && s->block_tables)
+        return hr_err_set(&c->base.err, HR_EINVAL, "cuda step: block_size must be positive");
+    size_t nt = s->n_tokens, ns = s->n_seqs, nb = (size_t)s->n_seqs * s->max_blocks_per_seq, nl = s->n_logits;
+    size_t o_tok = 0, o_pos = o_tok + al4(nt), o_slot = o_pos + al4(nt), o_ts = o_slot + al4(nt),
+           o_qs = o_ts + al4(nt), o_sl = o_qs + al4(ns + 1), o_bt = o_sl + al4(ns), o_lr = o_bt + al4(nb),
+           total = o_lr + al4(nl) + 4;
+    if (c->stage_pending) {
+        CU_TRY(c, cudaEventSynchronize(c->stage_done), "step staging wait");
+        c->stage_pending = false;
+    }
+    if (total > c->stage_cap) {
+        size_t cap = HR_MAX(total + total / 2, (size_t)1 << 16);
+        CU_TRY(c, cudaStreamSynchronize(c->stream), "step grow sync");
+        if (c->stage_host) cudaFreeHost(c->stage_host);
+        if (c->stage_dev) cudaFree(c->stage_dev);
+        c->stage_host = NULL;
+        c->stage_dev = NULL;
+        c->stage_cap = 0;
+        CU_TRY(c, cudaMallocHost((void **)&c->stage_host, cap * 4), "step staging alloc");
+        CU_TRY(c, cudaMalloc((void **)&c->stage_dev, cap * 4), "step device alloc");
+        c->stage_cap = cap;
+    }
+    int32_t *h = c->stage_host;
+    fill(h + o_tok, s->tokens, nt, 0);
+    fill(h + o_pos, s->positions, nt, 0);
+    fill(h + o_slot, s->slot_mapping, nt, -1);
+    fill(h + o_qs, s->query_start, ns + 1, 0);
+    fill(h + o_sl, s->seq_lens, ns, 0);
+    fill(h + o_bt, s->block_tables, nb, -1);
+    fill(h + o_lr, s->logit_rows, nl, 0);
+    int max_len = 0;
+    for (size_t i = 0; i < nt; i++) h[o_ts + i] = 0;
+    for (size_t q = 0; q < ns; q++) {
+        max_len = HR_MAX(max_len, h[o_sl + q]);
+        int a = h[o_qs + q], b = h[o_qs + q + 1];
+        if (a < 0 || b < a || (size_t)b > nt)
+            return hr_err_set(&c->base.err, HR_EINVAL, "cuda step: query_start[%zu..] = %d, %d out of range", q, a, b);
+        for (int t = a; t < b; t++) h[o_ts + t] = (int32_t)q;
+    }
+    for (size_t i = 0; i < nl; i++)
+        if (h[o_lr + i] < 0 || (size_t)h[o_lr + i] >= nt)
+            return hr_err_set(&c->base.err, HR_EINVAL, "cuda step: logit row %d out of range", h[o_lr + i]);
+    CU_TRY(c, cudaMemcpyAsync(c->stage_dev, h, total * 4, cudaMemcpyHostToDevice, c->stream), "step upload");
+    CU_TRY(c, cudaEventRecord(c->stage_done, c->stream), "step event");
+    c->stage_pending = true;
+
+    cu_step *d = &c->step;
+    int32_t *base = c->stage_dev;
+    d->host = s;
+    d->n_tokens = s->n_tokens;
+    d->n_seqs = s->n_seqs;
+    d->mbps = s->max_blocks_per_seq;
+    d->block_size = s->block_size;
+    d->n_logits = s->n_logits;
+    d->max_seq_len = max_len;
+    d->tokens = base + o_tok;
+    d->positions = base + o_pos;
+    d->slots = base + o_slot;
+    d->tok_seq = base + o_ts;
+    d->query_start = base + o_qs;
+    d->seq_lens = base + o_sl;
+    d->block_tables = base + o_bt;
+    d->logit_rows = base + o_lr;
+    return HR_OK;
+}
+
+/* Ops take the step again; its arrays are the ones step_begin uploaded. A
+ * different step object (a caller that skipped step_begin) is uploaded here. */
+static int want_step(cu_backend *c, const hr_step *s) {
+    if (!s) return hr_err_set(&c->base.err, HR_EINVAL, "cuda: op needs the step");
+    if (c->step.host == s && c->step.n_tokens == s->n_tokens && c->step.n_seqs == s->n_seqs &&
+        c->step.n_logits == s->n_logits)
+        return HR_OK;
+    return upload_step(c, s);
+}
+
+static int cu_step_begin(hr_backend *be, const hr_step *step) {
+    cu_backend *c = cu_of(be);
+    cudaSetDevice(c->device);
+    return upload_step(c, step);
+}
+
+static int cu_step_end(hr_backend *be) {
+    cu_backend *c = cu_of(be);
+    c->step.host = NULL; /* the caller may reuse the step struct for the next step */
+    CU_TRY(c, cudaGetLastError(), "step");
+    return HR_OK;
+}
+
+static int cu_sync(hr_backend *be) {
+    cu_backend *c = cu_of(be);
+    CU_TRY(c, cudaStreamSynchronize(c->stream), "sync");
+    return HR_OK;
+}
+
+/* ---- ops ------------------------------------------------------------------ */
+static bool is_act(hr_dtype t) { return t == HR_BF16 || t == HR_F32; }
+
+static int cu_embed_op(hr_backend *be, hr_tensor *out, const hr_tensor *table, const hr_step *step) {
+    cu_backend *c = cu_of(be);
+    int rc = want_step(c, step);
+    if (rc) return rc;
+    int64_t hidden = hr_tensor_cols(table);
+    if (hr_tensor_cols(out) != hidden || hr_tensor_rows(out) < step->n_tokens)
+        return hr_err_set(&be->err, HR_EINVAL, "cuda embed: out [%lld rows, %lld] vs table cols %lld",
+                          (long long)hr_tensor_rows(out), (long long)hr_tensor_cols(out), (long long)hidden);
+    CU_TRY(c, cu_embed(c->stream, out->data, out->dtype, table->data, table->dtype, hr_tensor_rows(table), hidden,
+                       c->step.tokens, step->n_tokens),
+           "embed");
+    return HR_OK;
+}
+
+static int norm_common(hr_backend *be, hr_tensor *out, hr_tensor *res, const hr_tensor *x, const hr_tensor *w,
+                       float eps) {
+    cu_backend *c = cu_of(be);
+    int64_t cols = hr_tensor_cols(x), rows = hr_tensor_rows(x);
+    if (hr_tensor_nelem(w) != cols || hr_tensor_nelem(out) != rows * cols ||
+        (res && (hr_tensor_nelem(res) != rows * cols || res->dtype != x->dtype)) || out->dtype != x->dtype)
+        return hr_err_set(&be->err, HR_EINVAL, "cuda rmsnorm: shape/dtype mismatch ('%s')", x->name);
+    CU_TRY(c, cu_rmsnorm(c->stream, out->data, out->dtype, res ? res->data : NULL, x->data, x->dtype, w->data,
+                         w->dtype, rows, cols, eps),
+           "rmsnorm");
+    return HR_OK;
+}
+
+static int cu_rmsnorm_op(hr_backend *be, hr_tensor *out, const hr_tensor *x, const hr_tensor *w, float eps) {
+    return norm_common(be, out, NULL, x, w, eps);
+}
+
+static int cu_add_rmsnorm_op(hr_backend *be, hr_tensor *out, hr_tensor *residual, const hr_tensor *x,
+                             const hr_tensor *w, float eps) {
+    return norm_common(be, out, residual, x, w, eps);
+}
+
+static int cu_add_op(hr_backend *be, hr_tensor *out, const hr_tensor *a, const hr_tensor *b) {
+    cu_backend *c = cu_of(be);
+    int64_t n = hr_tensor_nelem(a);
+    if (hr_tensor_nelem(b) != n || hr_tensor_nelem(out) != n || a->dtype != b->dtype || out->dtype != a->dtype)
+        return hr_err_set(&be->err, HR_EINVAL, "cuda add: shape/dtype mismatch");
+    CU_TRY(c, cu_add(c->stream, out->data, a->data, b->data, a->dtype, n), "add");
+    return HR_OK;
+}
+
+static int cu_linear_op(hr_backend *be, hr_tensor *out, const hr_tensor *x, const hr_linear *l) {
+    cu_backend *c = cu_of(be);
+    const hr_tensor *w = l->w;
+    if (w->ndim != 2 || w->ne[1] != hr_tensor_cols(x) || hr_tensor_cols(out) != w->ne[0] ||
+        hr_tensor_rows(out) != hr_tensor_rows(x))
+        return hr_err_set(&be->err, HR_EINVAL, "cuda linear: x [%lld, %lld] w '%s' [%lld, %lld] out [%lld, %lld]",
+                          (long long)hr_tensor_rows(x), (long long)hr_tensor_cols(x), w->name, (long long)w->ne[0],
+                          (long long)w->ne[1], (long long)hr_tensor_rows(out), (long long)hr_tensor_cols(out));
+    if (l->bias && (l->bias->dtype != HR_F32 || hr_tensor_nelem(l->bias) != w->ne[0]))
+        return hr_err_set(&be->err, HR_EINVAL, "cuda linear: bias must be F32 [%lld]", (long long)w->ne[0]);
+    if (!is_act(x->dtype) || !(is_act(out->dtype) || out->dtype == HR_F16) || !cu_supports_weight(be, w->dtype))
+        return hr_err_set(&be->err, HR_EUNSUP, "cuda linear: dtypes x %s w %s out %s", hr_dtype_name(x->dtype),
+                          hr_dtype_name(w->dtype), hr_dtype_name(out->dtype));
+    if (hr_tensor_rows(x) > INT32_MAX) return hr_err_set(&be->err, HR_EINVAL, "cuda linear: too many rows");
+    cu_gemv_args a;
+    memset(&a, 0, sizeof(a));
+    a.x = x->data;
+    a.tx = x->dtype;
+    a.ldx = hr_tensor_cols(x);
+    a.w = w->data;
+    a.tw = w->dtype;
+    a.K = w->ne[1];
+    a.N = w->ne[0];
+    a.T = (int)hr_tensor_rows(x);
+    a.bias = l->bias ? (const float *)l->bias->data : NULL;
+    a.alpha = 1.0f;
+    a.out = out->data;
+    a.to = out->dtype;
+    a.ldo = a.N;
+    int rc = cu_scratch_reserve(c, cu_linear_scratch(c, &a, l->input_scale));
+    if (rc) return rc;
+    return cu_linear_raw(c, a, l->input_scale);
+}
+
+static const float *rope_table(cu_backend *c, const hr_rope *r, int *rc) {
+    int n = r->rot_dim / 2;
+    for (int i = 0; i < c->n_rope_tabs; i++)
+        if (c->rope_tabs[i].host == r->inv_freq && c->rope_tabs[i].n == n) return c->rope_tabs[i].dev;
+    int slot = c->n_rope_tabs < (int)HR_ARRAY_LEN(c->rope_tabs) ? c->n_rope_tabs++ : 0;
+    float *d = c->rope_tabs[slot].dev;
+    if (d && c->rope_tabs[slot].n < n) {
+        cudaStreamSynchronize(c->stream);
+        cudaFree(d);
+        d = NULL;
+    }
+    if (!d) {
+        cudaError_t e = cudaMalloc((void **)&d, (size_t)HR_MAX(n, 1) * sizeof(float));
+        if (e != cudaSuccess) {
+            c->rope_tabs[slot].dev = NULL;
+            c->rope_tabs[slot].host = NULL;
+            *rc = cu_fail(c, e, "rope table alloc");
+            return NULL;
+        }
+    }
+    c->rope_tabs[slot].dev = d;
+    c->rope_tabs[slot].host = r->inv_freq;
+    c->rope_tabs[slot].n = n;
+    /* synchronous: the table is read once per distinct pointer (first step) */
+    cudaError_t e = cudaMemcpy(d, r->inv_freq, (size_t)n * sizeof(float), cudaMemcpyHostToDevice);
+    if (e != cudaSuccess) {
+        c->rope_tabs[slot].host = NULL;
+        *rc = cu_fail(c, e, "rope table upload");
+        return NULL;
+    }
+    return d;
+}
+
+static int cu_rope_op(hr_backend *be, hr_tensor *x, int n_heads, const hr_rope *r, const hr_step *step) {
+    cu_backend *c = cu_of(be);
+    int rc = want_step(c, step);
+    if (rc) return rc;
+    if (r->rot_dim < 2 || r->rot_dim > r->head_dim || r->rot_dim % 2 || (int64_t)n_heads * r->head_dim > hr_tensor_cols(x) ||
+        hr_tensor_rows(x) < step->n_tokens)
+        return hr_err_set(&be->err, HR_EINVAL, "cuda rope: rot_dim %d head_dim %d heads %d vs x cols %lld", r->rot_dim,
+                          r->head_dim, n_heads, (long long)hr_tensor_cols(x));
+    const float *tab = rope_table(c, r, &rc);
+    if (!tab) return rc;
+    CU_TRY(c, cu_rope(c->stream, x->data, x->dtype, step->n_tokens, hr_tensor_cols(x), n_heads, r->head_dim,
+                      r->rot_dim, tab, r->mscale, c->step.positions),
+           "rope");
+    return HR_OK;
+}
+
+static int cu_kv_store_op(hr_backend *be, hr_tensor *kc, hr_tensor *vc, const hr_tensor *k, const hr_tensor *v,
+                          const hr_step *step) {
+    cu_backend *c = cu_of(be);
+    int rc = want_step(c, step);
+    if (rc) return rc;
+    int64_t row = hr_tensor_cols(k);
+    if (hr_tensor_cols(v) != row || kc->ndim != 4 || kc->ne[2] * kc->ne[3] != row || kc->dtype != vc->dtype ||
+        kc->nbytes != vc->nbytes)
+        return hr_err_set(&be->err, HR_EINVAL, "cuda kv_store: k cols %lld vs cache [.., .., %lld, %lld]",
+                          (long long)row, (long long)kc->ne[2], (long long)kc->ne[3]);
+    CU_TRY(c, cu_kv_store(c->stream, kc->data, vc->data, kc->dtype, k->data, v->data, k->dtype, row,
+                          hr_tensor_cols(v), step->n_tokens, row, c->step.slots, kc->ne[0] * kc->ne[1]),
+           "kv_store");
+    return HR_OK;
+}
+
+static int cu_attention_op(hr_backend *be, hr_tensor *out, const hr_tensor *q, const hr_tensor *kc,
+                           const hr_tensor *vc, const hr_step *step, const hr_attn_params *p) {
+    cu_backend *c = cu_of(be);
+    int rc = want_step(c, step);
+    if (rc) return rc;
+    if (p->n_kv_heads <= 0 || p->n_heads % p->n_kv_heads || kc->ndim != 4 || kc->ne[2] != p->n_kv_heads ||
+        kc->ne[3] != p->head_dim || kc->ne[1] != step->block_size ||
+        hr_tensor_cols(q) < (int64_t)p->n_heads * p->head_dim || hr_tensor_cols(out) < (int64_t)p->n_heads * p->head_dim ||
+        out->dtype != q->dtype || (p->sinks && (p->sinks->dtype != HR_F32 || hr_tensor_nelem(p->sinks) < p->n_heads)))
+        return hr_err_set(&be->err, HR_EINVAL, "cuda attention: heads %d/%d dim %d vs cache [%lld, %lld, %lld, %lld]",
+                          p->n_heads, p->n_kv_heads, p->head_dim, (long long)kc->ne[0], (long long)kc->ne[1],
+                          (long long)kc->ne[2], (long long)kc->ne[3]);
+    cu_attn_args a;
+    memset(&a, 0, sizeof(a));
+    a.out = out->data;
+    a.ldo = hr_tensor_cols(out);
+    a.q = q->data;
+    a.ldq = hr_tensor_cols(q);
+    a.tq = q->dtype;
+    a.kc = kc->data;
+    a.vc = vc->data;
+    a.tkv = kc->dtype;
+    a.step = c->step;
+    a.n_heads = p->n_heads;
+    a.n_kv_heads = p->n_kv_heads;
+    a.head_dim = p->head_dim;
+    a.window = p->window;
+    a.scale = p->scale;
+    a.sinks = p->sinks ? (const float *)p->sinks->data : NULL;
+    int splits = cu_attn_splits(&a, c->n_sm);
+    size_t need = (size_t)step->n_tokens * p->n_heads * splits * (p->head_dim + 2) * sizeof(float);
+    if ((rc = cu_scratch_reserve(c, need + 256))) return rc;
+    float *part = (float *)cu_scratch_push(c, need);
+    cudaError_t e = cu_attention(c->stream, &a, splits, part);
+    c->scratch_top = 0;
+    if (e != cudaSuccess) return cu_fail(c, e, "attention");
+    return HR_OK;
+}
+
+static int cu_swiglu_op(hr_backend *be, hr_tensor *out, const hr_tensor *gate, const hr_tensor *up, const hr_act *act) {
+    cu_backend *c = cu_of(be);
+    int64_t rows = hr_tensor_rows(gate), cols = hr_tensor_cols(gate);
+    if (hr_tensor_nelem(up) != rows * cols || hr_tensor_nelem(out) != rows * cols || gate->dtype != up->dtype ||
+        out->dtype != gate->dtype)
+        return hr_err_set(&be->err, HR_EINVAL, "cuda swiglu: shape/dtype mismatch");
+    CU_TRY(c, cu_swiglu(c->stream, out->data, gate->data, up->data, out->dtype, rows, cols, cols, cols, *act),
+           "swiglu");
+    return HR_OK;
+}
+
+/* Experts run per (token, chosen expert) pair through the GEMV's pair mode:
+ * route on the GPU, gate/up -> SwiGLU -> down in float scratch, weighted sum.
+ * Tokens go in chunks so the float intermediates fit the scratch budget. */
+static int cu_moe_op(hr_backend *be, hr_tensor *out, const hr_tensor *x, const hr_moe *m) {
+    cu_backend *c = cu_of(be);
+    int64_t T = hr_tensor_rows(x), H = hr_tensor_cols(x);
+    int E = m->n_experts, k = m->top_k;
+    if (!m->gate || !m->up || !m->down || m->gate->ndim != 3 || m->gate->ne[0] != E || m->gate->ne[2] != H ||
+        m->down->ndim != 3 || m->down->ne[1] != H || m->down->ne[2] != m->gate->ne[1] ||
+        m->router.w->ne[0] != E || m->router.w->ne[1] != H || k < 1 || k > E || hr_tensor_nelem(out) != T * H ||
+        m->gate->dtype != m->up->dtype || m->gate->dtype != m->down->dtype)
+        return hr_err_set(&be->err, HR_EINVAL, "cuda moe: shape mismatch (E %d k %d H %lld)", E, k, (long long)H);
+    if (T <= 0) return HR_OK;
+    int64_t F = m->gate->ne[1];
+    size_t per_tok = (size_t)E * 4 + (size_t)k * 8 + (size_t)k * (2 * F + H) * 4 + 8 * 256;
+    size_t budget = HR_MAX(c->scratch_cap, (size_t)256 << 20);
+    int64_t Tc = HR_MAX((int64_t)1, HR_MIN(T, (int64_t)(budget / per_tok)));
+    Tc = HR_MIN(Tc, (int64_t)(65535 / k));
+
+    cu_gemv_args r;
+    memset(&r, 0, sizeof(r));
+    r.tx = x->dtype;
+    r.ldx = H;
+    r.w = m->router.w->data;
+    r.tw = m->router.w->dtype;
+    r.K = H;
+    r.N = E;
+    r.T = (int)Tc;
+    r.bias = m->router.bias ? (const float *)m->router.bias->data : NULL;
+    r.alpha = 1.0f;
+    r.to = HR_F32;
+    r.ldo = E;
+    size_t rneed = cu_linear_scratch(c, &r, m->router.input_scale);
+    int rc = cu_scratch_reserve(c, Tc * per_tok + rneed + 4096);
+    if (rc) return rc;
+    size_t xs = hr_dtype_size(x->dtype), os = hr_dtype_size(out->dtype);
+    for (int64_t t0 = 0; t0 < T && rc == HR_OK; t0 += Tc) {
+        int tc = (int)HR_MIN(Tc, T - t0), P = tc * k;
+        c->scratch_top = 0;
+        float *logits = (float *)cu_scratch_push(c, (size_t)tc * E * 4);
+        int32_t *ex = (int32_t *)cu_scratch_push(c, (size_t)P * 4);
+        float *wt = (float *)cu_scratch_push(c, (size_t)P * 4);
+        float *hg = (float *)cu_scratch_push(c, (size_t)P * F * 4);
+        float *hu = (float *)cu_scratch_push(c, (size_t)P * F * 4);
+        float *y = (float *)cu_scratch_push(c, (size_t)P * H * 4);
+        if (!y) {
+            rc = hr_err_set(&be->err, HR_ENOMEM, "cuda moe: scratch too small");
+            break;
+        }
+        const char *xc = (const char *)x->data + (size_t)t0 * H * xs;
+        r.x = xc;
+        r.T = tc;
+        r.out = logits;
+        if ((rc = cu_linear_raw(c, r, m->router.input_scale))) break;
+        cudaError_t e = cu_moe_route(c->stream, logits, tc, E, k, m->route, m->renormalize, ex, wt);
+        if (e != cudaSuccess) {
+            rc = cu_fail(c, e, "moe route");
+            break;
+        }
+        cu_gemv_args g;
+        memset(&g, 0, sizeof(g));
+        g.x = xc;
+        g.tx = x->dtype;
+        g.ldx = H;
+        g.tw = m->gate->dtype;
+        g.K = H;
+        g.N = F;
+        g.T = P;
+        g.alpha = 1.0f;
+        g.to = HR_F32;
+        g.ldo = F;
+        g.expert = ex;
+        g.xrow_div = k;
+        g.w_stride = F * H;
+        cu_gemv_args passes[3] = {g, g, g};
+        passes[0].w = m->gate->data;
+        passes[0].bias = m->gate_bias ? (const float *)m->gate_bias->data : NULL;
+        passes[0].out = hg;
+        passes[1].w = m->up->data;
+        passes[1].bias = m->up_bias ? (const float *)m->up_bias->data : NULL;
+        passes[1].out = hu;
+        /* down: input is the SwiGLU output (in hg), one row per pair */
+        passes[2].x = hg;
+        passes[2].tx = HR_F32;
+        passes[2].ldx = F;
+        passes[2].w = m->down->data;
+        passes[2].K = F;
+        passes[2].N = H;
+        passes[2].ldo = H;
+        passes[2].xrow_div = 1;
+        passes[2].w_stride = H * F;
+        passes[2].bias = m->down_bias ? (const float *)m->down_bias->data : NULL;
+        passes[2].out = y;
+        for (int i = 0; i < 3 && rc == HR_OK; i++) {
+            if (i == 2 && (e = cu_swiglu(c->stream, hg, hg, hu, HR_F32, P, F, F, F, m->act)) != cudaSuccess) {
+                rc = cu_fail(c, e, "moe swiglu");
+                break;
+            }
+            e = cu_gemv_ok(&passes[i]) ? cu_gemv(c->stream, &passes[i], 1, NULL) : cu_gemm_tiled(c->stream, &passes[i]);
+            if (e != cudaSuccess) rc = cu_fail(c, e, "moe expert gemv");
+        }
+        if (rc) break;
+        e = cu_moe_combine(c->stream, (char *)out->data + (size_t)t0 * H * os, out->dtype, H, y, wt, tc, k, H);
+        if (e != cudaSuccess) rc = cu_fail(c, e, "moe combine");
+    }
+    c->scratch_top = 0;
+    return rc;
+}
+
+static int cu_get_rows_op(hr_backend *be, hr_tensor *out, const hr_tensor *x, const hr_step *step) {
+    cu_backend *c = cu_of(be);
+    int rc = want_step(c, step);
+    if (rc) return rc;
+    int64_t cols = hr_tensor_cols(x);
+    if (hr_tensor_cols(out) != cols || hr_tensor_rows(out) < step->n_logits)
+        return hr_err_set(&be->err, HR_EINVAL, "cuda get_rows: out shape mismatch");
+    CU_TRY(c, cu_get_rows(c->stream, out->data, out->dtype, x->data, x->dtype, cols, c->step.logit_rows,
+                          step->n_logits),
+           "get_rows");
+    return HR_OK;
+}
+
+static int cu_copy_op(hr_backend *be, hr_tensor *dst, const hr_tensor *src) {
+    cu_backend *c = cu_of(be);
+    if (dst->nbytes != src->nbytes || dst->dtype != src->dtype)
+        return hr_err_set(&be->err, HR_EINVAL, "cuda copy: size/dtype mismatch");
+    CU_TRY(c, cudaMemcpyAsync(dst->data, src->data, src->nbytes, cudaMemcpyDeviceToDevice, c->stream), "copy");
+    return HR_OK;
+}
+
+static int cu_mem_info(hr_backend *be, size_t *in_use, size_t *peak, size_t *total) {
+    cu_backend *c = cu_of(be);
+    size_t fr = 0, tot = 0;
+    CU_TRY(c, cudaMemGetInfo(&fr, &tot), "mem_info");
+    if (in_use) *in_use = c->in_use;
+    if (peak) *peak = c->peak;
+    if (total) *total = tot;
+    return HR_OK;
+}
+
+static void cu_free_backend(hr_backend *be) {
+    cu_backend *c = cu_of(be);
+    if (!c) return;
+    if (c->stream) cudaStreamSynchronize(c->stream);
+    for (int i = 0; i < c->n_free; i++) cudaFree(c->free_list[i].p);
+    free(c->free_list);
+    for (int i = 0; i < c->n_rope_tabs; i++) cudaFree(c->rope_tabs[i].dev);
+    if (c->scratch) cudaFree(c->scratch);
+    if (c->stage_host) cudaFreeHost(c->stage_host);
+    if (c->stage_dev) cudaFree(c->stage_dev);
+    if (c->stage_done) cudaEventDestroy(c->stage_done);
+    if (c->lt_ws) cudaFree(c->lt_ws);
+    if (c->lt) cublasLtDestroy(c->lt);
+    if (c->stream) cudaStreamDestroy(c->stream);
+    free(c);
+}
+
+static hr_backend_ops make_ops(void) {
+    hr_backend_ops o;
+    memset(&o, 0, sizeof(o));
+    o.name = "cuda";
+    o.free = cu_free_backend;
+    o.tensor_new = cu_tensor_new;
+    o.tensor_free = cu_tensor_free;
+    o.tensor_set = cu_tensor_set;
+    o.tensor_get = cu_tensor_get;
+    o.tensor_zero = cu_tensor_zero;
+    o.supports_weight = cu_supports_weight;
+    o.step_begin = cu_step_begin;
+    o.step_end = cu_step_end;
+    o.sync = cu_sync;
+    o.embed = cu_embed_op;
+    o.rmsnorm = cu_rmsnorm_op;
+    o.add_rmsnorm = cu_add_rmsnorm_op;
+    o.add = cu_add_op;
+    o.linear = cu_linear_op;
+    o.rope = cu_rope_op;
+    o.kv_store = cu_kv_store_op;
+    o.attention = cu_attention_op;
+    o.swiglu = cu_swiglu_op;
+    o.moe = cu_moe_op;
+    o.get_rows = cu_get_rows_op;
+    o.copy = cu_copy_op;
+    o.mem_info = cu_mem_info;
+    return o;
+}
+static const hr_backend_ops cu_ops = make_ops();
+
+extern "C" int hr_backend_cuda_available(void) {
+    int n = 0;
+    if (cudaGetDeviceCount(&n) != cudaSuccess) {
+        cudaGetLastError();
+        return 0;
+    }
+    return n > 0;
+}
+
+extern "C" hr_backend *hr_backend_cuda_create(int device_index, hr_err *err) {
+    cu_backend *c = (cu_backend *)hr_xcalloc(1, sizeof(cu_backend));
+    cudaError_t e;
+    cublasStatus_t s;
+    c->base.ops = &cu_ops;
+    c->base.act_dtype = HR_BF16;
+    c->base.kv_dtype = HR_BF16;
+    c->base.impl = c;
+    c->device = device_index;
+    if ((e = cudaSetDevice(device_index)) != cudaSuccess) goto cuda_fail;
+    if ((e = cudaDeviceGetAttribute(&c->n_sm, cudaDevAttrMultiProcessorCount, device_index)) != cudaSuccess)
+        goto cuda_fail;
+    if ((e = cudaStreamCreateWithFlags(&c->stream, cudaStreamNonBlocking)) != cudaSuccess) goto cuda_fail;
+    if ((e = cudaEventCreateWithFlags(&c->stage_done, cudaEventDisableTiming)) != cudaSuccess) goto cuda_fail;
+    c->lt_ws_size = CU_LT_WS;
+    if ((e = cudaMalloc(&c->lt_ws, c->lt_ws_size)) != cudaSuccess) goto cuda_fail;
+    if ((s = cublasLtCreate(&c->lt)) != CUBLAS_STATUS_SUCCESS) {
+        hr_err_set(err, HR_EIO, "cuda: cublasLtCreate failed (status %d)", (int)s);
+        goto fail;
+    }
+    if (cu_scratch_reserve(c, CU_SCRATCH_MIN) != HR_OK) {
+        if (err) *err = c->base.err;
+        goto fail;
+    }
+    return &c->base;
+cuda_fail:
+    hr_err_set(err, e == cudaErrorNoDevice || e == cudaErrorInvalidDevice ? HR_ENOTFOUND : HR_EIO,
+               "cuda: device %d: %s", device_index, cudaGetErrorString(e));
+    cudaGetLastError();
+fail:
+    cu_free_backend(&c->base);
+    return NULL;
+}

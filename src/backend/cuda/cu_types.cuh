@@ -1,0 +1,69 @@
+/* Device-side element helpers shared by the kernel files: float conversion of
+ * the storage types (F32, BF16, F16), reductions, and the dtype dispatch
+ * macros that turn an hr_dtype into a template argument.
+ * Conversions to BF16/F16 round to nearest even, as core/dtype.c does. */
+#ifndef HEARTH_BACKEND_CUDA_TYPES_CUH
+#define HEARTH_BACKEND_CUDA_TYPES_CUH
+
+#include "backend/cuda/cuda_impl.h"
+
+typedef __nv_bfloat16 bf16;
+
+__device__ __forceinline__ float to_f(float v) { return v; }
+__device__ __forceinline__ float to_f(bf16 v) { return __bfloat162float(v); }
+__device__ __forceinline__ float to_f(__half v) { return __half2float(v); }
+
+template <typename T> __device__ __forceinline__ T from_f(float v);
+template <> __device__ __forceinline__ float from_f<float>(float v) { return v; }
+template <> __device__ __forceinline__ bf16 from_f<bf16>(float v) { return __float2bfloat16_rn(v); }
+template <> __device__ __forceinline__ __half from_f<__half>(float v) { return __float2half_rn(v); }
+
+/* Writes v into an output of run-time dtype (epilogues that may emit F32 logits). */
+__device__ __forceinline__ void store_dyn(void *out, hr_dtype t, int64_t i, float v) {
+    if (t == HR_F32) ((float *)out)[i] = v;
+    else if (t == HR_BF16) ((bf16 *)out)[i] = __float2bfloat16_rn(v);
+    else ((__half *)out)[i] = __float2half_rn(v);
+}
+
+__device__ __forceinline__ float warp_sum(float v) {
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+__device__ __forceinline__ float warp_max(float v) {
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+    return v;
+}
+
+/* Sum over the block; every thread gets the result. sh: >= 32 floats. */
+__device__ __forceinline__ float block_sum(float v, float *sh) {
+    int lane = threadIdx.x & 31, wid = threadIdx.x >> 5, nw = (blockDim.x + 31) >> 5;
+    v = warp_sum(v);
+    __syncthreads(); /* sh may still be read by a previous call */
+    if (lane == 0) sh[wid] = v;
+    __syncthreads();
+    v = lane < nw ? sh[lane] : 0.0f;
+    return warp_sum(v);
+}
+
+/* Activation dtypes: F32 or BF16. Expands BODY with ACT_T bound. */
+#define CU_DISPATCH_ACT(dt, ACT_T, ...)                                    \
+    do {                                                                   \
+        if ((dt) == HR_BF16) { typedef bf16 ACT_T; __VA_ARGS__; }          \
+        else if ((dt) == HR_F32) { typedef float ACT_T; __VA_ARGS__; }     \
+        else return cudaErrorNotSupported;                                 \
+    } while (0)
+
+/* Storage dtypes for weights/tables: F32, BF16, F16. */
+#define CU_DISPATCH_W(dt, W_T, ...)                                        \
+    do {                                                                   \
+        if ((dt) == HR_BF16) { typedef bf16 W_T; __VA_ARGS__; }            \
+        else if ((dt) == HR_F32) { typedef float W_T; __VA_ARGS__; }       \
+        else if ((dt) == HR_F16) { typedef __half W_T; __VA_ARGS__; }      \
+        else return cudaErrorNotSupported;                                 \
+    } while (0)
+
+static inline unsigned cu_blocks(int64_t n, int threads) { return (unsigned)((n + threads - 1) / threads); }
+
+#endif

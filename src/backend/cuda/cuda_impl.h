@@ -1,0 +1,145 @@
+/* Private header of the CUDA backend: the backend state (stream, cuBLASLt
+ * handle, caching allocator, op scratch stack, the step's device arrays) and
+ * the launchers each kernel file exports to backend_cuda.cu.
+ * Owns nothing outside src/backend/cuda. Must not know models, requests or
+ * the scheduler: every launcher takes raw device pointers and sizes.
+ * Included from .cu files only (C++); the C interface is backend/backend.h. */
+#ifndef HEARTH_BACKEND_CUDA_IMPL_H
+#define HEARTH_BACKEND_CUDA_IMPL_H
+
+#include <cublasLt.h>
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+extern "C" {
+#include "backend/backend.h"
+}
+
+/* ---- device step arrays (uploaded once per step by step_begin) ---------- */
+typedef struct cu_step {
+    const hr_step *host;   /* identity of the uploaded step (pointer + counts) */
+    int n_tokens, n_seqs, mbps, block_size, n_logits;
+    int max_seq_len;       /* host-side maxima: launch shapes without a sync */
+    int32_t *tokens, *positions, *slots, *query_start, *seq_lens, *block_tables, *logit_rows;
+    int32_t *tok_seq;      /* [n_tokens] sequence index of each token (host-computed) */
+} cu_step;
+
+typedef struct cu_free_block {
+    void *p;
+    size_t size;
+} cu_free_block;
+
+typedef struct cu_backend {
+    hr_backend base;
+    int device;
+    int n_sm;
+    cudaStream_t stream;
+    cublasLtHandle_t lt;
+    void *lt_ws;
+    size_t lt_ws_size;
+
+    /* caching allocator: freed tensor memory is kept for reuse by size, so a
+     * steady-state decode step never calls cudaMalloc */
+    cu_free_block *free_list;
+    int n_free, cap_free;
+    size_t in_use, peak;
+
+    /* op scratch: a stack (mark/release) inside one device buffer; grown only
+     * when empty (between ops), after a stream sync */
+    char *scratch;
+    size_t scratch_cap, scratch_top;
+
+    /* step arrays: pinned staging + one device buffer, one memcpy per step */
+    int32_t *stage_host, *stage_dev;
+    size_t stage_cap;      /* in int32 elements */
+    cudaEvent_t stage_done;
+    bool stage_pending;
+    cu_step step;
+
+    /* inv_freq tables uploaded once per distinct host pointer */
+    struct { const float *host; int n; float *dev; } rope_tabs[16];
+    int n_rope_tabs;
+} cu_backend;
+
+static inline cu_backend *cu_of(hr_backend *be) { return (cu_backend *)be; }
+
+/* ---- launchers (return cudaError_t of the launch) ----------------------- */
+/* dtypes are hr_dtype values; each launcher supports F32/BF16 activations
+ * (and F16 where noted) and returns cudaErrorNotSupported otherwise. */
+cudaError_t cu_embed(cudaStream_t st, void *out, hr_dtype to, const void *table, hr_dtype tt, int64_t vocab,
+                     int64_t hidden, const int32_t *tokens, int n_tokens);
+cudaError_t cu_rmsnorm(cudaStream_t st, void *out, hr_dtype to, void *residual, const void *x, hr_dtype tx,
+                       const void *w, hr_dtype tw, int64_t rows, int64_t cols, float eps);
+cudaError_t cu_add(cudaStream_t st, void *out, const void *a, const void *b, hr_dtype t, int64_t n);
+cudaError_t cu_get_rows(cudaStream_t st, void *out, hr_dtype to, const void *x, hr_dtype tx, int64_t cols,
+                        const int32_t *rows, int n_rows);
+cudaError_t cu_swiglu(cudaStream_t st, void *out, const void *gate, const void *up, hr_dtype t, int64_t rows,
+                      int64_t cols, int64_t ld_gate, int64_t ld_up, hr_act act);
+cudaError_t cu_rope(cudaStream_t st, void *x, hr_dtype t, int n_tokens, int64_t ld, int n_heads, int head_dim,
+                    int rot_dim, const float *inv_freq, float mscale, const int32_t *positions);
+cudaError_t cu_kv_store(cudaStream_t st, void *kc, void *vc, hr_dtype tkv, const void *k, const void *v, hr_dtype tx,
+                        int64_t ldk, int64_t ldv, int n_tokens, int64_t row, const int32_t *slots,
+                        int64_t n_slots);
+cudaError_t cu_bias_add(cudaStream_t st, void *out, hr_dtype to, int64_t ldo, const float *bias, int64_t T,
+                        int64_t N);
+cudaError_t cu_fp8_round(cudaStream_t st, __nv_bfloat16 *out, const void *x, hr_dtype tx, int64_t ldx, int64_t T,
+                         int64_t K, float inv_scale);
+
+/* Weight-streaming GEMV/skinny GEMM: out[t, n] = alpha * sum_k x[t,k] w[n,k] (+ bias[n]).
+ * Pair mode (expert != NULL, for MoE): blockIdx.y is a pair p; x row = p / xrow_div,
+ * weight = w + expert[p] * w_stride, bias + expert[p] * N, out row p. */
+typedef struct cu_gemv_args {
+    const void *x; hr_dtype tx; int64_t ldx;
+    const void *w; hr_dtype tw;
+    int64_t K, N;
+    int T;                    /* tokens (plain) or pairs (pair mode) */
+    const float *bias;
+    float alpha;
+    void *out; hr_dtype to; int64_t ldo;
+    const int32_t *expert; int xrow_div; int64_t w_stride;
+} cu_gemv_args;
+/* true when the GEMV kernel handles this shape (K vector-aligned, dtypes known). */
+bool cu_gemv_ok(const cu_gemv_args *a);
+/* part: scratch of splits * T * N floats when splits > 1 (pair mode: splits must be 1). */
+cudaError_t cu_gemv(cudaStream_t st, const cu_gemv_args *a, int splits, float *part);
+/* Number of K splits that fills n_sm SMs (1 when the grid is already large). */
+int cu_gemv_splits(const cu_gemv_args *a, int n_sm);
+/* Generic tiled GEMM for any dtype mix (F32/F16 weights, odd K): correctness path. */
+cudaError_t cu_gemm_tiled(cudaStream_t st, const cu_gemv_args *a);
+
+/* Paged attention (flash-decoding split over the context). part: T*nh*splits*(hd+2) floats. */
+typedef struct cu_attn_args {
+    void *out; int64_t ldo;
+    const void *q; int64_t ldq;
+    hr_dtype tq;              /* q and out */
+    const void *kc, *vc; hr_dtype tkv;
+    cu_step step;             /* by value: its arrays are device pointers */
+    int n_heads, n_kv_heads, head_dim, window;
+    float scale;
+    const float *sinks;       /* [n_heads] device F32 or NULL */
+} cu_attn_args;
+int cu_attn_splits(const cu_attn_args *a, int n_sm);
+cudaError_t cu_attention(cudaStream_t st, const cu_attn_args *a, int splits, float *part);
+
+/* MoE routing: logits [T, E] F32 -> expert [T*k], weight [T*k]. */
+cudaError_t cu_moe_route(cudaStream_t st, const float *logits, int T, int E, int k, hr_route route, bool renorm,
+                         int32_t *expert, float *weight);
+/* out[t, c] = sum_j weight[t*k+j] * y[t*k+j, c] */
+cudaError_t cu_moe_combine(cudaStream_t st, void *out, hr_dtype to, int64_t ldo, const float *y, const float *weight,
+                           int T, int k, int64_t H);
+
+/* ---- backend internals shared by the op files -------------------------- */
+/* Grows the scratch buffer to at least bytes; only between ops (stack empty). */
+int cu_scratch_reserve(cu_backend *c, size_t bytes);
+/* Bump allocation on the scratch stack (256-byte aligned); NULL if it does not fit. */
+void *cu_scratch_push(cu_backend *c, size_t bytes);
+/* Scratch bytes cu_linear_raw needs for this product. */
+size_t cu_linear_scratch(const cu_backend *c, const cu_gemv_args *a, float input_scale);
+/* out = x @ w^T (+ bias), choosing GEMV, cuBLASLt or the scalar path. Uses scratch
+ * above the current top and releases it before returning. */
+int cu_linear_raw(cu_backend *c, cu_gemv_args a, float input_scale);
+/* A failed CUDA call: sets be->err and returns HR_EIO (or HR_EUNSUP / HR_ENOMEM). */
+int cu_fail(cu_backend *c, cudaError_t e, const char *what);
+
+#endif

@@ -1,0 +1,172 @@
+/* Row-wise and element-wise kernels of the CUDA backend: embedding lookup,
+ * add, get_rows, SwiGLU (with gpt-oss clamping), RoPE, KV-cache store, bias
+ * add and the FP8 (E4M3) input rounding of W8A8 linears.
+ * Each is one launch over raw device pointers; none allocates or syncs. */
+#include <cuda_fp8.h>
+
+#include "backend/cuda/cu_types.cuh"
+
+/* ---- embed ---------------------------------------------------------------- */
+template <typename TO, typename TT>
+__global__ void embed_kernel(TO *out, const TT *table, int64_t vocab, int64_t hidden, const int32_t *tokens) {
+    int64_t t = blockIdx.x;
+    int32_t tok = tokens[t];
+    bool ok = tok >= 0 && tok < vocab; /* out-of-range ids give a zero row, never a wild read */
+    for (int64_t c = threadIdx.x; c < hidden; c += blockDim.x)
+        out[t * hidden + c] = from_f<TO>(ok ? to_f(table[(int64_t)tok * hidden + c]) : 0.0f);
+}
+
+cudaError_t cu_embed(cudaStream_t st, void *out, hr_dtype to, const void *table, hr_dtype tt, int64_t vocab,
+                     int64_t hidden, const int32_t *tokens, int n_tokens) {
+    if (n_tokens <= 0) return cudaSuccess;
+    CU_DISPATCH_ACT(to, TO, CU_DISPATCH_W(tt, TT,
+        embed_kernel<TO, TT><<<n_tokens, 256, 0, st>>>((TO *)out, (const TT *)table, vocab, hidden, tokens)));
+    return cudaGetLastError();
+}
+
+/* ---- add ------------------------------------------------------------------ */
+template <typename T> __global__ void add_kernel(T *out, const T *a, const T *b, int64_t n) {
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x)
+        out[i] = from_f<T>(to_f(a[i]) + to_f(b[i]));
+}
+
+cudaError_t cu_add(cudaStream_t st, void *out, const void *a, const void *b, hr_dtype t, int64_t n) {
+    if (n <= 0) return cudaSuccess;
+    unsigned g = cu_blocks(n, 256);
+    if (g > 65535u * 4) g = 65535u * 4;
+    CU_DISPATCH_ACT(t, T, add_kernel<T><<<g, 256, 0, st>>>((T *)out, (const T *)a, (const T *)b, n));
+    return cudaGetLastError();
+}
+
+/* ---- get_rows ------------------------------------------------------------- */
+template <typename TO, typename TX>
+__global__ void get_rows_kernel(TO *out, const TX *x, int64_t cols, const int32_t *rows) {
+    int64_t r = rows[blockIdx.x];
+    for (int64_t c = threadIdx.x; c < cols; c += blockDim.x)
+        out[blockIdx.x * cols + c] = from_f<TO>(to_f(x[r * cols + c]));
+}
+
+cudaError_t cu_get_rows(cudaStream_t st, void *out, hr_dtype to, const void *x, hr_dtype tx, int64_t cols,
+                        const int32_t *rows, int n_rows) {
+    if (n_rows <= 0) return cudaSuccess;
+    CU_DISPATCH_ACT(to, TO, CU_DISPATCH_ACT(tx, TX,
+        get_rows_kernel<TO, TX><<<n_rows, 256, 0, st>>>((TO *)out, (const TX *)x, cols, rows)));
+    return cudaGetLastError();
+}
+
+/* ---- swiglu --------------------------------------------------------------- */
+template <typename T>
+__global__ void swiglu_kernel(T *out, const T *gate, const T *up, int64_t cols, int64_t ldg, int64_t ldu,
+                              hr_act act) {
+    int64_t r = blockIdx.y;
+    for (int64_t c = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; c < cols; c += (int64_t)gridDim.x * blockDim.x) {
+        float g = to_f(gate[r * ldg + c]), u = to_f(up[r * ldu + c]);
+        if (act.limit > 0) {
+            g = fminf(g, act.limit);
+            u = fminf(fmaxf(u, -act.limit), act.limit);
+        }
+        float s = 1.0f / (1.0f + expf(-act.alpha * g));
+        out[r * cols + c] = from_f<T>(g * s * (u + act.up_offset));
+    }
+}
+
+cudaError_t cu_swiglu(cudaStream_t st, void *out, const void *gate, const void *up, hr_dtype t, int64_t rows,
+                      int64_t cols, int64_t ld_gate, int64_t ld_up, hr_act act) {
+    if (rows <= 0 || cols <= 0) return cudaSuccess;
+    if (rows > 65535) return cudaErrorInvalidValue;
+    dim3 grid(HR_MIN(cu_blocks(cols, 256), 1024u), (unsigned)rows);
+    CU_DISPATCH_ACT(t, T, swiglu_kernel<T><<<grid, 256, 0, st>>>((T *)out, (const T *)gate, (const T *)up, cols,
+                                                                 ld_gate, ld_up, act));
+    return cudaGetLastError();
+}
+
+/* ---- rope: NeoX / HF rotate_half pairs (i, i + rot/2) ---------------------- */
+template <typename T>
+__global__ void rope_kernel(T *x, int64_t ld, int n_heads, int head_dim, int rot_dim, const float *inv_freq,
+                            float mscale, const int32_t *positions) {
+    int64_t t = blockIdx.x;
+    int half = rot_dim / 2;
+    float pos = (float)positions[t];
+    for (int i = threadIdx.x; i < n_heads * half; i += blockDim.x) {
+        int h = i / half, j = i % half;
+        float s, c;
+        sincosf(pos * inv_freq[j], &s, &c);
+        c *= mscale;
+        s *= mscale;
+        T *p = x + t * ld + (int64_t)h * head_dim;
+        float x0 = to_f(p[j]), x1 = to_f(p[j + half]);
+        p[j] = from_f<T>(x0 * c - x1 * s);
+        p[j + half] = from_f<T>(x1 * c + x0 * s);
+    }
+}
+
+cudaError_t cu_rope(cudaStream_t st, void *x, hr_dtype t, int n_tokens, int64_t ld, int n_heads, int head_dim,
+                    int rot_dim, const float *inv_freq, float mscale, const int32_t *positions) {
+    if (n_tokens <= 0) return cudaSuccess;
+    CU_DISPATCH_ACT(t, T, rope_kernel<T><<<n_tokens, 256, 0, st>>>((T *)x, ld, n_heads, head_dim, rot_dim, inv_freq,
+                                                                   mscale, positions));
+    return cudaGetLastError();
+}
+
+/* ---- kv_store --------------------------------------------------------------- */
+template <typename TKV, typename TX>
+__global__ void kv_store_kernel(TKV *kc, TKV *vc, const TX *k, const TX *v, int64_t ldk, int64_t ldv, int64_t row,
+                                const int32_t *slots, int64_t n_slots) {
+    int64_t t = blockIdx.x;
+    int64_t s = slots[t];
+    if (s < 0 || s >= n_slots) return; /* padding token or bad slot: nothing to store */
+    for (int64_t i = threadIdx.x; i < row; i += blockDim.x) {
+        kc[s * row + i] = from_f<TKV>(to_f(k[t * ldk + i]));
+        vc[s * row + i] = from_f<TKV>(to_f(v[t * ldv + i]));
+    }
+}
+
+cudaError_t cu_kv_store(cudaStream_t st, void *kc, void *vc, hr_dtype tkv, const void *k, const void *v, hr_dtype tx,
+                        int64_t ldk, int64_t ldv, int n_tokens, int64_t row, const int32_t *slots,
+                        int64_t n_slots) {
+    if (n_tokens <= 0) return cudaSuccess;
+    CU_DISPATCH_ACT(tkv, TKV, CU_DISPATCH_ACT(tx, TX,
+        kv_store_kernel<TKV, TX><<<n_tokens, 256, 0, st>>>((TKV *)kc, (TKV *)vc, (const TX *)k, (const TX *)v, ldk,
+                                                           ldv, row, slots, n_slots)));
+    return cudaGetLastError();
+}
+
+/* ---- bias add (after cuBLASLt) ------------------------------------------------ */
+__global__ void bias_add_kernel(void *out, hr_dtype to, int64_t ldo, const float *bias, int64_t N) {
+    int64_t t = blockIdx.y;
+    for (int64_t n = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; n < N; n += (int64_t)gridDim.x * blockDim.x) {
+        int64_t i = t * ldo + n;
+        float v = to == HR_F32 ? ((float *)out)[i] : to == HR_BF16 ? to_f(((bf16 *)out)[i]) : to_f(((__half *)out)[i]);
+        store_dyn(out, to, i, v + bias[n]);
+    }
+}
+
+cudaError_t cu_bias_add(cudaStream_t st, void *out, hr_dtype to, int64_t ldo, const float *bias, int64_t T,
+                        int64_t N) {
+    if (T <= 0 || N <= 0) return cudaSuccess;
+    if (T > 65535) return cudaErrorInvalidValue;
+    dim3 grid(HR_MIN(cu_blocks(N, 256), 256u), (unsigned)T);
+    bias_add_kernel<<<grid, 256, 0, st>>>(out, to, ldo, bias, N);
+    return cudaGetLastError();
+}
+
+/* ---- FP8 input rounding: q = e4m3(x / s) stored exactly in bf16; the GEMM
+ * then scales by s (alpha), which equals rounding x to e4m3(x/s)*s first. -- */
+template <typename TX>
+__global__ void fp8_round_kernel(bf16 *out, const TX *x, int64_t ldx, int64_t K, float inv_scale) {
+    int64_t t = blockIdx.y;
+    for (int64_t k = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; k < K; k += (int64_t)gridDim.x * blockDim.x) {
+        __nv_fp8_storage_t q = __nv_cvt_float_to_fp8(to_f(x[t * ldx + k]) * inv_scale, __NV_SATFINITE, __NV_E4M3);
+        __half_raw hr = __nv_cvt_fp8_to_halfraw(q, __NV_E4M3);
+        out[t * K + k] = __float2bfloat16_rn(__half2float(__half(hr)));
+    }
+}
+
+cudaError_t cu_fp8_round(cudaStream_t st, bf16 *out, const void *x, hr_dtype tx, int64_t ldx, int64_t T, int64_t K,
+                         float inv_scale) {
+    if (T <= 0 || K <= 0) return cudaSuccess;
+    if (T > 65535) return cudaErrorInvalidValue;
+    dim3 grid(HR_MIN(cu_blocks(K, 256), 64u), (unsigned)T);
+    CU_DISPATCH_ACT(tx, TX, fp8_round_kernel<TX><<<grid, 256, 0, st>>>(out, (const TX *)x, ldx, K, inv_scale));
+    return cudaGetLastError();
+}

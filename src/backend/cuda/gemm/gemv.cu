@@ -1,0 +1,269 @@
+/* Weight-streaming GEMV / skinny GEMM for decode (T <= 16 tokens) and the
+ * per-(token, expert) products of MoE: each warp owns GV_ROWS output rows and
+ * streams their weights with 16-byte non-allocating loads (several rows in
+ * flight per lane), the few activation rows stay in L1/L2. When the grid would
+ * not fill the GPU, K is split across blockIdx.z and a second kernel reduces
+ * the float partials and applies bias. Plus a scalar fallback for shapes the
+ * vector path cannot take (K not a multiple of the vector, odd dtypes). */
+#include "backend/cuda/cu_types.cuh"
+
+#define GV_WARPS 8
+#define GV_ROWS 4
+#define GV_ROWS_PER_BLOCK (GV_WARPS * GV_ROWS)
+
+__device__ __forceinline__ uint4 ld_stream(const void *p) {
+    uint4 r;
+    asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0,%1,%2,%3}, [%4];"
+                 : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w)
+                 : "l"(p));
+    return r;
+}
+
+/* 16 bytes of weights -> floats */
+template <typename TW> __device__ __forceinline__ void unpack16(uint4 u, float *f);
+template <> __device__ __forceinline__ void unpack16<bf16>(uint4 u, float *f) {
+    uint32_t v[4] = {u.x, u.y, u.z, u.w};
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+        f[2 * i] = __uint_as_float(v[i] << 16);
+        f[2 * i + 1] = __uint_as_float(v[i] & 0xffff0000u);
+    }
+}
+template <> __device__ __forceinline__ void unpack16<__half>(uint4 u, float *f) {
+    uint32_t v[4] = {u.x, u.y, u.z, u.w};
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+        __half2 h = *reinterpret_cast<__half2 *>(&v[i]);
+        float2 ff = __half22float2(h);
+        f[2 * i] = ff.x;
+        f[2 * i + 1] = ff.y;
+    }
+}
+template <> __device__ __forceinline__ void unpack16<float>(uint4 u, float *f) {
+    f[0] = __uint_as_float(u.x);
+    f[1] = __uint_as_float(u.y);
+    f[2] = __uint_as_float(u.z);
+    f[3] = __uint_as_float(u.w);
+}
+
+/* VEC activations starting at p (aligned to VEC elements) -> floats */
+template <typename TX, int VEC> __device__ __forceinline__ void load_x(const TX *p, float *f) {
+    if constexpr (sizeof(TX) == 2 && VEC == 8) {
+        unpack16<TX>(*reinterpret_cast<const uint4 *>(p), f);
+    } else if constexpr (sizeof(TX) == 2 && VEC == 4) {
+        uint2 u = *reinterpret_cast<const uint2 *>(p);
+        uint4 w = make_uint4(u.x, u.y, 0, 0);
+        float g[8];
+        unpack16<TX>(w, g);
+#pragma unroll
+        for (int i = 0; i < 4; i++) f[i] = g[i];
+    } else if constexpr (sizeof(TX) == 4 && VEC == 8) {
+        unpack16<float>(reinterpret_cast<const uint4 *>(p)[0], f);
+        unpack16<float>(reinterpret_cast<const uint4 *>(p)[1], f + 4);
+    } else {
+        static_assert(sizeof(TX) == 4 && VEC == 4, "unsupported activation vector");
+        unpack16<float>(*reinterpret_cast<const uint4 *>(p), f);
+    }
+}
+
+template <typename TX, typename TW, int NT>
+__global__ void __launch_bounds__(GV_WARPS * 32) gemv_kernel(cu_gemv_args a, int64_t klen, float *part) {
+    constexpr int VEC = 16 / sizeof(TW);
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const int64_t n0 = ((int64_t)blockIdx.x * GV_WARPS + warp) * GV_ROWS;
+    if (n0 >= a.N) return; /* no block-level barrier below */
+    const int64_t k0 = (int64_t)blockIdx.z * klen, k1 = min(a.K, k0 + klen);
+
+    const TW *w = (const TW *)a.w;
+    const TX *x = (const TX *)a.x;
+    const float *bias = a.bias;
+    int64_t t0;
+    int nt;
+    if (a.expert) {
+        int64_t p = blockIdx.y;
+        int64_t e = a.expert[p];
+        w += e * a.w_stride;
+        if (bias) bias += e * a.N;
+        x += (p / a.xrow_div) * a.ldx;
+        t0 = p;
+        nt = 1;
+    } else {
+        t0 = (int64_t)blockIdx.y * NT;
+        x += t0 * a.ldx;
+        nt = (int)min((int64_t)NT, (int64_t)a.T - t0);
+    }
+
+    const TW *wr[GV_ROWS];
+#pragma unroll
+    for (int r = 0; r < GV_ROWS; r++) wr[r] = w + min(n0 + r, a.N - 1) * a.K; /* clamp: tail rows recompute row N-1, never stored */
+
+    float acc[GV_ROWS][NT];
+#pragma unroll
+    for (int r = 0; r < GV_ROWS; r++)
+#pragma unroll
+        for (int t = 0; t < NT; t++) acc[r][t] = 0.0f;
+
+    for (int64_t k = k0 + (int64_t)lane * VEC; k < k1; k += 32 * VEC) {
+        uint4 wv[GV_ROWS];
+#pragma unroll
+        for (int r = 0; r < GV_ROWS; r++) wv[r] = ld_stream(wr[r] + k);
+        float wf[GV_ROWS][VEC];
+#pragma unroll
+        for (int r = 0; r < GV_ROWS; r++) unpack16<TW>(wv[r], wf[r]);
+#pragma unroll
+        for (int t = 0; t < NT; t++) {
+            if (t < nt) {
+                float xv[VEC];
+                load_x<TX, VEC>(x + t * a.ldx + k, xv);
+#pragma unroll
+                for (int r = 0; r < GV_ROWS; r++)
+#pragma unroll
+                    for (int v = 0; v < VEC; v++) acc[r][t] = fmaf(wf[r][v], xv[v], acc[r][t]);
+            }
+        }
+    }
+
+#pragma unroll
+    for (int r = 0; r < GV_ROWS; r++)
+#pragma unroll
+        for (int t = 0; t < NT; t++) acc[r][t] = warp_sum(acc[r][t]);
+
+    if (lane != 0) return;
+#pragma unroll
+    for (int r = 0; r < GV_ROWS; r++) {
+        int64_t n = n0 + r;
+        if (n >= a.N) break;
+#pragma unroll
+        for (int t = 0; t < NT; t++) {
+            if (t >= nt) break;
+            float v = acc[r][t] * a.alpha;
+            if (part) {
+                part[((int64_t)blockIdx.z * a.T + t0 + t) * a.N + n] = v;
+            } else {
+                if (bias) v += bias[n];
+                store_dyn(a.out, a.to, (t0 + t) * a.ldo + n, v);
+            }
+        }
+    }
+}
+
+__global__ void splitk_reduce_kernel(cu_gemv_args a, int splits, const float *part) {
+    int64_t t = blockIdx.y;
+    for (int64_t n = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; n < a.N; n += (int64_t)gridDim.x * blockDim.x) {
+        float v = 0.0f;
+        for (int z = 0; z < splits; z++) v += part[((int64_t)z * a.T + t) * a.N + n];
+        if (a.bias) v += a.bias[n];
+        store_dyn(a.out, a.to, t * a.ldo + n, v);
+    }
+}
+
+static int vec_of(hr_dtype tw) { return tw == HR_F32 ? 4 : 8; }
+
+bool cu_gemv_ok(const cu_gemv_args *a) {
+    if (a->tw != HR_BF16 && a->tw != HR_F32 && a->tw != HR_F16) return false;
+    if (a->tx != HR_BF16 && a->tx != HR_F32) return false;
+    int vec = vec_of(a->tw);
+    size_t xs = hr_dtype_size(a->tx), xalign = HR_MIN((size_t)16, vec * xs);
+    if (a->K % vec || a->ldx % vec) return false;
+    if ((uintptr_t)a->w % 16 || (uintptr_t)a->x % xalign) return false;
+    if (a->expert && (a->w_stride % vec)) return false;
+    return true;
+}
+
+static int pick_nt(int T, hr_dtype tx) {
+    if (T <= 1) return 1;
+    if (tx == HR_F32) return T <= 4 ? 4 : 16;
+    return T <= 2 ? 2 : T <= 4 ? 4 : T <= 8 ? 8 : 16;
+}
+
+static int64_t grid_rows(const cu_gemv_args *a) { return HR_CDIV(a->N, GV_ROWS_PER_BLOCK); }
+static int64_t grid_t(const cu_gemv_args *a) { return a->expert ? a->T : HR_CDIV(a->T, pick_nt(a->T, a->tx)); }
+
+int cu_gemv_splits(const cu_gemv_args *a, int n_sm) {
+    if (a->expert) return 1;
+    int64_t blocks = grid_rows(a) * grid_t(a), target = 2 * (int64_t)n_sm;
+    if (blocks >= target) return 1;
+    int64_t iters = a->K / (32 * vec_of(a->tw)); /* warp-wide vector steps over K */
+    int64_t s = HR_CDIV(target, blocks);
+    s = HR_MIN(s, HR_MAX((int64_t)1, iters / 2));
+    return (int)HR_MIN(s, (int64_t)64);
+}
+
+template <typename TX, typename TW>
+static cudaError_t launch_tw(cudaStream_t st, const cu_gemv_args *a, dim3 grid, int64_t klen, float *part) {
+    int nt = a->expert ? 1 : pick_nt(a->T, a->tx);
+    switch (nt) {
+    case 1: gemv_kernel<TX, TW, 1><<<grid, GV_WARPS * 32, 0, st>>>(*a, klen, part); break;
+    case 4: gemv_kernel<TX, TW, 4><<<grid, GV_WARPS * 32, 0, st>>>(*a, klen, part); break;
+    case 16: gemv_kernel<TX, TW, 16><<<grid, GV_WARPS * 32, 0, st>>>(*a, klen, part); break;
+    default:
+        if constexpr (sizeof(TX) == 2) {
+            if (nt == 2) gemv_kernel<TX, TW, 2><<<grid, GV_WARPS * 32, 0, st>>>(*a, klen, part);
+            else gemv_kernel<TX, TW, 8><<<grid, GV_WARPS * 32, 0, st>>>(*a, klen, part);
+        } else {
+            return cudaErrorNotSupported;
+        }
+    }
+    return cudaGetLastError();
+}
+
+cudaError_t cu_gemv(cudaStream_t st, const cu_gemv_args *a, int splits, float *part) {
+    if (a->T <= 0 || a->N <= 0) return cudaSuccess;
+    if (!cu_gemv_ok(a)) return cudaErrorNotSupported;
+    if (a->expert) splits = 1;
+    int64_t step = 32 * (int64_t)vec_of(a->tw);
+    int64_t klen = HR_CDIV(HR_CDIV(a->K, (int64_t)HR_MAX(splits, 1)), step) * step;
+    if (klen <= 0) klen = step;
+    int64_t s = HR_MAX((int64_t)1, HR_CDIV(a->K, klen));
+    if (grid_t(a) > 65535) return cudaErrorInvalidValue;
+    dim3 grid((unsigned)grid_rows(a), (unsigned)grid_t(a), (unsigned)s);
+    float *p = s > 1 ? part : nullptr;
+    if (s > 1 && !part) return cudaErrorInvalidValue;
+    cudaError_t e;
+    if (a->tx == HR_BF16) {
+        CU_DISPATCH_W(a->tw, TW, e = launch_tw<bf16, TW>(st, a, grid, klen, p));
+    } else {
+        CU_DISPATCH_W(a->tw, TW, e = launch_tw<float, TW>(st, a, grid, klen, p));
+    }
+    if (e != cudaSuccess || s == 1) return e;
+    dim3 rg(HR_MIN(cu_blocks(a->N, 256), 128u), (unsigned)a->T);
+    splitk_reduce_kernel<<<rg, 256, 0, st>>>(*a, (int)s, part);
+    return cudaGetLastError();
+}
+
+/* ---- fallback: one warp per output, scalar loads, any K ----------------- */
+template <typename TX, typename TW> __global__ void gemm_scalar_kernel(cu_gemv_args a) {
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    int64_t n = (int64_t)blockIdx.x * 8 + warp, t = blockIdx.y;
+    if (n >= a.N) return;
+    const TW *w = (const TW *)a.w;
+    const TX *x = (const TX *)a.x;
+    const float *bias = a.bias;
+    if (a.expert) {
+        int64_t e = a.expert[t];
+        w += e * a.w_stride;
+        if (bias) bias += e * a.N;
+        x += (t / a.xrow_div) * a.ldx;
+    } else {
+        x += t * a.ldx;
+    }
+    w += n * a.K;
+    float acc = 0.0f;
+    for (int64_t k = lane; k < a.K; k += 32) acc = fmaf(to_f(w[k]), to_f(x[k]), acc);
+    acc = warp_sum(acc);
+    if (lane == 0) store_dyn(a.out, a.to, t * a.ldo + n, acc * a.alpha + (bias ? bias[n] : 0.0f));
+}
+
+cudaError_t cu_gemm_tiled(cudaStream_t st, const cu_gemv_args *a) {
+    if (a->T <= 0 || a->N <= 0) return cudaSuccess;
+    if (a->T > 65535) return cudaErrorInvalidValue;
+    dim3 grid((unsigned)HR_CDIV(a->N, 8), (unsigned)a->T);
+    if (a->tx == HR_BF16) {
+        CU_DISPATCH_W(a->tw, TW, gemm_scalar_kernel<bf16, TW><<<grid, 256, 0, st>>>(*a));
+    } else if (a->tx == HR_F32) {
+        CU_DISPATCH_W(a->tw, TW, gemm_scalar_kernel<float, TW><<<grid, 256, 0, st>>>(*a));
+    } else {
+        return cudaErrorNotSupported;
+    }
+    return cudaGetLastError();
+}

@@ -1,0 +1,635 @@
+/* Every op of the CUDA backend against a float64 host reference of the
+ * backend.h contract, on random inputs: ragged batches (decode, fresh and
+ * chunked prefill in one step), block tables with holes and shuffled blocks,
+ * GQA, sliding window, attention sinks, split-K GEMV, cuBLASLt, FP8 input
+ * rounding, MoE with both routings. Inputs are rounded to the device dtype
+ * before the reference sees them, so the error measured is the GPU's own.
+ * Tolerances: relative L2 <= 1e-2 for BF16 outputs (BF16 keeps 8 bits:
+ * one rounding is ~2e-3 relative), exact for pure data movement.
+ * Set HEARTH_CUDA_BENCH=1 to also time the GEMV against a device copy.
+ * Skips (77) without CUDA or without a device. */
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "backend/backend.h"
+#include "core/common.h"
+#include "core/dtype.h"
+#include "test.h"
+
+#ifdef HEARTH_HAVE_CUDA
+
+#define TOL_BF16 1e-2
+
+static uint64_t rng = 0x9e3779b97f4a7c15ull;
+static float frand(void) { /* uniform in [-1, 1) */
+    rng ^= rng << 13;
+    rng ^= rng >> 7;
+    rng ^= rng << 17;
+    return (float)((rng >> 40) / (double)(1ull << 24)) * 2.0f - 1.0f;
+}
+static int irand(int n) { return (int)((frand() + 1.0f) * 0.5f * n) % n; }
+
+static hr_backend *be;
+
+static float round_to(hr_dtype t, float v) {
+    if (t == HR_BF16) return hr_bf16_to_f32(hr_f32_to_bf16(v));
+    if (t == HR_F16) return hr_f16_to_f32(hr_f32_to_f16(v));
+    return v;
+}
+
+/* New tensor filled with data (rounded in place to dt, so host == device). */
+static hr_tensor *upload(hr_dtype dt, int nd, const int64_t *ne, float *data, const char *name) {
+    hr_tensor *t = be->ops->tensor_new(be, dt, nd, ne, name);
+    if (!t) {
+        fprintf(stderr, "tensor_new: %s\n", be->err.msg);
+        abort();
+    }
+    int64_t n = hr_tensor_nelem(t);
+    void *buf = malloc(t->nbytes ? t->nbytes : 1);
+    for (int64_t i = 0; i < n; i++) {
+        data[i] = round_to(dt, data[i]);
+        if (dt == HR_BF16) ((uint16_t *)buf)[i] = hr_f32_to_bf16(data[i]);
+        else if (dt == HR_F16) ((uint16_t *)buf)[i] = hr_f32_to_f16(data[i]);
+        else ((float *)buf)[i] = data[i];
+    }
+    HR_ASSERT(be->ops->tensor_set(be, t, buf, 0, t->nbytes) == HR_OK);
+    free(buf);
+    return t;
+}
+
+static float *rnd(int64_t n, float scale) {
+    float *p = malloc(n * sizeof(float));
+    for (int64_t i = 0; i < n; i++) p[i] = frand() * scale;
+    return p;
+}
+
+static float *download(const hr_tensor *t) {
+    int64_t n = hr_tensor_nelem(t);
+    void *buf = malloc(t->nbytes ? t->nbytes : 1);
+    float *out = malloc((n ? n : 1) * sizeof(float));
+    HR_ASSERT(be->ops->tensor_get(be, t, buf, 0, t->nbytes) == HR_OK);
+    hr_convert_to_f32(t->dtype, buf, out, n);
+    free(buf);
+    return out;
+}
+
+/* Poisons a tensor (0xFF bytes: NaN in every float type) so unwritten outputs fail. */
+static void poison(hr_tensor *t) {
+    void *buf = malloc(t->nbytes);
+    memset(buf, 0xff, t->nbytes);
+    be->ops->tensor_set(be, t, buf, 0, t->nbytes);
+    free(buf);
+}
+
+static hr_tensor *out_new(hr_dtype dt, int nd, const int64_t *ne) {
+    hr_tensor *t = be->ops->tensor_new(be, dt, nd, ne, "out");
+    HR_ASSERT(t);
+    poison(t);
+    return t;
+}
+
+static double rel_l2(const float *got, const double *ref, int64_t n) {
+    double num = 0, den = 0;
+    for (int64_t i = 0; i < n; i++) {
+        if (!isfinite(got[i])) return INFINITY;
+        num += (got[i] - ref[i]) * (got[i] - ref[i]);
+        den += ref[i] * ref[i];
+    }
+    return den > 0 ? sqrt(num / den) : sqrt(num);
+}
+
+#define CHECK_REL(got, ref, n, tol, what)                                          \
+    do {                                                                           \
+        double e_ = rel_l2((got), (ref), (n));                                     \
+        CHECK_MSG(e_ <= (tol), "%s: rel L2 %.3g > %.3g", (what), e_, (double)(tol)); \
+        if (getenv("HEARTH_TEST_VERBOSE")) printf("  %-40s rel L2 %.3g\n", (what), e_); \
+    } while (0)
+
+static void tfree(hr_tensor *t) { be->ops->tensor_free(be, t); }
+
+/* ---- step builder: sequences with (context before, new tokens) ----------- */
+typedef struct {
+    hr_step s;
+    int32_t tokens[512], pos[512], slots[512], qs[17], lens[16], bt[16 * 128], rows[64];
+    int n_blocks; /* cache blocks */
+} step_buf;
+
+/* Blocks are handed out shuffled; unused table entries are -1 (holes). */
+static void make_step(step_buf *b, int n_seqs, const int *ctx_before, const int *n_new, int block_size, int vocab) {
+    memset(b, 0, sizeof(*b));
+    int mbps = 128, total_blocks = 0;
+    for (int s = 0; s < n_seqs; s++) total_blocks += HR_CDIV(ctx_before[s] + n_new[s], block_size);
+    b->n_blocks = total_blocks + 7; /* spare blocks never referenced */
+    int perm[1024];
+    HR_ASSERT(b->n_blocks <= 1024);
+    for (int i = 0; i < b->n_blocks; i++) perm[i] = i;
+    for (int i = b->n_blocks - 1; i > 0; i--) {
+        int j = irand(i + 1), t = perm[i];
+        perm[i] = perm[j];
+        perm[j] = t;
+    }
+    int next = 0, t = 0, nl = 0;
+    for (int s = 0; s < n_seqs; s++) {
+        int len = ctx_before[s] + n_new[s], nb = HR_CDIV(len, block_size);
+        HR_ASSERT(nb <= mbps);
+        for (int i = 0; i < mbps; i++) b->bt[s * mbps + i] = i < nb ? perm[next++] : -1;
+        b->qs[s] = t;
+        for (int j = 0; j < n_new[s]; j++, t++) {
+            int p = ctx_before[s] + j;
+            b->tokens[t] = irand(vocab);
+            b->pos[t] = p;
+            b->slots[t] = b->bt[s * mbps + p / block_size] * block_size + p % block_size;
+        }
+        b->lens[s] = len;
+        b->rows[nl++] = t - 1; /* last token of each sequence */
+    }
+    b->qs[n_seqs] = t;
+    b->s = (hr_step){.n_tokens = t, .tokens = b->tokens, .positions = b->pos, .slot_mapping = b->slots,
+                     .n_seqs = n_seqs, .query_start = b->qs, .seq_lens = b->lens, .block_tables = b->bt,
+                     .max_blocks_per_seq = mbps, .block_size = block_size, .n_logits = nl, .logit_rows = b->rows};
+}
+
+/* ---- elementwise ops --------------------------------------------------- */
+static void test_embed_get_rows(void) {
+    step_buf sb;
+    int ctx[3] = {0, 5, 9}, nn[3] = {4, 1, 3};
+    make_step(&sb, 3, ctx, nn, 16, 100);
+    int64_t ne_t[2] = {100, 96};
+    float *tab = rnd(100 * 96, 1.0f);
+    hr_tensor *table = upload(HR_F32, 2, ne_t, tab, "table");
+    int T = sb.s.n_tokens;
+    int64_t ne_o[2] = {T, 96};
+    hr_tensor *out = out_new(HR_BF16, 2, ne_o);
+    CHECK(be->ops->step_begin(be, &sb.s) == HR_OK);
+    CHECK(be->ops->embed(be, out, table, &sb.s) == HR_OK);
+    float *got = download(out);
+    int bad = 0;
+    for (int t = 0; t < T; t++)
+        for (int c = 0; c < 96; c++) bad += got[t * 96 + c] != round_to(HR_BF16, tab[sb.tokens[t] * 96 + c]);
+    CHECK_EQ_INT(bad, 0);
+    /* get_rows to F32 logits */
+    int64_t ne_r[2] = {sb.s.n_logits, 96};
+    hr_tensor *rows = out_new(HR_F32, 2, ne_r);
+    CHECK(be->ops->get_rows(be, rows, out, &sb.s) == HR_OK);
+    float *gr = download(rows);
+    bad = 0;
+    for (int i = 0; i < sb.s.n_logits; i++)
+        for (int c = 0; c < 96; c++) bad += gr[i * 96 + c] != got[sb.rows[i] * 96 + c];
+    CHECK_EQ_INT(bad, 0);
+    CHECK(be->ops->step_end(be) == HR_OK);
+    free(gr);
+    free(got);
+    free(tab);
+    tfree(rows);
+    tfree(out);
+    tfree(table);
+}
+
+static void test_norms_add(int rows, int cols, hr_dtype wdt) {
+    int64_t ne[2] = {rows, cols}, ne_w[1] = {cols};
+    float *x = rnd(rows * cols, 3.0f), *r = rnd(rows * cols, 2.0f), *w = rnd(cols, 1.0f);
+    hr_tensor *tx = upload(HR_BF16, 2, ne, x, "x"), *tr = upload(HR_BF16, 2, ne, r, "res"),
+              *tw = upload(wdt, 1, ne_w, w, "w");
+    hr_tensor *out = out_new(HR_BF16, 2, ne);
+    double *ref = malloc(sizeof(double) * rows * cols), *rres = malloc(sizeof(double) * rows * cols);
+    const float eps = 1e-5f;
+    /* rmsnorm */
+    CHECK(be->ops->rmsnorm(be, out, tx, tw, eps) == HR_OK);
+    for (int i = 0; i < rows; i++) {
+        double ss = 0;
+        for (int c = 0; c < cols; c++) ss += (double)x[i * cols + c] * x[i * cols + c];
+        double inv = 1.0 / sqrt(ss / cols + eps);
+        for (int c = 0; c < cols; c++) ref[i * cols + c] = x[i * cols + c] * inv * w[c];
+    }
+    float *got = download(out);
+    CHECK_REL(got, ref, rows * cols, TOL_BF16, "rmsnorm");
+    free(got);
+    /* add_rmsnorm: residual += x, out = norm(residual) */
+    CHECK(be->ops->add_rmsnorm(be, out, tr, tx, tw, eps) == HR_OK);
+    for (int i = 0; i < rows; i++) {
+        double ss = 0;
+        for (int c = 0; c < cols; c++) {
+            rres[i * cols + c] = (double)r[i * cols + c] + x[i * cols + c];
+            ss += rres[i * cols + c] * rres[i * cols + c];
+        }
+        double inv = 1.0 / sqrt(ss / cols + eps);
+        for (int c = 0; c < cols; c++) ref[i * cols + c] = rres[i * cols + c] * inv * w[c];
+    }
+    got = download(out);
+    CHECK_REL(got, ref, rows * cols, TOL_BF16, "add_rmsnorm out");
+    free(got);
+    got = download(tr);
+    CHECK_REL(got, rres, rows * cols, TOL_BF16, "add_rmsnorm residual");
+    free(got);
+    /* add */
+    float *rr = rnd(rows * cols, 2.0f);
+    hr_tensor *tb = upload(HR_BF16, 2, ne, rr, "b");
+    CHECK(be->ops->add(be, out, tx, tb) == HR_OK);
+    for (int i = 0; i < rows * cols; i++) ref[i] = (double)x[i] + rr[i];
+    got = download(out);
+    CHECK_REL(got, ref, rows * cols, TOL_BF16, "add");
+    free(got);
+    free(rr);
+    tfree(tb);
+    free(ref);
+    free(rres);
+    free(x);
+    free(r);
+    free(w);
+    tfree(tx);
+    tfree(tr);
+    tfree(tw);
+    tfree(out);
+}
+
+static void test_swiglu(float alpha, float limit, float up_off) {
+    int rows = 7, cols = 333;
+    int64_t ne[2] = {rows, cols};
+    float *g = rnd(rows * cols, 6.0f), *u = rnd(rows * cols, 6.0f);
+    hr_tensor *tg = upload(HR_BF16, 2, ne, g, "g"), *tu = upload(HR_BF16, 2, ne, u, "u");
+    hr_tensor *out = out_new(HR_BF16, 2, ne);
+    hr_act act = {alpha, limit, up_off};
+    CHECK(be->ops->swiglu(be, out, tg, tu, &act) == HR_OK);
+    double *ref = malloc(sizeof(double) * rows * cols);
+    for (int i = 0; i < rows * cols; i++) {
+        double gg = g[i], uu = u[i];
+        if (limit > 0) {
+            gg = fmin(gg, limit);
+            uu = fmax(fmin(uu, limit), -limit);
+        }
+        ref[i] = gg / (1 + exp(-alpha * gg)) * (uu + up_off);
+    }
+    float *got = download(out);
+    CHECK_REL(got, ref, rows * cols, TOL_BF16, limit > 0 ? "swiglu clamped" : "swiglu");
+    free(got);
+    free(ref);
+    free(g);
+    free(u);
+    tfree(tg);
+    tfree(tu);
+    tfree(out);
+}
+
+static void test_rope(int head_dim, int rot_dim, float mscale) {
+    step_buf sb;
+    int ctx[2] = {4000, 0}, nn[2] = {3, 6};
+    make_step(&sb, 2, ctx, nn, 128, 10);
+    int T = sb.s.n_tokens, nh = 3, cols = nh * head_dim;
+    int64_t ne[2] = {T, cols};
+    float *x = rnd(T * cols, 2.0f);
+    hr_tensor *tx = upload(HR_BF16, 2, ne, x, "x");
+    float *inv = malloc(sizeof(float) * rot_dim / 2);
+    for (int i = 0; i < rot_dim / 2; i++) inv[i] = powf(10000.0f, -2.0f * i / rot_dim);
+    hr_rope r = {head_dim, rot_dim, inv, mscale};
+    CHECK(be->ops->step_begin(be, &sb.s) == HR_OK);
+    CHECK(be->ops->rope(be, tx, nh, &r, &sb.s) == HR_OK);
+    CHECK(be->ops->step_end(be) == HR_OK);
+    double *ref = malloc(sizeof(double) * T * cols);
+    for (int t = 0; t < T; t++)
+        for (int h = 0; h < nh; h++) {
+            const float *p = x + t * cols + h * head_dim;
+            double *o = ref + t * cols + h * head_dim;
+            for (int d = 0; d < head_dim; d++) o[d] = p[d];
+            for (int i = 0; i < rot_dim / 2; i++) {
+                double a = (double)(float)((float)sb.pos[t] * inv[i]);
+                double c = cos(a) * mscale, s = sin(a) * mscale;
+                o[i] = p[i] * c - p[i + rot_dim / 2] * s;
+                o[i + rot_dim / 2] = p[i + rot_dim / 2] * c + p[i] * s;
+            }
+        }
+    float *got = download(tx);
+    CHECK_REL(got, ref, T * cols, TOL_BF16, "rope");
+    free(got);
+    free(ref);
+    free(inv);
+    free(x);
+    tfree(tx);
+}
+
+/* ---- kv_store + attention ------------------------------------------------- */
+typedef struct {
+    int n_seqs, ctx[4], nn[4];
+    int nh, nkv, hd, block_size, window;
+    bool sinks;
+    const char *name;
+} attn_case;
+
+static void test_attention(const attn_case *ac) {
+    step_buf sb;
+    make_step(&sb, ac->n_seqs, ac->ctx, ac->nn, ac->block_size, 10);
+    int T = sb.s.n_tokens, nh = ac->nh, nkv = ac->nkv, hd = ac->hd, bs = ac->block_size;
+    int64_t row = (int64_t)nkv * hd, nslots = (int64_t)sb.n_blocks * bs;
+    int64_t ne_c[4] = {sb.n_blocks, bs, nkv, hd};
+    /* caches start with random contents everywhere (also in stale slots) */
+    float *kc = rnd(nslots * row, 1.0f), *vc = rnd(nslots * row, 1.0f);
+    hr_tensor *tk = upload(HR_BF16, 4, ne_c, kc, "k_cache"), *tv = upload(HR_BF16, 4, ne_c, vc, "v_cache");
+    int64_t ne_kv[2] = {T, row}, ne_q[2] = {T, (int64_t)nh * hd};
+    float *k = rnd(T * row, 1.0f), *v = rnd(T * row, 1.0f), *q = rnd(T * nh * hd, 1.0f);
+    hr_tensor *tkn = upload(HR_BF16, 2, ne_kv, k, "k"), *tvn = upload(HR_BF16, 2, ne_kv, v, "v");
+    hr_tensor *tq = upload(HR_BF16, 2, ne_q, q, "q");
+    float *sinks = rnd(nh, 2.0f);
+    int64_t ne_s[1] = {nh};
+    hr_tensor *ts = upload(HR_F32, 1, ne_s, sinks, "sinks");
+    hr_tensor *out = out_new(HR_BF16, 2, ne_q);
+
+    CHECK(be->ops->step_begin(be, &sb.s) == HR_OK);
+    CHECK(be->ops->kv_store(be, tk, tv, tkn, tvn, &sb.s) == HR_OK);
+    hr_attn_params p = {nh, nkv, hd, 1.0f / sqrtf((float)hd), ac->window, ac->sinks ? ts : NULL};
+    int rc = be->ops->attention(be, out, tq, tk, tv, &sb.s, &p);
+    CHECK_MSG(rc == HR_OK, "%s: %s", ac->name, be->err.msg);
+    CHECK(be->ops->step_end(be) == HR_OK);
+
+    /* host cache after the store */
+    for (int t = 0; t < T; t++)
+        for (int64_t i = 0; i < row; i++) {
+            kc[sb.slots[t] * row + i] = k[t * row + i];
+            vc[sb.slots[t] * row + i] = v[t * row + i];
+        }
+    float *gk = download(tk), *gv = download(tv);
+    int64_t bad = 0;
+    for (int64_t i = 0; i < nslots * row; i++) bad += gk[i] != kc[i] || gv[i] != vc[i];
+    CHECK_MSG(bad == 0, "%s: kv_store: %lld cache values differ", ac->name, (long long)bad);
+
+    double *ref = calloc((size_t)T * nh * hd, sizeof(double));
+    double *lg = malloc(sizeof(double) * 4096);
+    int mbps = sb.s.max_blocks_per_seq;
+    for (int s = 0; s < ac->n_seqs; s++)
+        for (int t = sb.qs[s]; t < sb.qs[s + 1]; t++) {
+            int pos = sb.pos[t], hi = HR_MIN(pos + 1, sb.lens[s]);
+            int lo = ac->window > 0 ? HR_MAX(0, pos - ac->window + 1) : 0;
+            for (int h = 0; h < nh; h++) {
+                int g = h / (nh / nkv);
+                double mx = ac->sinks ? sinks[h] : -INFINITY;
+                for (int j = lo; j < hi; j++) {
+                    int64_t slot = (int64_t)sb.bt[s * mbps + j / bs] * bs + j % bs;
+                    double d = 0;
+                    for (int e = 0; e < hd; e++) d += (double)q[(int64_t)t * nh * hd + h * hd + e] * kc[slot * row + g * hd + e];
+                    lg[j - lo] = d * p.scale;
+                    mx = fmax(mx, lg[j - lo]);
+                }
+                double den = ac->sinks ? exp(sinks[h] - mx) : 0;
+                double *o = ref + (int64_t)t * nh * hd + h * hd;
+                for (int j = lo; j < hi; j++) {
+                    int64_t slot = (int64_t)sb.bt[s * mbps + j / bs] * bs + j % bs;
+                    double w = exp(lg[j - lo] - mx);
+                    den += w;
+                    for (int e = 0; e < hd; e++) o[e] += w * vc[slot * row + g * hd + e];
+                }
+                for (int e = 0; e < hd; e++) o[e] /= den;
+            }
+        }
+    float *got = download(out);
+    char what[96];
+    snprintf(what, sizeof(what), "attention %s", ac->name);
+    CHECK_REL(got, ref, (int64_t)T * nh * hd, TOL_BF16, what);
+    free(got);
+    free(ref);
+    free(lg);
+    free(gk);
+    free(gv);
+    free(kc);
+    free(vc);
+    free(k);
+    free(v);
+    free(q);
+    free(sinks);
+    tfree(tk);
+    tfree(tv);
+    tfree(tkn);
+    tfree(tvn);
+    tfree(tq);
+    tfree(ts);
+    tfree(out);
+}
+
+/* ---- linear ------------------------------------------------------------------ */
+static void ref_linear(double *ref, const float *x, const float *w, const float *bias, int T, int K, int N, float s) {
+    for (int t = 0; t < T; t++)
+        for (int n = 0; n < N; n++) {
+            double acc = 0;
+            for (int k = 0; k < K; k++) {
+                float xv = x[(int64_t)t * K + k];
+                if (s > 0) xv = hr_e4m3_to_f32(hr_f32_to_e4m3(xv / s)) * s;
+                acc += (double)xv * w[(int64_t)n * K + k];
+            }
+            ref[(int64_t)t * N + n] = acc + (bias ? bias[n] : 0);
+        }
+}
+
+static void test_linear(int T, int K, int N, hr_dtype wdt, hr_dtype odt, bool with_bias, float input_scale) {
+    int64_t ne_x[2] = {T, K}, ne_w[2] = {N, K}, ne_b[1] = {N}, ne_o[2] = {T, N};
+    float *x = rnd((int64_t)T * K, 1.0f), *w = rnd((int64_t)N * K, 0.1f), *b = rnd(N, 1.0f);
+    hr_tensor *tx = upload(HR_BF16, 2, ne_x, x, "x"), *tw = upload(wdt, 2, ne_w, w, "w"),
+              *tb = upload(HR_F32, 1, ne_b, b, "bias");
+    hr_tensor *out = out_new(odt, 2, ne_o);
+    hr_linear l = {tw, with_bias ? tb : NULL, input_scale};
+    int rc = be->ops->linear(be, out, tx, &l);
+    CHECK_MSG(rc == HR_OK, "linear: %s", be->err.msg);
+    double *ref = malloc(sizeof(double) * T * N);
+    ref_linear(ref, x, w, with_bias ? b : NULL, T, K, N, input_scale);
+    float *got = download(out);
+    char what[128];
+    snprintf(what, sizeof(what), "linear T%d K%d N%d w%s o%s%s%s", T, K, N, hr_dtype_name(wdt), hr_dtype_name(odt),
+             with_bias ? " bias" : "", input_scale > 0 ? " fp8in" : "");
+    /* F32 out: only the accumulation order differs */
+    CHECK_REL(got, ref, (int64_t)T * N, odt == HR_F32 ? 1e-4 : TOL_BF16, what);
+    free(got);
+    free(ref);
+    free(x);
+    free(w);
+    free(b);
+    tfree(tx);
+    tfree(tw);
+    tfree(tb);
+    tfree(out);
+}
+
+/* ---- moe ---------------------------------------------------------------------- */
+static void test_moe(hr_route route, bool biases, float limit) {
+    int T = 5, H = 128, F = 96, E = 4, K = 2;
+    int64_t ne_x[2] = {T, H}, ne_r[2] = {E, H}, ne_rb[1] = {E}, ne_g[3] = {E, F, H}, ne_d[3] = {E, H, F},
+            ne_gb[2] = {E, F}, ne_db[2] = {E, H};
+    float *x = rnd(T * H, 1.0f), *rw = rnd(E * H, 0.3f), *rb = rnd(E, 1.0f), *g = rnd(E * F * H, 0.1f),
+          *u = rnd(E * F * H, 0.1f), *d = rnd(E * H * F, 0.1f), *gb = rnd(E * F, 0.5f), *ub = rnd(E * F, 0.5f),
+          *db = rnd(E * H, 0.5f);
+    hr_tensor *tx = upload(HR_BF16, 2, ne_x, x, "x"), *trw = upload(HR_BF16, 2, ne_r, rw, "router"),
+              *trb = upload(HR_F32, 1, ne_rb, rb, "router_b"), *tg = upload(HR_BF16, 3, ne_g, g, "gate"),
+              *tu = upload(HR_BF16, 3, ne_g, u, "up"), *td = upload(HR_BF16, 3, ne_d, d, "down"),
+              *tgb = upload(HR_F32, 2, ne_gb, gb, "gb"), *tub = upload(HR_F32, 2, ne_gb, ub, "ub"),
+              *tdb = upload(HR_F32, 2, ne_db, db, "db");
+    hr_tensor *out = out_new(HR_BF16, 2, ne_x);
+    hr_moe m = {.n_experts = E, .top_k = K, .route = route, .renormalize = true,
+                .router = {trw, biases ? trb : NULL, 0}, .gate = tg, .up = tu, .down = td,
+                .gate_bias = biases ? tgb : NULL, .up_bias = biases ? tub : NULL, .down_bias = biases ? tdb : NULL,
+                .act = {limit > 0 ? 1.702f : 1.0f, limit, limit > 0 ? 1.0f : 0.0f}};
+    int rc = be->ops->moe(be, out, tx, &m);
+    CHECK_MSG(rc == HR_OK, "moe: %s", be->err.msg);
+    double *ref = calloc((size_t)T * H, sizeof(double));
+    for (int t = 0; t < T; t++) {
+        double lg[8], wsel[8];
+        int sel[8];
+        for (int e = 0; e < E; e++) {
+            lg[e] = biases ? rb[e] : 0;
+            for (int h = 0; h < H; h++) lg[e] += (double)x[t * H + h] * rw[e * H + h];
+        }
+        bool used[8] = {0};
+        for (int j = 0; j < K; j++) {
+            int best = -1;
+            for (int e = 0; e < E; e++)
+                if (!used[e] && (best < 0 || lg[e] > lg[best])) best = e;
+            used[best] = true;
+            sel[j] = best;
+        }
+        double sum = 0, mx = -INFINITY, z = 0;
+        if (route == HR_ROUTE_SOFTMAX_TOPK) {
+            for (int e = 0; e < E; e++) mx = fmax(mx, lg[e]);
+            for (int e = 0; e < E; e++) z += exp(lg[e] - mx);
+            for (int j = 0; j < K; j++) sum += (wsel[j] = exp(lg[sel[j]] - mx) / z);
+        } else {
+            for (int j = 0; j < K; j++) sum += (wsel[j] = exp(lg[sel[j]] - lg[sel[0]]));
+        }
+        for (int j = 0; j < K; j++) {
+            int e = sel[j];
+            double a[96];
+            for (int f = 0; f < F; f++) {
+                double gg = biases ? gb[e * F + f] : 0, uu = biases ? ub[e * F + f] : 0;
+                for (int h = 0; h < H; h++) {
+                    gg += (double)x[t * H + h] * g[((int64_t)e * F + f) * H + h];
+                    uu += (double)x[t * H + h] * u[((int64_t)e * F + f) * H + h];
+                }
+                if (limit > 0) {
+                    gg = fmin(gg, limit);
+                    uu = fmax(fmin(uu, limit), -limit);
+                }
+                a[f] = gg / (1 + exp(-m.act.alpha * gg)) * (uu + m.act.up_offset);
+            }
+            for (int h = 0; h < H; h++) {
+                double y = biases ? db[e * H + h] : 0;
+                for (int f = 0; f < F; f++) y += a[f] * d[((int64_t)e * H + h) * F + f];
+                ref[t * H + h] += wsel[j] / sum * y;
+            }
+        }
+    }
+    float *got = download(out);
+    CHECK_REL(got, ref, T * H, TOL_BF16, route == HR_ROUTE_SOFTMAX_TOPK ? "moe softmax-topk" : "moe topk-softmax");
+    free(got);
+    free(ref);
+    float *fs[] = {x, rw, rb, g, u, d, gb, ub, db};
+    for (size_t i = 0; i < HR_ARRAY_LEN(fs); i++) free(fs[i]);
+    hr_tensor *ts[] = {tx, trw, trb, tg, tu, td, tgb, tub, tdb, out};
+    for (size_t i = 0; i < HR_ARRAY_LEN(ts); i++) tfree(ts[i]);
+}
+
+/* ---- optional: GEMV bandwidth vs device copy --------------------------------- */
+static void bench_gemv(int N, int K, int T) {
+    int64_t ne_x[2] = {T, K}, ne_w[2] = {N, K}, ne_o[2] = {T, N};
+    /* several weight copies so repeated runs do not hit L2 (50 MB on H100) */
+    enum { NW = 4 };
+    hr_tensor *tw[NW];
+    float *w = rnd((int64_t)N * K, 0.1f), *x = rnd((int64_t)T * K, 1.0f);
+    for (int i = 0; i < NW; i++) tw[i] = upload(HR_BF16, 2, ne_w, w, "w");
+    hr_tensor *tx = upload(HR_BF16, 2, ne_x, x, "x"), *out = out_new(HR_BF16, 2, ne_o);
+    int iters = 200;
+    for (int i = 0; i < 10; i++) {
+        hr_linear l = {tw[i % NW], NULL, 0};
+        be->ops->linear(be, out, tx, &l);
+    }
+    be->ops->sync(be);
+    double t0 = hr_time_now();
+    for (int i = 0; i < iters; i++) {
+        hr_linear l = {tw[i % NW], NULL, 0};
+        be->ops->linear(be, out, tx, &l);
+    }
+    be->ops->sync(be);
+    double dt = (hr_time_now() - t0) / iters;
+    double bytes = (double)N * K * 2 + (double)T * K * 2 + (double)T * N * 2;
+    printf("BENCH gemv N=%d K=%d T=%d: %.2f us, %.0f GB/s\n", N, K, T, dt * 1e6, bytes / dt / 1e9);
+    for (int i = 0; i < NW; i++) tfree(tw[i]);
+    tfree(tx);
+    tfree(out);
+    free(w);
+    free(x);
+}
+
+static void bench_copy(void) {
+    int64_t ne[1] = {(int64_t)1 << 29}; /* 1 GiB of bf16 */
+    hr_tensor *a = be->ops->tensor_new(be, HR_BF16, 1, ne, "a"), *b = be->ops->tensor_new(be, HR_BF16, 1, ne, "b");
+    be->ops->tensor_zero(be, a);
+    be->ops->copy(be, b, a);
+    be->ops->sync(be);
+    int iters = 20;
+    double t0 = hr_time_now();
+    for (int i = 0; i < iters; i++) be->ops->copy(be, b, a);
+    be->ops->sync(be);
+    double dt = (hr_time_now() - t0) / iters;
+    printf("BENCH copy D2D 1 GiB: %.0f GB/s (read + write)\n", 2.0 * a->nbytes / dt / 1e9);
+    tfree(a);
+    tfree(b);
+}
+
+int main(void) {
+    if (!hr_backend_cuda_available()) TEST_SKIP("no CUDA device");
+    hr_err err = {0};
+    be = hr_backend_cuda_create(0, &err);
+    if (!be) {
+        fprintf(stderr, "hr_backend_cuda_create: %s\n", err.msg);
+        return 1;
+    }
+    CHECK(be->act_dtype == HR_BF16 && be->kv_dtype == HR_BF16);
+
+    test_embed_get_rows();
+    test_norms_add(5, 4096, HR_F32);
+    test_norms_add(3, 130, HR_BF16);
+    test_swiglu(1.0f, 0.0f, 0.0f);
+    test_swiglu(1.702f, 7.0f, 1.0f);
+    test_rope(64, 64, 1.0f);
+    test_rope(128, 64, 1.3f);
+    test_rope(32, 32, 1.0f);
+
+    static const attn_case cases[] = {
+        /* decode at 300 + fresh prefill 37 + chunked prefill 5 on 70, GQA 4 */
+        {3, {300, 0, 70}, {1, 37, 5}, 8, 2, 64, 16, 0, false, "ragged gqa4 hd64"},
+        {3, {300, 0, 70}, {1, 37, 5}, 8, 2, 64, 16, 16, true, "ragged window16 sinks"},
+        {2, {2000, 1500}, {1, 1}, 32, 8, 128, 16, 0, false, "decode long hd128 (split-K)"},
+        {2, {2000, 9}, {1, 3}, 16, 8, 128, 32, 128, true, "decode window128 sinks"},
+        {1, {0}, {40}, 4, 2, 32, 16, 8, true, "prefill hd32 window8 sinks (gpt-oss-like)"},
+        {2, {17, 100}, {2, 1}, 12, 1, 256, 16, 0, false, "mqa hd256 G12"},
+        {1, {0}, {7}, 4, 4, 80, 8, 0, false, "mha hd80"},
+    };
+    for (size_t i = 0; i < HR_ARRAY_LEN(cases); i++) test_attention(&cases[i]);
+
+    test_linear(1, 4096, 512, HR_BF16, HR_BF16, false, 0);    /* GEMV, split-K */
+    test_linear(3, 1024, 2048, HR_BF16, HR_BF16, true, 0);    /* GEMV NT=4, bias */
+    test_linear(16, 512, 1000, HR_BF16, HR_F32, true, 0);     /* GEMV NT=16, F32 logits */
+    test_linear(17, 512, 384, HR_BF16, HR_BF16, true, 0);     /* cuBLASLt + bias */
+    test_linear(64, 768, 1000, HR_BF16, HR_F32, false, 0);    /* cuBLASLt, F32 out */
+    test_linear(5, 256, 300, HR_F32, HR_BF16, true, 0);       /* F32 weights */
+    test_linear(33, 256, 100, HR_F16, HR_BF16, false, 0);     /* F16 weights, T > 16 */
+    test_linear(4, 100, 50, HR_BF16, HR_BF16, true, 0);       /* K not a multiple of 8: fallback */
+    test_linear(2, 512, 256, HR_BF16, HR_BF16, false, 0.02f); /* FP8 W8A8 input rounding */
+    test_linear(40, 512, 256, HR_BF16, HR_BF16, true, 0.02f); /* FP8 through cuBLASLt */
+
+    test_moe(HR_ROUTE_SOFTMAX_TOPK, false, 0);
+    test_moe(HR_ROUTE_TOPK_SOFTMAX, true, 7.0f);
+
+    if (getenv("HEARTH_CUDA_BENCH")) {
+        bench_copy();
+        bench_gemv(4096, 4096, 1);
+        bench_gemv(14336, 4096, 1);
+        bench_gemv(4096, 14336, 1);
+        bench_gemv(4096, 4096, 8);
+        bench_gemv(14336, 4096, 16);
+    }
+    be->ops->free(be); /* not hr_backend_free: keeps backend.c (and the CPU backend) out of this test */
+    return test_report("test_cuda_ops");
+}
+
+#else
+int main(void) {
+    fprintf(stderr, "SKIP: no CUDA (built without -DHEARTH_CUDA=ON)\n");
+    return 77;
+}
+#endif
