@@ -1,6 +1,6 @@
 /* GGUF v2/v3 files (llama.cpp): metadata key/values, tensor infos, alignment,
  * memory-mapped data, and dequantization of F32, F16, BF16, Q8_0, Q4_0, Q4_1,
- * Q4_K, Q6_K (and Q5_0/Q5_1/Q8_K where cheap) to float32. Validates every
+ * Q5_0, Q5_1, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, Q8_K to float32. Validates every
  * offset and size against the file. Knows nothing of models. */
 #ifndef HEARTH_IO_GGUF_H
 #define HEARTH_IO_GGUF_H
@@ -32,7 +32,9 @@ typedef struct gguf_kv {
     gguf_type type;
     gguf_type arr_type;     /* for arrays */
     uint64_t arr_len;
-    const void *arr_data;   /* arrays of numbers: into the mapping; of strings: see gguf_get_arr_str */
+    const void *arr_data;   /* arrays of numbers: into the mapping, maybe unaligned (use gguf_get_arr_int/float);
+                               of strings: see gguf_get_arr_str; of arrays: the raw nested encoding */
+    const gguf_str *arr_strs; /* string arrays: arr_len entries (owned by the gguf_file) */
     union { uint64_t u64; int64_t i64; double f64; bool b; gguf_str str; } v;
 } gguf_kv;
 
@@ -51,6 +53,8 @@ typedef struct gguf_file gguf_file;
 gguf_file *gguf_open(const char *path, hr_err *err);
 void gguf_close(gguf_file *f);
 uint32_t gguf_version(const gguf_file *f);
+uint32_t gguf_alignment(const gguf_file *f);     /* general.alignment, default 32 */
+size_t gguf_data_offset(const gguf_file *f);     /* file offset of the data section */
 int gguf_n_kv(const gguf_file *f);
 const gguf_kv *gguf_kv_at(const gguf_file *f, int i);
 const gguf_kv *gguf_find_kv(const gguf_file *f, const char *key);
@@ -60,17 +64,28 @@ double gguf_get_float(const gguf_file *f, const char *key, double def);
 bool gguf_get_bool(const gguf_file *f, const char *key, bool def);
 /* Returns a malloc'd NUL-terminated copy, or NULL when absent. */
 char *gguf_get_str(const gguf_file *f, const char *key);
-/* i-th string of a string array (not NUL-terminated). */
+/* i-th string of a string array (not NUL-terminated); {0, NULL} when out of range. */
 gguf_str gguf_get_arr_str(const gguf_kv *kv, uint64_t i);
+/* i-th element of an integer (or bool) array / a numeric array; def when kv is
+ * not such an array or i is out of range. */
+int64_t gguf_get_arr_int(const gguf_kv *kv, uint64_t i, int64_t def);
+double gguf_get_arr_float(const gguf_kv *kv, uint64_t i, double def);
 
 int gguf_n_tensors(const gguf_file *f);
 const gguf_tensor *gguf_tensor_at(const gguf_file *f, int i);
 const gguf_tensor *gguf_find_tensor(const gguf_file *f, const char *name);
+int64_t gguf_tensor_nelem(const gguf_tensor *t);
 
 /* Dequantizes a whole tensor into dst (nelem floats). HR_EUNSUP for other types. */
 int gguf_dequantize(const gguf_tensor *t, float *dst, hr_err *err);
-/* Dequantizes n elements of a row-contiguous block stream of type `type`. */
+/* Dequantizes n elements of a row-contiguous block stream of type `type`
+ * (n a multiple of the type's block size), exactly as ggml's reference
+ * dequantize_row_* does. HR_EUNSUP for types without a dequantizer,
+ * HR_EINVAL for a partial block. */
 int ggml_dequantize_row(ggml_type type, const void *src, float *dst, int64_t n);
+/* Elements per block and bytes per block (0, 0 for unknown types). */
+int ggml_blck_size(ggml_type type);
+size_t ggml_type_size(ggml_type type);
 const char *ggml_type_name(ggml_type type);
 
 #endif
