@@ -153,16 +153,17 @@ int tok_load_tiktoken(const char *path, const char *encoding, hr_tokenizer **out
         add_special(t, "<|endofprompt|>", 200018);
         t->eos = 200002; /* <|return|> ends a harmony completion */
     } else if (!strcmp(encoding, "llama3")) {
-        /* Llama 3.1+: 256 specials after the ranks */
+        /* Llama 3 (names as llama-models' llama3/tokenizer.py): 256
+         * specials after the ranks */
         static const char *const named[] = {"<|begin_of_text|>", "<|end_of_text|>", "<|reserved_special_token_0|>",
                                             "<|reserved_special_token_1|>", "<|finetune_right_pad_id|>",
-                                            "<|reserved_special_token_2|>", "<|start_header_id|>",
-                                            "<|end_header_id|>", "<|eom_id|>", "<|eot_id|>", "<|python_tag|>"};
+                                            "<|step_id|>", "<|start_header_id|>", "<|end_header_id|>",
+                                            "<|eom_id|>", "<|eot_id|>", "<|python_tag|>", "<|image|>"};
         int32_t b0 = max_rank + 1;
         for (int i = 0; i < 256; i++) {
             char s[64];
             if (i < (int)HR_ARRAY_LEN(named)) snprintf(s, sizeof(s), "%s", named[i]);
-            else snprintf(s, sizeof(s), "<|reserved_special_token_%d|>", i - 8);
+            else snprintf(s, sizeof(s), "<|reserved_special_token_%d|>", i - 10);
             add_special(t, s, b0 + i);
         }
         t->bos = b0;
