@@ -32,7 +32,7 @@
 typedef struct gen_opts {
     const char *model, *prompt, *prompt_ids, *device;
     int max_tokens, min_tokens, threads;
-    bool ignore_eos, json, have_temp;
+    bool ignore_eos, json, have_temp, have_top_p, have_top_k;
     hr_sampling_params sp;
 } gen_opts;
 
@@ -50,9 +50,12 @@ static void usage(FILE *f) {
             "  --max-tokens N       tokens to generate at most (default 64)\n"
             "  --min-tokens N       mask end-of-sequence tokens until N tokens exist (default 0)\n"
             "  --ignore-eos         do not stop at end-of-sequence tokens\n"
-            "  --temperature T      sampling temperature; 0 = greedy (default 0)\n"
-            "  --top-p P            nucleus sampling mass in (0, 1] (default 1 = off)\n"
-            "  --top-k K            keep the K most likely tokens (default 0 = off)\n"
+            "  --temperature T      sampling temperature; 0 = greedy (default: the model's\n"
+            "                       generation_config.json value, else 0)\n"
+            "  --top-p P            nucleus sampling mass in (0, 1] (default: generation_config,\n"
+            "                       else 1 = off)\n"
+            "  --top-k K            keep the K most likely tokens (default: generation_config,\n"
+            "                       else 0 = off)\n"
             "  --seed S             seed of the sampler's RNG (reproducible sampling)\n"
             "  --device DEV         cpu, cuda or auto (default auto: cuda when a GPU is present)\n"
             "  --threads N          CPU worker threads (default: all cores)\n"
@@ -95,10 +98,13 @@ static int parse(int argc, char **argv, gen_opts *o) {
             if (!v || !cli_int("generate", "--min-tokens", v, 0, 1 << 20, &o->min_tokens)) return 2;
         } else if (FLAG("--temperature")) {
             if (!v || !cli_float("generate", "--temperature", v, 0, 100, &o->sp.temperature)) return 2;
+            o->have_temp = true;
         } else if (FLAG("--top-p")) {
             if (!v || !cli_float("generate", "--top-p", v, 1e-6, 1, &o->sp.top_p)) return 2;
+            o->have_top_p = true;
         } else if (FLAG("--top-k")) {
             if (!v || !cli_int("generate", "--top-k", v, 0, 1 << 30, &o->sp.top_k)) return 2;
+            o->have_top_k = true;
         } else if (FLAG("--seed")) {
             if (!v || !cli_u64("generate", "--seed", v, &o->sp.seed)) return 2;
             o->sp.has_seed = true;
@@ -187,6 +193,10 @@ int cmd_generate(int argc, char **argv) {
     t_load = hr_time_now() - t_load;
     const hr_config *cfg = hr_model_config(m);
     int V = hr_model_vocab_size(m);
+    /* sampling defaults from generation_config.json, as vLLM does */
+    if (!o.have_temp && isfinite(cfg->gen_temperature) && cfg->gen_temperature >= 0) o.sp.temperature = cfg->gen_temperature;
+    if (!o.have_top_p && isfinite(cfg->gen_top_p) && cfg->gen_top_p > 0 && cfg->gen_top_p <= 1) o.sp.top_p = cfg->gen_top_p;
+    if (!o.have_top_k && cfg->gen_top_k > 0) o.sp.top_k = cfg->gen_top_k;
 
     if (hr_tokenizer_load_model) {
         if (hr_tokenizer_load_model(hr_model_source(m), &tok, &err) != HR_OK) {
