@@ -1,0 +1,562 @@
+/* The engine thread: inbox -> scheduler -> hr_model_forward -> samplers ->
+ * events (vLLM v1 EngineCore: schedule, execute_model, update_from_output).
+ * Only the engine thread touches the scheduler, the pool and the requests;
+ * other threads talk to it through the mutex-protected inbox (submissions,
+ * aborts, shutdown) and read a stats snapshot. Callbacks run on the engine
+ * thread without the engine lock held, so they may call hr_engine_abort. */
+#include "engine/engine.h"
+
+#include <pthread.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "core/log.h"
+#include "engine/kv_cache.h"
+#include "engine/scheduler.h"
+
+#define ENG_LOG_INTERVAL_S 5.0
+#define ENG_DEFAULT_MODEL_LEN 4096 /* when the config has no max_position_embeddings */
+#define ENG_CPU_KV_FRACTION 0.25f
+
+/* Per-request engine state; sched_req.user points here. */
+typedef struct eng_req {
+    uint64_t id;
+    sched_req *sr;
+    hr_sampler *sampler;
+    hr_sampling_params sp;
+    hr_event_cb cb;
+    void *user;
+    int32_t *mask_ids;   /* ids masked during min_tokens: stop_token_ids + EOS unless ignore_eos */
+    int n_mask;
+    int n_user_stops;    /* the first n_user_stops of mask_ids are stop_token_ids */
+    double t_arrival, t_scheduled, t_first;
+    struct eng_req *next; /* inbox link */
+} eng_req;
+
+typedef struct abort_list {
+    uint64_t *ids;
+    int n, cap;
+} abort_list;
+
+struct hr_engine {
+    hr_model *model;
+    hr_engine_opts opts;
+    int vocab, max_model_len;
+    int eos[8], n_eos;
+    kv_cache kv;
+    sched sched;
+
+    pthread_t thread;
+    bool thread_started;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    /* protected by mu */
+    eng_req *inbox_head, *inbox_tail;
+    int n_inbox;
+    abort_list aborts;
+    bool stopping, stopped;
+    double deadline;
+    uint64_t next_id;
+    hr_engine_stats stats;
+
+    /* engine thread only */
+    sched_output out;
+    sched_step_buf buf;
+    float *logits;
+    size_t logits_cap;
+    int32_t *sampled;
+    hr_sample_result *results;
+    int sampled_cap;
+    uint64_t prompt_total, gen_total;
+    double log_t0;
+    uint64_t log_prompt0, log_gen0, log_q0, log_h0;
+};
+
+void hr_engine_opts_default(hr_engine_opts *o) {
+    memset(o, 0, sizeof *o);
+    o->max_num_seqs = 256;
+    o->max_model_len = 0;
+    o->max_num_batched_tokens = 2048;
+    o->block_size = 16;
+    o->kv_cache_memory = 0;
+    o->kv_memory_fraction = 0; /* 0 = backend default: 0.9 GPU, 0.25 CPU */
+    o->enable_prefix_caching = true;
+    o->max_waiting_requests = 0;
+}
+
+/* ---- sizing ---- */
+static size_t cpu_mem_available(void) {
+    FILE *f = fopen("/proc/meminfo", "r");
+    if (!f) return 0;
+    char line[256];
+    size_t kb = 0;
+    while (fgets(line, sizeof line, f))
+        if (sscanf(line, "MemAvailable: %zu kB", &kb) == 1) break;
+    fclose(f);
+    return kb * 1024;
+}
+
+/* Model salt for prefix hashes: blocks computed by another model (or block
+ * size) must never match. */
+static uint64_t model_salt(const hr_model *m, int block_size) {
+    const hr_config *c = hr_model_config(m);
+    uint64_t h = 0xcbf29ce484222325ULL;
+    const char *src = hr_model_source(m);
+    for (const char *p = src ? src : ""; *p; p++) h = (h ^ (uint8_t)*p) * 0x100000001b3ULL;
+    int32_t v[6] = {c->vocab_size, c->hidden_size, c->num_hidden_layers, c->num_key_value_heads, c->head_dim,
+                    block_size};
+    return kv_block_hash(h, v, 6);
+}
+
+static int size_pool(hr_engine *e, hr_err *err) {
+    const hr_engine_opts *o = &e->opts;
+    const hr_config *c = hr_model_config(e->model);
+    int bs = o->block_size;
+    size_t block_bytes = hr_model_kv_block_bytes(e->model, bs);
+    if (block_bytes == 0) return hr_err_set(err, HR_EINVAL, "engine: model reports 0 bytes per KV block");
+    int mml = o->max_model_len > 0 ? o->max_model_len
+                                   : (c->max_position_embeddings > 0 ? c->max_position_embeddings : ENG_DEFAULT_MODEL_LEN);
+    long n;
+    if (o->kv_cache_memory > 0) {
+        n = (long)(o->kv_cache_memory / block_bytes);
+    } else {
+        /* model.h does not expose the model's backend, so this sizes from
+         * host memory (the CPU backend); a GPU path needs a device query. */
+        size_t avail = cpu_mem_available();
+        float frac = o->kv_memory_fraction;
+        if (frac <= 0) frac = ENG_CPU_KV_FRACTION;
+        n = (long)((double)avail * frac / (double)block_bytes);
+        /* an explicit max_model_len is honoured even above the fraction */
+        if (o->max_model_len > 0) n = HR_MAX(n, HR_CDIV(mml, bs));
+    }
+    if (n < 1) return hr_err_set(err, HR_EINVAL, "engine: KV memory holds no block of %zu bytes", block_bytes);
+    if ((long)HR_CDIV(mml, bs) > n) {
+        if (o->max_model_len > 0)
+            return hr_err_set(err, HR_EINVAL,
+                              "engine: max_model_len %d needs %d KV blocks but the KV memory holds only %ld", mml,
+                              HR_CDIV(mml, bs), n);
+        mml = (int)(n * bs); /* automatic context length: capped by memory */
+    }
+    /* more than every sequence at full length is never used */
+    long useful = (long)o->max_num_seqs * HR_CDIV(mml, bs);
+    if (n > useful) n = useful;
+    if (n > INT32_MAX / bs) n = INT32_MAX / bs;
+    e->max_model_len = mml;
+    return (int)n;
+}
+
+/* ---- inbox helpers (mu held) ---- */
+static void abort_push(abort_list *a, uint64_t id) {
+    if (a->n == a->cap) {
+        a->cap = a->cap ? a->cap * 2 : 16;
+        a->ids = hr_xrealloc(a->ids, (size_t)a->cap * sizeof *a->ids);
+    }
+    a->ids[a->n++] = id;
+}
+
+static void req_free(eng_req *r) {
+    if (!r) return;
+    sched_req_free(r->sr);
+    hr_sampler_free(r->sampler);
+    free(r->mask_ids);
+    free(r);
+}
+
+static void emit(hr_engine *e, eng_req *r, const hr_sample_result *tok, hr_finish_reason fin) {
+    (void)e;
+    hr_event ev = {
+        .id = r->id,
+        .n_tokens = tok ? 1 : 0,
+        .tokens = tok,
+        .finish = fin,
+        .n_prompt_tokens = r->sr->n_prompt,
+        .n_cached_tokens = r->sr->n_cached_prompt,
+        .t_arrival = r->t_arrival,
+        .t_scheduled = r->t_scheduled,
+        .t_first_token = r->t_first,
+        .t_now = hr_time_now(),
+    };
+    r->cb(r->user, &ev);
+}
+
+/* Ends a request known to the scheduler: blocks back at once, final event, free. */
+static void finish_req(hr_engine *e, eng_req *r, const hr_sample_result *tok, hr_finish_reason fin) {
+    sched_finish(&e->sched, r->sr);
+    emit(e, r, tok, fin);
+    req_free(r);
+}
+
+static eng_req *find_active(hr_engine *e, uint64_t id) {
+    for (sched_req *s = e->sched.running.head; s; s = s->next)
+        if (s->id == id) return s->user;
+    for (sched_req *s = e->sched.waiting.head; s; s = s->next)
+        if (s->id == id) return s->user;
+    return NULL;
+}
+
+/* Takes the inbox and the abort list (engine thread). */
+static void drain_inbox(hr_engine *e) {
+    pthread_mutex_lock(&e->mu);
+    eng_req *in = e->inbox_head;
+    e->inbox_head = e->inbox_tail = NULL;
+    e->n_inbox = 0;
+    abort_list ab = e->aborts;
+    e->aborts = (abort_list){0};
+    pthread_mutex_unlock(&e->mu);
+    for (eng_req *r = in, *nx; r; r = nx) {
+        nx = r->next;
+        r->next = NULL;
+        sched_add(&e->sched, r->sr);
+    }
+    for (int i = 0; i < ab.n; i++) {
+        eng_req *r = find_active(e, ab.ids[i]);
+        if (r) finish_req(e, r, NULL, HR_FINISH_ABORT);
+    }
+    free(ab.ids);
+}
+
+static void abort_all(hr_engine *e, hr_finish_reason why) {
+    sched_req *s;
+    while ((s = e->sched.running.head)) finish_req(e, s->user, NULL, why);
+    while ((s = e->sched.waiting.head)) finish_req(e, s->user, NULL, why);
+}
+
+static void publish_stats(hr_engine *e) {
+    pthread_mutex_lock(&e->mu);
+    hr_engine_stats *s = &e->stats;
+    s->num_running = e->sched.running.n;
+    s->num_waiting = e->sched.waiting.n;
+    s->kv_usage = kv_cache_usage(&e->kv);
+    s->prompt_tokens_total = e->prompt_total;
+    s->generation_tokens_total = e->gen_total;
+    s->prefix_queries_total = e->kv.queries;
+    s->prefix_hits_total = e->kv.hits;
+    s->num_preemptions_total = e->sched.num_preemptions;
+    s->kv_blocks_total = e->kv.n_blocks;
+    s->kv_blocks_free = e->kv.n_free;
+    s->max_model_len = e->max_model_len;
+    pthread_mutex_unlock(&e->mu);
+}
+
+static void log_progress(hr_engine *e, double now) {
+    if (e->log_t0 == 0) {
+        e->log_t0 = now;
+        e->log_prompt0 = e->prompt_total;
+        e->log_gen0 = e->gen_total;
+        e->log_q0 = e->kv.queries;
+        e->log_h0 = e->kv.hits;
+        return;
+    }
+    double dt = now - e->log_t0;
+    if (dt < ENG_LOG_INTERVAL_S) return;
+    uint64_t q = e->kv.queries - e->log_q0, h = e->kv.hits - e->log_h0;
+    hr_log(HR_LOG_INFO,
+           "engine: prompt %.1f tok/s, generation %.1f tok/s, running %d, waiting %d, KV usage %.1f%%, prefix cache "
+           "hit rate %.1f%%",
+           (double)(e->prompt_total - e->log_prompt0) / dt, (double)(e->gen_total - e->log_gen0) / dt,
+           e->sched.running.n, e->sched.waiting.n, 100.0 * kv_cache_usage(&e->kv), q ? 100.0 * (double)h / q : 0.0);
+    e->log_t0 = 0;
+    log_progress(e, now);
+}
+
+static bool is_eos(const hr_engine *e, int32_t t) {
+    for (int i = 0; i < e->n_eos; i++)
+        if (e->eos[i] == t) return true;
+    return false;
+}
+
+static hr_finish_reason check_finish(const hr_engine *e, const eng_req *r, int32_t tok) {
+    const sched_req *s = r->sr;
+    for (int i = 0; i < r->n_user_stops; i++)
+        if (r->mask_ids[i] == tok) return HR_FINISH_STOP;
+    if (!r->sp.ignore_eos && is_eos(e, tok)) return HR_FINISH_STOP;
+    if (s->n_tokens >= s->cap) return HR_FINISH_LENGTH; /* max_tokens or the context limit */
+    return HR_FINISH_NONE;
+}
+
+static int ensure_step_buffers(hr_engine *e, int n_logits) {
+    size_t need = (size_t)n_logits * (size_t)e->vocab;
+    if (need > e->logits_cap) {
+        float *l = realloc(e->logits, need * sizeof *l);
+        if (!l) return HR_ENOMEM;
+        e->logits = l;
+        e->logits_cap = need;
+    }
+    if (n_logits > e->sampled_cap) {
+        int32_t *s = realloc(e->sampled, (size_t)n_logits * sizeof *s);
+        if (s) e->sampled = s;
+        hr_sample_result *r = realloc(e->results, (size_t)n_logits * sizeof *r);
+        if (r) e->results = r;
+        if (!s || !r) return HR_ENOMEM;
+        e->sampled_cap = n_logits;
+    }
+    return HR_OK;
+}
+
+/* One engine step. Returns false when nothing could be scheduled. */
+static bool engine_step(hr_engine *e) {
+    hr_err err = {0};
+    int rc = sched_schedule(&e->sched, &e->out);
+    if (rc == HR_OK && e->out.n_items == 0) return false;
+    hr_step st;
+    if (rc == HR_OK) rc = sched_build_step(&e->sched, &e->out, &e->buf, &st);
+    if (rc == HR_OK) rc = ensure_step_buffers(e, HR_MAX(st.n_logits, 1));
+    if (rc != HR_OK) hr_err_set(&err, rc, "engine: out of memory building a step");
+    double now = hr_time_now();
+    for (int i = 0; rc == HR_OK && i < e->out.n_items; i++) {
+        eng_req *r = e->out.items[i].req->user;
+        if (r->t_scheduled == 0) r->t_scheduled = now;
+    }
+    if (rc == HR_OK) rc = hr_model_forward(e->model, &st, e->logits, &err);
+    int j = 0;
+    for (int i = 0; rc == HR_OK && i < e->out.n_items; i++) {
+        const sched_item *it = &e->out.items[i];
+        sched_req *s = it->req;
+        /* prompt tokens computed this step (recomputed ones after preemption count again, as in vLLM) */
+        int prompt_part = HR_MAX(0, HR_MIN(s->n_computed + it->n_new, s->n_prompt) - s->n_computed);
+        e->prompt_total += (uint64_t)prompt_part;
+        if (!it->sample) continue;
+        eng_req *r = s->user;
+        rc = hr_sampler_sample(r->sampler, e->logits + (size_t)j * e->vocab, s->n_tokens - s->n_prompt, r->mask_ids,
+                               r->n_mask, &e->results[j]);
+        e->sampled[j] = e->results[j].id;
+        j++;
+        if (rc != HR_OK) hr_err_set(&err, rc, "engine: sampler out of memory");
+    }
+    if (rc != HR_OK) {
+        /* The step's requests cannot continue; the others are unaffected. */
+        HR_LOGE("engine: step failed: %s", err.msg);
+        for (int i = 0; i < e->out.n_items; i++) finish_req(e, e->out.items[i].req->user, NULL, HR_FINISH_ERROR);
+        return true;
+    }
+    sched_update(&e->sched, &e->out, e->sampled);
+    now = hr_time_now();
+    j = 0;
+    for (int i = 0; i < e->out.n_items; i++) {
+        const sched_item *it = &e->out.items[i];
+        if (!it->sample) continue;
+        eng_req *r = it->req->user;
+        const hr_sample_result *res = &e->results[j++];
+        e->gen_total++;
+        if (r->t_first == 0) r->t_first = now;
+        hr_finish_reason fin = check_finish(e, r, res->id);
+        if (fin != HR_FINISH_NONE) finish_req(e, r, res, fin);
+        else emit(e, r, res, HR_FINISH_NONE);
+    }
+    return true;
+}
+
+static void *engine_main(void *arg) {
+    hr_engine *e = arg;
+    for (;;) {
+        pthread_mutex_lock(&e->mu);
+        bool stopping = e->stopping, past = stopping && hr_time_now() >= e->deadline;
+        pthread_mutex_unlock(&e->mu);
+        /* after reading `stopping`: once it is set no submission can follow,
+         * so nothing is left behind in the inbox when the loop ends */
+        drain_inbox(e);
+        int active = e->sched.running.n + e->sched.waiting.n;
+        if (stopping && (active == 0 || past)) {
+            abort_all(e, HR_FINISH_ABORT);
+            break;
+        }
+        if (active == 0) {
+            publish_stats(e);
+            e->log_t0 = 0;
+            pthread_mutex_lock(&e->mu);
+            while (!e->inbox_head && !e->aborts.n && !e->stopping) pthread_cond_wait(&e->cv, &e->mu);
+            pthread_mutex_unlock(&e->mu);
+            continue;
+        }
+        if (!engine_step(e)) {
+            /* Cannot happen while submit rejects what never fits; fail loudly
+             * rather than spin. */
+            HR_LOGE("engine: nothing schedulable with %d waiting; failing them", e->sched.waiting.n);
+            abort_all(e, HR_FINISH_ERROR);
+        }
+        publish_stats(e);
+        log_progress(e, hr_time_now());
+    }
+    publish_stats(e);
+    pthread_mutex_lock(&e->mu);
+    e->stopped = true;
+    pthread_mutex_unlock(&e->mu);
+    return NULL;
+}
+
+int hr_engine_create(hr_model *model, const hr_engine_opts *opts, hr_engine **out, hr_err *err) {
+    *out = NULL;
+    hr_engine_opts o;
+    if (opts) o = *opts;
+    else hr_engine_opts_default(&o);
+    if (o.block_size <= 0) o.block_size = 16;
+    if (o.max_num_seqs <= 0) o.max_num_seqs = 256;
+    if (o.max_num_batched_tokens <= 0) o.max_num_batched_tokens = 2048;
+    hr_engine *e = calloc(1, sizeof *e);
+    if (!e) return hr_err_set(err, HR_ENOMEM, "engine: out of memory");
+    e->model = model;
+    e->opts = o;
+    e->vocab = hr_model_vocab_size(model);
+    const hr_config *c = hr_model_config(model);
+    e->n_eos = HR_MIN(c->n_eos, (int)HR_ARRAY_LEN(e->eos));
+    for (int i = 0; i < e->n_eos; i++) e->eos[i] = c->eos_token_ids[i];
+    pthread_mutex_init(&e->mu, NULL);
+    pthread_cond_init(&e->cv, NULL);
+    int rc;
+    int n_blocks = size_pool(e, err);
+    if (n_blocks < 0) {
+        rc = n_blocks;
+        goto fail;
+    }
+    rc = hr_model_kv_alloc(model, n_blocks, o.block_size, err);
+    if (rc != HR_OK) goto fail;
+    rc = kv_cache_init(&e->kv, n_blocks, o.block_size, o.enable_prefix_caching, model_salt(model, o.block_size), err);
+    if (rc != HR_OK) goto fail;
+    sched_config sc = {.max_num_seqs = o.max_num_seqs,
+                       .max_num_batched_tokens = o.max_num_batched_tokens,
+                       .max_model_len = e->max_model_len};
+    rc = sched_init(&e->sched, &e->kv, &sc, err);
+    if (rc != HR_OK) goto fail;
+    publish_stats(e);
+    HR_LOGI("engine: %d KV blocks x %d tokens (%.1f MiB), max_model_len %d, max_num_seqs %d, "
+            "max_num_batched_tokens %d, prefix caching %s",
+            n_blocks, o.block_size, (double)n_blocks * (double)hr_model_kv_block_bytes(model, o.block_size) / 1048576.0,
+            e->max_model_len, o.max_num_seqs, o.max_num_batched_tokens, o.enable_prefix_caching ? "on" : "off");
+    if (pthread_create(&e->thread, NULL, engine_main, e) != 0) {
+        rc = hr_err_set(err, HR_EIO, "engine: cannot start its thread");
+        goto fail;
+    }
+    e->thread_started = true;
+    *out = e;
+    return HR_OK;
+fail:
+    hr_engine_free(e);
+    return rc;
+}
+
+void hr_engine_shutdown(hr_engine *e, double grace_s) {
+    if (!e) return;
+    pthread_mutex_lock(&e->mu);
+    if (!e->stopping) {
+        e->stopping = true;
+        e->deadline = hr_time_now() + (grace_s > 0 ? grace_s : 0);
+    } else if (hr_time_now() + grace_s < e->deadline) {
+        e->deadline = hr_time_now() + (grace_s > 0 ? grace_s : 0);
+    }
+    pthread_cond_broadcast(&e->cv);
+    pthread_mutex_unlock(&e->mu);
+    if (e->thread_started) {
+        pthread_join(e->thread, NULL);
+        e->thread_started = false;
+    }
+}
+
+void hr_engine_free(hr_engine *e) {
+    if (!e) return;
+    if (e->thread_started) hr_engine_shutdown(e, 0);
+    /* Anything submitted after the thread ended never started: drop it. */
+    for (eng_req *r = e->inbox_head, *nx; r; r = nx) {
+        nx = r->next;
+        req_free(r);
+    }
+    free(e->aborts.ids);
+    sched_output_free(&e->out);
+    sched_step_buf_free(&e->buf);
+    free(e->logits);
+    free(e->sampled);
+    free(e->results);
+    if (e->sched.prefix_buf) sched_destroy(&e->sched);
+    if (e->kv.blocks) kv_cache_destroy(&e->kv);
+    pthread_mutex_destroy(&e->mu);
+    pthread_cond_destroy(&e->cv);
+    free(e);
+}
+
+int hr_engine_submit(hr_engine *e, const hr_request *req, hr_event_cb cb, void *user, uint64_t *id, hr_err *err) {
+    if (!req || !cb || !req->prompt || req->n_prompt <= 0) return hr_err_set(err, HR_EINVAL, "empty prompt");
+    for (int i = 0; i < req->n_prompt; i++)
+        if (req->prompt[i] < 0 || req->prompt[i] >= e->vocab)
+            return hr_err_set(err, HR_EINVAL, "prompt token id %d at position %d is outside the vocabulary (%d)",
+                              req->prompt[i], i, e->vocab);
+    if (req->n_prompt >= e->max_model_len)
+        return hr_err_set(err, HR_EINVAL,
+                          "This model's maximum context length is %d tokens. However, your request has %d input "
+                          "tokens. Please reduce the length of the input messages.",
+                          e->max_model_len, req->n_prompt);
+    int max_new = req->max_tokens > 0 ? req->max_tokens : e->max_model_len - req->n_prompt;
+    if (req->max_tokens > 0 && (long)req->n_prompt + req->max_tokens > e->max_model_len)
+        return hr_err_set(err, HR_EINVAL,
+                          "'max_tokens' is too large: %d. This model's maximum context length is %d tokens and your "
+                          "request has %d input tokens (%d > %d - %d).",
+                          req->max_tokens, e->max_model_len, req->n_prompt, req->max_tokens, e->max_model_len,
+                          req->n_prompt);
+    int rc = sched_check_fits(&e->sched, req->n_prompt, max_new, err);
+    if (rc != HR_OK) return rc;
+    if (req->n_stop_ids < 0 || (req->n_stop_ids > 0 && !req->stop_ids))
+        return hr_err_set(err, HR_EINVAL, "bad stop_token_ids");
+
+    eng_req *r = calloc(1, sizeof *r);
+    if (!r) return hr_err_set(err, HR_ENOMEM, "out of memory");
+    r->sp = req->sampling;
+    r->cb = cb;
+    r->user = user;
+    r->t_arrival = hr_time_now();
+    int n_eos = r->sp.ignore_eos ? 0 : e->n_eos;
+    r->n_user_stops = req->n_stop_ids;
+    r->n_mask = req->n_stop_ids + n_eos;
+    r->mask_ids = malloc((size_t)HR_MAX(r->n_mask, 1) * sizeof *r->mask_ids);
+    r->sampler = hr_sampler_new(&r->sp, e->vocab, req->prompt, req->n_prompt);
+    if (!r->mask_ids || !r->sampler) {
+        rc = hr_err_set(err, HR_ENOMEM, "out of memory");
+        goto fail;
+    }
+    if (req->n_stop_ids) memcpy(r->mask_ids, req->stop_ids, (size_t)req->n_stop_ids * sizeof *r->mask_ids);
+    for (int i = 0; i < n_eos; i++) r->mask_ids[req->n_stop_ids + i] = e->eos[i];
+
+    pthread_mutex_lock(&e->mu);
+    if (e->stopping || e->stopped) {
+        pthread_mutex_unlock(&e->mu);
+        rc = hr_err_set(err, HR_EFULL, "the engine is shutting down");
+        goto fail;
+    }
+    if (e->opts.max_waiting_requests > 0 && e->stats.num_waiting + e->n_inbox >= e->opts.max_waiting_requests) {
+        pthread_mutex_unlock(&e->mu);
+        rc = hr_err_set(err, HR_EFULL, "%d requests are already waiting", e->opts.max_waiting_requests);
+        goto fail;
+    }
+    r->id = ++e->next_id;
+    r->sr = sched_req_new(r->id, req->prompt, req->n_prompt, max_new);
+    if (!r->sr) {
+        pthread_mutex_unlock(&e->mu);
+        rc = hr_err_set(err, HR_ENOMEM, "out of memory");
+        goto fail;
+    }
+    r->sr->user = r;
+    if (e->inbox_tail) e->inbox_tail->next = r;
+    else e->inbox_head = r;
+    e->inbox_tail = r;
+    e->n_inbox++;
+    if (id) *id = r->id;
+    pthread_cond_signal(&e->cv);
+    pthread_mutex_unlock(&e->mu);
+    return HR_OK;
+fail:
+    req_free(r);
+    return rc;
+}
+
+void hr_engine_abort(hr_engine *e, uint64_t id) {
+    pthread_mutex_lock(&e->mu);
+    if (!e->stopped) {
+        abort_push(&e->aborts, id);
+        pthread_cond_signal(&e->cv);
+    }
+    pthread_mutex_unlock(&e->mu);
+}
+
+void hr_engine_get_stats(hr_engine *e, hr_engine_stats *s) {
+    pthread_mutex_lock(&e->mu);
+    *s = e->stats;
+    s->num_waiting += e->n_inbox;
+    pthread_mutex_unlock(&e->mu);
+}
