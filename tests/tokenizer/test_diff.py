@@ -278,6 +278,24 @@ def main():
     except Exception as e:  # the package needs its own download of the rank file in some versions
         log(f"NOTE openai-harmony not compared: {type(e).__name__}: {str(e)[:200]}")
 
+    # Mistral's SentencePiece models from mistral-common, as transformers converts them to tokenizer.json
+    # (BPE with byte_fallback + fuse_unk, Metaspace prepend_scheme=first, Replace/ByteFallback/Fuse/Strip decoder)
+    try:
+        import shutil
+        import mistral_common
+        from transformers import LlamaTokenizer
+        mdir = os.path.join(os.path.dirname(mistral_common.__file__), "data")
+        for f in ("tokenizer.model.v1", "mistral_instruct_tokenizer_240323.model.v3"):
+            with tempfile.TemporaryDirectory() as td:
+                shutil.copy(os.path.join(mdir, f), os.path.join(td, "tokenizer.model"))
+                mt = LlamaTokenizer.from_pretrained(td).backend_tokenizer
+                mt.save(os.path.join(td, "tokenizer.json"))
+                check_tokenizer("mistral " + f, ["--tokenizer", os.path.join(td, "tokenizer.json")],
+                                lambda s: mt.encode(s, add_special_tokens=False).ids,
+                                lambda ids: mt.decode(ids, skip_special_tokens=False), texts)
+    except ImportError as e:
+        log(f"NOTE mistral-common/sentencepiece not installed ({e}); Mistral tokenizers not compared")
+
     # Llama 3's tiktoken-format tokenizer.model, shipped in the llama-models wheel
     try:
         import llama_models.llama3.tokenizer as l3
