@@ -16,6 +16,8 @@
 typedef struct wsrc {
     st_set *st;
     gguf_file *gg;
+    bool synthetic;          /* no file: every tensor is random (synthetic:NAME) */
+    uint64_t rng;
 } wsrc;
 
 typedef struct wtensor {
@@ -36,6 +38,7 @@ typedef struct loader {
 
 static bool wfind(const wsrc *s, const char *name, wtensor *w) {
     memset(w, 0, sizeof *w);
+    if (s->synthetic) return false;
     if (s->st) {
         const st_tensor *t = st_set_find(s->st, name);
         if (!t || t->ndim > 4) return false;
@@ -142,9 +145,39 @@ static hr_tensor *upload_f32(hr_model *m, const float *data, int ndim, const int
     return t;
 }
 
+/* Synthetic weights: uniform in [-scale, scale) (xorshift64*), or all
+ * `scale` when constant. */
+static void synth_fill(wsrc *s, float *dst, int64_t n, float scale, bool constant) {
+    for (int64_t i = 0; i < n; i++) {
+        if (constant) {
+            dst[i] = scale;
+            continue;
+        }
+        s->rng ^= s->rng >> 12;
+        s->rng ^= s->rng << 25;
+        s->rng ^= s->rng >> 27;
+        uint64_t r = s->rng * 2685821657736338717ull;
+        dst[i] = ((float)(r >> 40) / (float)(1 << 24) * 2 - 1) * scale;
+    }
+}
+
+static hr_tensor *synth_plain(loader *L, const char *name, int ndim, const int64_t *shape, hr_dtype dt, hr_err *err) {
+    int64_t n = 1;
+    for (int i = 0; i < ndim; i++) n *= shape[i];
+    float *buf = falloc(n, err);
+    if (!buf) return NULL;
+    bool norm = ndim == 1 && strstr(name, "norm") != NULL;
+    float scale = norm ? 1.0f : ndim == 1 ? 0.02f : 1.0f / sqrtf((float)shape[ndim - 1]);
+    synth_fill(&L->src, buf, n, scale, norm);
+    hr_tensor *t = upload_f32(L->m, buf, ndim, shape, dt, name, err);
+    free(buf);
+    return t;
+}
+
 /* A plain (unquantized) tensor of the given shape, stored as dt. */
 static hr_tensor *load_plain(loader *L, const char *name, int ndim, const int64_t *shape, hr_dtype dt, hr_err *err) {
     wtensor w;
+    if (L->src.synthetic) return synth_plain(L, name, ndim, shape, dt, err);
     if (need(&L->src, name, &w, err) != HR_OK || check_shape(name, &w, ndim, shape, err) != HR_OK) return NULL;
     if (!w.gt && w.dtype == dt) { /* same type: straight from the mapping */
         hr_tensor *t = hr_model_tensor_new(L->m, dt, ndim, shape, name, err);
@@ -173,10 +206,14 @@ static int read_matrix(loader *L, const char *prefix, int64_t rows, int64_t cols
     char name[256], sname[256];
     wtensor w;
     int rc;
-    snprintf(name, sizeof name, "%s.weight", prefix);
-    if ((rc = need(&L->src, name, &w, err)) != HR_OK) return rc;
     *quantized = false;
     if (input_scale) *input_scale = 0;
+    if (L->src.synthetic) {
+        synth_fill(&L->src, dst, rows * cols, 1.0f / sqrtf((float)cols), false);
+        return HR_OK;
+    }
+    snprintf(name, sizeof name, "%s.weight", prefix);
+    if ((rc = need(&L->src, name, &w, err)) != HR_OK) return rc;
     if (!w.gt && w.dtype == HR_F8_E4M3) {
         int64_t want[2] = {rows, cols};
         float ws, is = 0;
@@ -315,6 +352,11 @@ static int read_fused_experts(loader *L, const char *prefix, const char *what, i
     char name[256], sname[256];
     wtensor b, s;
     int rc;
+    *quantized = false;
+    if (L->src.synthetic) {
+        synth_fill(&L->src, dst, E * rows * cols, 1.0f / sqrtf((float)cols), false);
+        return HR_OK;
+    }
     snprintf(name, sizeof name, "%s%s_blocks", prefix, what);
     if (wfind(&L->src, name, &b)) {
         int64_t bw[4] = {E, rows, cols / HR_MXFP4_BLOCK, 16}, sw[3] = {E, rows, cols / HR_MXFP4_BLOCK};
@@ -371,8 +413,9 @@ static int load_moe_fused(loader *L, int li, hr_moe *moe, hr_err *err) {
         wtensor w;
         int64_t want[2] = {E, 2 * F}, wantd[2] = {E, H};
         snprintf(name, sizeof name, "%sgate_up_proj_bias", prefix);
-        if ((rc = need(&L->src, name, &w, err)) != HR_OK || (rc = check_shape(name, &w, 2, want, err)) != HR_OK ||
-            (rc = wto_f32(name, &w, bias, err)) != HR_OK)
+        if (L->src.synthetic) synth_fill(&L->src, bias, E * 2 * F, 0.02f, false);
+        else if ((rc = need(&L->src, name, &w, err)) != HR_OK || (rc = check_shape(name, &w, 2, want, err)) != HR_OK ||
+                 (rc = wto_f32(name, &w, bias, err)) != HR_OK)
             goto fail;
         for (int64_t i = 0; i < E * F; i++) {
             gb[i] = bias[2 * i];
@@ -476,14 +519,14 @@ static int load_globals(loader *L, hr_err *err) {
     int64_t es[2] = {m->vocab, m->hidden}, hs[1] = {m->hidden};
     wtensor w;
     snprintf(name, sizeof name, "%s.weight", n->embed);
-    if (!wfind(&L->src, name, &w)) return hr_err_set(err, HR_ENOTFOUND, "missing tensor %s", name);
+    if (!wfind(&L->src, name, &w) && !L->src.synthetic) return hr_err_set(err, HR_ENOTFOUND, "missing tensor %s", name);
     /* GGUF token tables are usually block-quantized: keep them in the
      * dequantized storage type, like every other GGUF matrix */
     if (!(m->embed = load_plain(L, name, 2, es, w.gt ? L->qdt : L->wdt, err))) return err->code;
     snprintf(name, sizeof name, "%s.weight", n->final_norm);
     if (!(m->final_norm = load_plain(L, name, 1, hs, HR_F32, err))) return err->code;
     snprintf(name, sizeof name, "%s.weight", n->lm_head);
-    bool have = wfind(&L->src, name, &w);
+    bool have = L->src.synthetic ? !m->cfg.tie_word_embeddings : wfind(&L->src, name, &w);
     bool tied = m->cfg.tie_word_embeddings || (!have && m->arch->tied_default);
     if (tied) {
         memset(&m->lm_head, 0, sizeof m->lm_head);
@@ -646,4 +689,18 @@ int hr_model_finish(hr_model *m, hr_err *err) {
         m->layers[li].window = sliding && c->sliding_window > 0 ? c->sliding_window : 0;
     }
     return HR_OK;
+}
+
+/* ---- synthetic:NAME -------------------------------------------------------- */
+int hr_model_load_synthetic(hr_model *m, const char *name, const hr_model_opts *opts, hr_err *err) {
+    loader L = {.m = m, .src = {.synthetic = true, .rng = 0x9E3779B97F4A7C15ull}};
+    int rc = hr_model_synthetic_config(name, &m->cfg, err);
+    if (rc != HR_OK) return rc;
+    m->arch = hr_arch_find(m->cfg.model_type);
+    HR_ASSERT(m->arch);
+    if ((rc = model_dims(m, err)) != HR_OK) return rc;
+    pick_dtypes(&L, opts, m->cfg.dtype);
+    L.qdt = L.wdt; /* nothing was quantized: store everything as published (bf16) */
+    if ((rc = load_globals(&L, err)) == HR_OK) rc = load_layers(&L, err);
+    return rc;
 }

@@ -48,15 +48,19 @@ int hr_model_load(const char *path, hr_backend *be, const hr_model_opts *opts, h
     if (!err) err = &local;
     *out = NULL;
     if (!path || !be) return hr_err_set(err, HR_EINVAL, "hr_model_load: no model path or backend");
-    if (!strncmp(path, "synthetic:", 10))
-        return hr_err_set(err, HR_EUNSUP, "synthetic models are not implemented yet (%s)", path);
     hr_model *m = calloc(1, sizeof *m);
     if (!m) return hr_err_set(err, HR_ENOMEM, "out of memory");
     m->be = be;
-    int rc = hr_model_path_resolve(path, m->source, sizeof m->source, err);
-    if (rc != HR_OK) goto fail;
-    m->gguf = is_gguf_path(m->source);
-    rc = m->gguf ? hr_model_load_gguf(m, m->source, opts, err) : hr_model_load_hf(m, m->source, opts, err);
+    int rc;
+    if (!strncmp(path, "synthetic:", 10)) {
+        snprintf(m->source, sizeof m->source, "%s", path);
+        rc = hr_model_load_synthetic(m, path + 10, opts, err);
+    } else {
+        rc = hr_model_path_resolve(path, m->source, sizeof m->source, err);
+        if (rc != HR_OK) goto fail;
+        m->gguf = is_gguf_path(m->source);
+        rc = m->gguf ? hr_model_load_gguf(m, m->source, opts, err) : hr_model_load_hf(m, m->source, opts, err);
+    }
     if (rc == HR_OK) rc = hr_model_finish(m, err);
     if (rc != HR_OK) goto fail;
     *out = m;

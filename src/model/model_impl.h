@@ -60,6 +60,9 @@ void hr_model_tensor_drop(hr_model *m, hr_tensor *t);
 /* loader.c */
 int hr_model_load_hf(hr_model *m, const char *dir, const hr_model_opts *opts, hr_err *err);
 int hr_model_load_gguf(hr_model *m, const char *file, const hr_model_opts *opts, hr_err *err);
+/* synthetic:NAME - random weights; NAME from the preset table in synthetic.c */
+int hr_model_load_synthetic(hr_model *m, const char *name, const hr_model_opts *opts, hr_err *err);
+int hr_model_synthetic_config(const char *name, hr_config *c, hr_err *err);
 /* Derived sizes, RoPE, per-layer windows; called after weights are in. */
 int hr_model_finish(hr_model *m, hr_err *err);
 
