@@ -322,6 +322,9 @@ void hr_server_quiesce(hr_server *s) {
         /* the listening socket may only be closed after MHD_stop_daemon */
         MHD_socket fd = MHD_quiesce_daemon(s->daemon);
         s->listen_fd = fd;
+        /* without this the kernel keeps completing handshakes into the
+         * backlog that nobody will serve; shut down, it refuses them */
+        if (fd >= 0) shutdown(fd, SHUT_RDWR);
     }
 }
 
