@@ -14,9 +14,9 @@
 #include "engine/kv_cache.h"
 #include "engine/scheduler.h"
 
-#define ENG_LOG_INTERVAL_S 5.0
+#define ENG_LOG_INTERVAL_S    5.0
 #define ENG_DEFAULT_MODEL_LEN 4096 /* when the config has no max_position_embeddings */
-#define ENG_CPU_KV_FRACTION 0.25f
+#define ENG_CPU_KV_FRACTION   0.25f
 
 /* Per-request engine state; sched_req.user points here. */
 typedef struct eng_req {
@@ -26,9 +26,9 @@ typedef struct eng_req {
     hr_sampling_params sp;
     hr_event_cb cb;
     void *user;
-    int32_t *mask_ids;   /* ids masked during min_tokens: stop_token_ids + EOS unless ignore_eos */
+    int32_t *mask_ids; /* ids masked during min_tokens: stop_token_ids + EOS unless ignore_eos */
     int n_mask;
-    int n_user_stops;    /* the first n_user_stops of mask_ids are stop_token_ids */
+    int n_user_stops; /* the first n_user_stops of mask_ids are stop_token_ids */
     double t_arrival, t_scheduled, t_first;
     struct eng_req *next; /* inbox link */
 } eng_req;
@@ -103,8 +103,8 @@ static uint64_t model_salt(const hr_model *m, int block_size) {
     uint64_t h = 0xcbf29ce484222325ULL;
     const char *src = hr_model_source(m);
     for (const char *p = src ? src : ""; *p; p++) h = (h ^ (uint8_t)*p) * 0x100000001b3ULL;
-    int32_t v[6] = {c->vocab_size, c->hidden_size, c->num_hidden_layers, c->num_key_value_heads, c->head_dim,
-                    block_size};
+    int32_t v[6] = {c->vocab_size,          c->hidden_size, c->num_hidden_layers,
+                    c->num_key_value_heads, c->head_dim,    block_size};
     return kv_block_hash(h, v, 6);
 }
 
@@ -114,8 +114,9 @@ static int size_pool(hr_engine *e, hr_err *err) {
     int bs = o->block_size;
     size_t block_bytes = hr_model_kv_block_bytes(e->model, bs);
     if (block_bytes == 0) return hr_err_set(err, HR_EINVAL, "engine: model reports 0 bytes per KV block");
-    int mml = o->max_model_len > 0 ? o->max_model_len
-                                   : (c->max_position_embeddings > 0 ? c->max_position_embeddings : ENG_DEFAULT_MODEL_LEN);
+    int mml = o->max_model_len > 0
+                  ? o->max_model_len
+                  : (c->max_position_embeddings > 0 ? c->max_position_embeddings : ENG_DEFAULT_MODEL_LEN);
     long n;
     if (o->kv_cache_memory > 0) {
         n = (long)(o->kv_cache_memory / block_bytes);
@@ -340,8 +341,10 @@ static bool engine_step(hr_engine *e) {
         e->gen_total++;
         if (r->t_first == 0) r->t_first = now;
         hr_finish_reason fin = check_finish(e, r, res->id);
-        if (fin != HR_FINISH_NONE) finish_req(e, r, res, fin);
-        else emit(e, r, res, HR_FINISH_NONE);
+        if (fin != HR_FINISH_NONE)
+            finish_req(e, r, res, fin);
+        else
+            emit(e, r, res, HR_FINISH_NONE);
     }
     return true;
 }
@@ -387,8 +390,10 @@ static void *engine_main(void *arg) {
 int hr_engine_create(hr_model *model, const hr_engine_opts *opts, hr_engine **out, hr_err *err) {
     *out = NULL;
     hr_engine_opts o;
-    if (opts) o = *opts;
-    else hr_engine_opts_default(&o);
+    if (opts)
+        o = *opts;
+    else
+        hr_engine_opts_default(&o);
     if (o.block_size <= 0) o.block_size = 16;
     if (o.max_num_seqs <= 0) o.max_num_seqs = 256;
     if (o.max_num_batched_tokens <= 0) o.max_num_batched_tokens = 2048;
@@ -532,8 +537,10 @@ int hr_engine_submit(hr_engine *e, const hr_request *req, hr_event_cb cb, void *
         goto fail;
     }
     r->sr->user = r;
-    if (e->inbox_tail) e->inbox_tail->next = r;
-    else e->inbox_head = r;
+    if (e->inbox_tail)
+        e->inbox_tail->next = r;
+    else
+        e->inbox_head = r;
     e->inbox_tail = r;
     e->n_inbox++;
     if (id) *id = r->id;

@@ -35,10 +35,14 @@ uint64_t kv_block_hash(uint64_t parent, const int32_t *tokens, int n) {
 static void free_unlink(kv_cache *kv, int32_t b) {
     kv_block *k = &kv->blocks[b];
     HR_ASSERT(k->in_free);
-    if (k->prev >= 0) kv->blocks[k->prev].next = k->next;
-    else kv->free_head = k->next;
-    if (k->next >= 0) kv->blocks[k->next].prev = k->prev;
-    else kv->free_tail = k->prev;
+    if (k->prev >= 0)
+        kv->blocks[k->prev].next = k->next;
+    else
+        kv->free_head = k->next;
+    if (k->next >= 0)
+        kv->blocks[k->next].prev = k->prev;
+    else
+        kv->free_tail = k->prev;
     k->prev = k->next = -1;
     k->in_free = false;
     kv->n_free--;
@@ -51,14 +55,18 @@ static void free_push(kv_cache *kv, int32_t b, bool at_tail) {
     if (at_tail) {
         k->prev = kv->free_tail;
         k->next = -1;
-        if (kv->free_tail >= 0) kv->blocks[kv->free_tail].next = b;
-        else kv->free_head = b;
+        if (kv->free_tail >= 0)
+            kv->blocks[kv->free_tail].next = b;
+        else
+            kv->free_head = b;
         kv->free_tail = b;
     } else {
         k->next = kv->free_head;
         k->prev = -1;
-        if (kv->free_head >= 0) kv->blocks[kv->free_head].prev = b;
-        else kv->free_tail = b;
+        if (kv->free_head >= 0)
+            kv->blocks[kv->free_head].prev = b;
+        else
+            kv->free_tail = b;
         kv->free_head = b;
     }
     kv->n_free++;

@@ -14,34 +14,34 @@
 #include "core/common.h"
 
 typedef struct kv_block {
-    int32_t ref;       /* sequences holding it; 0 = in the free list */
-    int32_t prev, next;/* free-list links (-1 = none) */
-    int32_t hnext;     /* next block in its hash bucket (-1 = none) */
-    bool hashed;       /* registered in the prefix map under `hash` */
+    int32_t ref;        /* sequences holding it; 0 = in the free list */
+    int32_t prev, next; /* free-list links (-1 = none) */
+    int32_t hnext;      /* next block in its hash bucket (-1 = none) */
+    bool hashed;        /* registered in the prefix map under `hash` */
     bool in_free;
-    uint64_t hash;     /* chained: hash(parent hash, token ids of this block) */
-    uint64_t parent;   /* parent hash, compared on lookup with the tokens */
+    uint64_t hash;   /* chained: hash(parent hash, token ids of this block) */
+    uint64_t parent; /* parent hash, compared on lookup with the tokens */
 } kv_block;
 
 typedef struct kv_cache {
     int n_blocks, block_size;
     bool prefix_caching;
-    uint64_t salt;            /* per model: blocks of different models never match */
+    uint64_t salt; /* per model: blocks of different models never match */
     kv_block *blocks;
-    int32_t *block_tokens;    /* [n_blocks * block_size]: ids of hashed blocks, to rule out collisions */
+    int32_t *block_tokens; /* [n_blocks * block_size]: ids of hashed blocks, to rule out collisions */
     int32_t free_head, free_tail;
     int n_free;
-    int32_t *buckets;         /* [n_buckets] head block per bucket, -1 = empty */
-    int n_buckets;            /* power of two */
-    uint64_t queries, hits;   /* prefix-cache counters, in prompt tokens */
+    int32_t *buckets;       /* [n_buckets] head block per bucket, -1 = empty */
+    int n_buckets;          /* power of two */
+    uint64_t queries, hits; /* prefix-cache counters, in prompt tokens */
 } kv_cache;
 
 /* A sequence's block table and its prefix-hash progress. Zero-initialise. */
 typedef struct kv_seq {
     int32_t *blocks;
     int n_blocks, cap;
-    int n_hashed;          /* leading full blocks already hashed */
-    uint64_t last_hash;    /* hash of block n_hashed-1 (the salt when 0) */
+    int n_hashed;       /* leading full blocks already hashed */
+    uint64_t last_hash; /* hash of block n_hashed-1 (the salt when 0) */
 } kv_seq;
 
 int kv_cache_init(kv_cache *kv, int n_blocks, int block_size, bool prefix_caching, uint64_t salt, hr_err *err);

@@ -224,9 +224,12 @@ static void select_top(cand *c, int n, int k) {
                 j--;
             }
         }
-        if (want <= j) hi = j;
-        else if (want >= i) lo = i;
-        else return;
+        if (want <= j)
+            hi = j;
+        else if (want >= i)
+            lo = i;
+        else
+            return;
     }
 }
 
@@ -314,7 +317,8 @@ static int sample_random(hr_sampler *s, const float *x, int V, int *err) {
             if (c[i].v >= kth) c[k++] = c[i];
         n = k;
     }
-    if (p->top_p < 1.0f) n = top_p_cut(c, n, m, p->top_p);
+    if (p->top_p < 1.0f)
+        n = top_p_cut(c, n, m, p->top_p);
     else
         for (int i = 0; i < n; i++) c[i].w = expf(c[i].v - m);
     double total = 0;

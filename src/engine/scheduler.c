@@ -13,8 +13,10 @@
 static void list_push_back(sched_list *l, sched_req *r) {
     r->prev = l->tail;
     r->next = NULL;
-    if (l->tail) l->tail->next = r;
-    else l->head = r;
+    if (l->tail)
+        l->tail->next = r;
+    else
+        l->head = r;
     l->tail = r;
     l->n++;
 }
@@ -22,17 +24,23 @@ static void list_push_back(sched_list *l, sched_req *r) {
 static void list_push_front(sched_list *l, sched_req *r) {
     r->next = l->head;
     r->prev = NULL;
-    if (l->head) l->head->prev = r;
-    else l->tail = r;
+    if (l->head)
+        l->head->prev = r;
+    else
+        l->tail = r;
     l->head = r;
     l->n++;
 }
 
 static void list_remove(sched_list *l, sched_req *r) {
-    if (r->prev) r->prev->next = r->next;
-    else l->head = r->next;
-    if (r->next) r->next->prev = r->prev;
-    else l->tail = r->prev;
+    if (r->prev)
+        r->prev->next = r->next;
+    else
+        l->head = r->next;
+    if (r->next)
+        r->next->prev = r->prev;
+    else
+        l->tail = r->prev;
     r->prev = r->next = NULL;
     l->n--;
 }
@@ -40,7 +48,8 @@ static void list_remove(sched_list *l, sched_req *r) {
 int sched_init(sched *s, kv_cache *kv, const sched_config *cfg, hr_err *err) {
     memset(s, 0, sizeof *s);
     if (cfg->max_num_seqs <= 0 || cfg->max_num_batched_tokens <= 0 || cfg->max_model_len <= 0)
-        return hr_err_set(err, HR_EINVAL, "scheduler: max_num_seqs, max_num_batched_tokens and max_model_len must be > 0");
+        return hr_err_set(err, HR_EINVAL,
+                          "scheduler: max_num_seqs, max_num_batched_tokens and max_model_len must be > 0");
     s->cfg = *cfg;
     s->kv = kv;
     s->prefix_cap = HR_CDIV(cfg->max_model_len, kv->block_size);
@@ -82,9 +91,8 @@ int sched_check_fits(const sched *s, int n_prompt, int max_new, hr_err *err) {
     long total = (long)n_prompt + max_new;
     if (n_prompt <= 0) return hr_err_set(err, HR_EINVAL, "empty prompt");
     if (total > s->cfg.max_model_len)
-        return hr_err_set(err, HR_EINVAL,
-                          "prompt (%d tokens) + max_tokens (%d) exceeds the context length %d", n_prompt, max_new,
-                          s->cfg.max_model_len);
+        return hr_err_set(err, HR_EINVAL, "prompt (%d tokens) + max_tokens (%d) exceeds the context length %d",
+                          n_prompt, max_new, s->cfg.max_model_len);
     if (HR_CDIV(total, s->kv->block_size) > s->kv->n_blocks)
         return hr_err_set(err, HR_EINVAL, "prompt + max_tokens (%ld tokens) exceeds the whole KV cache (%d tokens)",
                           total, s->kv->n_blocks * s->kv->block_size);
@@ -97,8 +105,10 @@ void sched_add(sched *s, sched_req *r) {
 }
 
 void sched_finish(sched *s, sched_req *r) {
-    if (r->status == SCHED_WAITING) list_remove(&s->waiting, r);
-    else if (r->status == SCHED_RUNNING) list_remove(&s->running, r);
+    if (r->status == SCHED_WAITING)
+        list_remove(&s->waiting, r);
+    else if (r->status == SCHED_RUNNING)
+        list_remove(&s->running, r);
     kv_cache_free_seq(s->kv, &r->kv);
     r->status = SCHED_FINISHED;
 }
@@ -285,22 +295,30 @@ const char *sched_check(const sched *s) {
     msg = NULL;
     int n = 0;
     for (const sched_req *r = s->running.head; r && !msg; r = r->next, n++) {
-        if (r->status != SCHED_RUNNING) msg = "running request with another status";
-        else if (r->n_computed > r->n_tokens) msg = "computed beyond the tokens";
-        else if (r->kv.n_blocks * kv->block_size < r->n_computed) msg = "block table does not cover computed tokens";
-        else if (r->kv.n_blocks > HR_CDIV(r->n_tokens, kv->block_size)) msg = "more blocks than tokens need";
+        if (r->status != SCHED_RUNNING)
+            msg = "running request with another status";
+        else if (r->n_computed > r->n_tokens)
+            msg = "computed beyond the tokens";
+        else if (r->kv.n_blocks * kv->block_size < r->n_computed)
+            msg = "block table does not cover computed tokens";
+        else if (r->kv.n_blocks > HR_CDIV(r->n_tokens, kv->block_size))
+            msg = "more blocks than tokens need";
         for (int i = 0; i < r->kv.n_blocks && !msg; i++) {
             int32_t b = r->kv.blocks[i];
-            if (b < 0 || b >= kv->n_blocks) msg = "block id out of range";
-            else refs[b]++;
+            if (b < 0 || b >= kv->n_blocks)
+                msg = "block id out of range";
+            else
+                refs[b]++;
         }
     }
     if (!msg && n != s->running.n) msg = "running count wrong";
     if (!msg && n > s->cfg.max_num_seqs) msg = "more running than max_num_seqs";
     n = 0;
     for (const sched_req *r = s->waiting.head; r && !msg; r = r->next, n++) {
-        if (r->status != SCHED_WAITING) msg = "waiting request with another status";
-        else if (r->kv.n_blocks != 0 || r->n_computed != 0) msg = "waiting request holds blocks";
+        if (r->status != SCHED_WAITING)
+            msg = "waiting request with another status";
+        else if (r->kv.n_blocks != 0 || r->n_computed != 0)
+            msg = "waiting request holds blocks";
     }
     if (!msg && n != s->waiting.n) msg = "waiting count wrong";
     for (int b = 0; b < kv->n_blocks && !msg; b++)

@@ -20,16 +20,16 @@ typedef enum { SCHED_WAITING = 0, SCHED_RUNNING, SCHED_FINISHED } sched_status;
 
 typedef struct sched_req {
     uint64_t id;
-    int32_t *tokens;       /* prompt then generated ids; owned */
-    int n_tokens, cap;     /* cap = n_prompt + max new tokens (fixed at creation) */
+    int32_t *tokens;   /* prompt then generated ids; owned */
+    int n_tokens, cap; /* cap = n_prompt + max new tokens (fixed at creation) */
     int n_prompt;
-    int n_computed;        /* tokens whose KV is in the cache */
-    int n_cached_prompt;   /* prompt tokens served by the prefix cache at first admission */
+    int n_computed;      /* tokens whose KV is in the cache */
+    int n_cached_prompt; /* prompt tokens served by the prefix cache at first admission */
     bool ever_scheduled;
     int n_preemptions;
     sched_status status;
     kv_seq kv;
-    void *user;            /* the caller's per-request data */
+    void *user;                    /* the caller's per-request data */
     struct sched_req *prev, *next; /* queue links */
 } sched_req;
 
@@ -47,15 +47,15 @@ typedef struct sched_config {
 /* One scheduled sequence of a step. */
 typedef struct sched_item {
     sched_req *req;
-    int n_new;     /* tokens computed this step: [req->n_computed, + n_new) */
-    bool sample;   /* reaches the end of its tokens: a logit row and a new token */
+    int n_new;   /* tokens computed this step: [req->n_computed, + n_new) */
+    bool sample; /* reaches the end of its tokens: a logit row and a new token */
 } sched_item;
 
 typedef struct sched_output {
     sched_item *items;
     int n_items, cap;
-    int n_tokens;        /* total scheduled tokens (<= budget) */
-    int n_preempted;     /* preemptions during this schedule() */
+    int n_tokens;    /* total scheduled tokens (<= budget) */
+    int n_preempted; /* preemptions during this schedule() */
     int n_newly_admitted;
 } sched_output;
 
@@ -64,7 +64,7 @@ typedef struct sched {
     kv_cache *kv;
     sched_list waiting, running;
     uint64_t num_preemptions;
-    int32_t *prefix_buf;  /* scratch for kv_cache_find_prefix */
+    int32_t *prefix_buf; /* scratch for kv_cache_find_prefix */
     int prefix_cap;
 } sched;
 

@@ -15,7 +15,7 @@
 #include "engine/engine.h"
 #include "test.h"
 
-#define VOCAB 64
+#define VOCAB  64
 #define EOS_ID 2
 
 struct hr_model {
@@ -163,7 +163,8 @@ static void make_jobs(job *jobs) {
             j->prompt[i] = i < sh ? shared[i] : 3 + (int32_t)((s >> 16) % (VOCAB - 3));
         }
         hr_sampling_params_default(&j->sp);
-        if (k % 2 == 0) j->sp.temperature = 0;
+        if (k % 2 == 0)
+            j->sp.temperature = 0;
         else {
             j->sp.temperature = 0.9f;
             j->sp.top_p = 0.9f;
@@ -184,8 +185,8 @@ static void run_jobs(const job *jobs, int n, const hr_engine_opts *o, bool toget
     CHECK_EQ_INT(hr_engine_create(&m, o, &e, &err), HR_OK);
     for (int k = 0; k < n; k++) {
         result_init(&res[k]);
-        hr_request rq = {.prompt = jobs[k].prompt, .n_prompt = jobs[k].np, .sampling = jobs[k].sp,
-                         .max_tokens = jobs[k].max_tokens};
+        hr_request rq = {
+            .prompt = jobs[k].prompt, .n_prompt = jobs[k].np, .sampling = jobs[k].sp, .max_tokens = jobs[k].max_tokens};
         uint64_t id;
         CHECK_EQ_INT(hr_engine_submit(e, &rq, on_event, &res[k], &id, &err), HR_OK);
         if (!together) result_wait(&res[k]);
@@ -214,9 +215,8 @@ static void test_batching_invariance(void) {
     o.max_num_batched_tokens = 24;
     o.max_num_seqs = 8;
     run_jobs(jobs, NREQ, &o, true, together, &st);
-    printf("together: %llu preemptions, prefix hits %llu / %llu tokens\n",
-           (unsigned long long)st.num_preemptions_total, (unsigned long long)st.prefix_hits_total,
-           (unsigned long long)st.prefix_queries_total);
+    printf("together: %llu preemptions, prefix hits %llu / %llu tokens\n", (unsigned long long)st.num_preemptions_total,
+           (unsigned long long)st.prefix_hits_total, (unsigned long long)st.prefix_queries_total);
     CHECK(st.num_preemptions_total > 0);
     CHECK(st.prefix_hits_total > 0);
     o.enable_prefix_caching = false;
@@ -232,8 +232,10 @@ static void test_batching_invariance(void) {
         CHECK_EQ_INT(alone[k].events_after_done + together[k].events_after_done, 0);
         /* finish reasons follow the rules */
         int32_t last = alone[k].toks[alone[k].n - 1];
-        if (alone[k].fin == HR_FINISH_STOP) CHECK(last == EOS_ID && !jobs[k].sp.ignore_eos);
-        else CHECK(alone[k].fin == HR_FINISH_LENGTH && alone[k].n == jobs[k].max_tokens);
+        if (alone[k].fin == HR_FINISH_STOP)
+            CHECK(last == EOS_ID && !jobs[k].sp.ignore_eos);
+        else
+            CHECK(alone[k].fin == HR_FINISH_LENGTH && alone[k].n == jobs[k].max_tokens);
         for (int i = 0; i + 1 < alone[k].n; i++)
             if (!jobs[k].sp.ignore_eos) CHECK(alone[k].toks[i] != EOS_ID);
     }
@@ -391,8 +393,10 @@ static void test_queue_limit(void) {
     for (int k = 0; k < 20; k++) {
         result_init(&r[k]);
         int rc = hr_engine_submit(e, &rq, on_event, &r[k], &id, &err);
-        if (rc == HR_EFULL) full++, r[k].done = true;
-        else ok += rc == HR_OK;
+        if (rc == HR_EFULL)
+            full++, r[k].done = true;
+        else
+            ok += rc == HR_OK;
     }
     CHECK(full > 0);
     CHECK(ok >= 3);

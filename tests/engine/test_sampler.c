@@ -265,8 +265,10 @@ static void reference_probs(const float *x, int V, const hr_sampling_params *p, 
         for (int r = 0; r < V; r++) {
             int i = ord[r];
             if (!keep[i]) continue;
-            if (cum >= p->top_p * tot) keep[i] = false;
-            else cum += exp(l[i] - m);
+            if (cum >= p->top_p * tot)
+                keep[i] = false;
+            else
+                cum += exp(l[i] - m);
         }
     }
     double tot = 0;

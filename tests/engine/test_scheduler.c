@@ -12,7 +12,7 @@
 #include "engine/scheduler.h"
 #include "test.h"
 
-#define VOCAB 50
+#define VOCAB    50
 #define STOP_TOK 0
 
 static uint64_t rs;
@@ -71,7 +71,8 @@ static void run_fuzz(const fuzz_cfg *fc) {
     sched s;
     hr_err err;
     CHECK_EQ_INT(kv_cache_init(&kv, fc->n_blocks, fc->block_size, fc->prefix, 77, &err), HR_OK);
-    sched_config sc = {.max_num_seqs = fc->max_num_seqs, .max_num_batched_tokens = fc->max_batched,
+    sched_config sc = {.max_num_seqs = fc->max_num_seqs,
+                       .max_num_batched_tokens = fc->max_batched,
                        .max_model_len = fc->max_model_len};
     CHECK_EQ_INT(sched_init(&s, &kv, &sc, &err), HR_OK);
     int pool_tokens = fc->n_blocks * fc->block_size;
@@ -87,8 +88,7 @@ static void run_fuzz(const fuzz_cfg *fc) {
         t->np = rnd_in(1, HR_MIN(limit - 1, 200));
         t->max_new = rnd_in(1, HR_MIN(limit - t->np, 40));
         int k = rnd_in(-1, 2), shared = k >= 0 ? rnd_in(0, HR_MIN(t->np, 64)) : 0;
-        for (int j = 0; j < t->np; j++)
-            t->prompt[j] = j < shared ? pre[k][j] : 1 + (int32_t)(rnd() % (VOCAB - 1));
+        for (int j = 0; j < t->np; j++) t->prompt[j] = j < shared ? pre[k][j] : 1 + (int32_t)(rnd() % (VOCAB - 1));
         /* a few requests are exact repeats of an earlier one */
         if (i > 0 && rnd() % 8 == 0) {
             tcase *o = &tc[rnd_in(0, i - 1)];
@@ -151,7 +151,8 @@ static void run_fuzz(const fuzz_cfg *fc) {
         for (int i = 0; i < st.n_tokens; i++) {
             if (st.slot_mapping[i] < 0 || st.slot_mapping[i] >= pool_tokens || slot_seen[st.slot_mapping[i]] == steps)
                 bad_steps++;
-            else slot_seen[st.slot_mapping[i]] = steps;
+            else
+                slot_seen[st.slot_mapping[i]] = steps;
         }
         /* fake kv_store */
         for (int i = 0; i < st.n_tokens; i++) {
@@ -244,7 +245,7 @@ static void test_basic(void) {
     sched_init(&s, &kv, &sc, &err);
     int32_t p[32];
     for (int i = 0; i < 32; i++) p[i] = i + 1;
-    CHECK_EQ_INT(sched_check_fits(&s, 30, 3, &err), HR_EINVAL);   /* > max_model_len */
+    CHECK_EQ_INT(sched_check_fits(&s, 30, 3, &err), HR_EINVAL); /* > max_model_len */
     kv_cache kv_small;
     kv_cache_init(&kv_small, 2, 4, true, 1, &err);
     sched s_small;
@@ -349,11 +350,9 @@ int main(void) {
     test_prefix_hit_via_scheduler();
     fuzz_cfg cfgs[] = {
         /* blocks bs seqs budget mlen nreq prefix seed */
-        {24, 4, 6, 16, 64, 150, true, 1},
-        {24, 4, 6, 16, 64, 150, false, 2},
-        {12, 8, 8, 7, 96, 120, true, 3},   /* budget smaller than block: deep chunking */
-        {64, 16, 16, 64, 256, 150, true, 4},
-        {10, 2, 3, 5, 20, 150, true, 5},   /* tiny everything */
+        {24, 4, 6, 16, 64, 150, true, 1},    {24, 4, 6, 16, 64, 150, false, 2},
+        {12, 8, 8, 7, 96, 120, true, 3}, /* budget smaller than block: deep chunking */
+        {64, 16, 16, 64, 256, 150, true, 4}, {10, 2, 3, 5, 20, 150, true, 5}, /* tiny everything */
         {40, 4, 32, 128, 160, 200, true, 6},
     };
     for (size_t i = 0; i < HR_ARRAY_LEN(cfgs); i++) run_fuzz(&cfgs[i]);
