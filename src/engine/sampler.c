@@ -11,7 +11,8 @@
 #include <sys/random.h>
 #include <time.h>
 
-#define GREEDY_EPS 1e-5f
+#define GREEDY_EPS    1e-5f
+#define TOPK_HEAP_MAX 1024 /* larger top_k goes through quickselect */
 
 /* Penalty bookkeeping: token -> (generated count, seen in prompt). */
 typedef struct pen_slot {
@@ -146,25 +147,62 @@ void hr_sampler_free(hr_sampler *s) {
 }
 
 /* ---- helpers over one logits row ---- */
-static int argmax(const float *x, int n) {
-    int best = 0;
-    for (int i = 1; i < n; i++)
-        if (x[i] > x[best]) best = i; /* strict: lowest index wins ties */
-    return best;
+/* Eight independent lanes so the loop is not one long dependency chain. */
+static float row_max(const float *x, int n) {
+    float m[8] = {-INFINITY, -INFINITY, -INFINITY, -INFINITY, -INFINITY, -INFINITY, -INFINITY, -INFINITY};
+    int i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (int j = 0; j < 8; j++) m[j] = x[i + j] > m[j] ? x[i + j] : m[j];
+    for (; i < n; i++) m[0] = x[i] > m[0] ? x[i] : m[0];
+    for (int j = 1; j < 8; j++) m[0] = m[j] > m[0] ? m[j] : m[0];
+    return m[0];
 }
 
-static float row_max(const float *x, int n) {
-    float m = -INFINITY;
+/* Lowest index holding the maximum (ties: lowest id, as torch.argmax). */
+static int argmax(const float *x, int n) {
+    float m = row_max(x, n);
     for (int i = 0; i < n; i++)
-        if (x[i] > m) m = x[i];
-    return m;
+        if (x[i] == m) return i;
+    return 0; /* all NaN */
+}
+
+/* k-th largest of the values >= floor (k <= TOPK_HEAP_MAX), via a min-heap
+ * of the k best so far: one compare for most elements. -INFINITY when fewer
+ * than k qualify. */
+static float kth_largest(const float *x, int n, int k, float floor, float *heap) {
+    int h = 0;
+    for (int i = 0; i < n; i++) {
+        float v = x[i];
+        if (!(v >= floor) || v == -INFINITY) continue;
+        if (h == k && !(v > heap[0])) continue;
+        int j;
+        if (h < k) { /* sift up */
+            j = h++;
+            while (j > 0 && heap[(j - 1) / 2] > v) {
+                heap[j] = heap[(j - 1) / 2];
+                j = (j - 1) / 2;
+            }
+        } else { /* replace the root, sift down */
+            j = 0;
+            for (;;) {
+                int c = 2 * j + 1;
+                if (c >= k) break;
+                if (c + 1 < k && heap[c + 1] < heap[c]) c++;
+                if (!(heap[c] < v)) break;
+                heap[j] = heap[c];
+                j = c;
+            }
+        }
+        heap[j] = v;
+    }
+    return h == k ? heap[0] : -INFINITY;
 }
 
 static double logsumexp(const float *x, int n) {
     float m = row_max(x, n);
     if (m == -INFINITY) return -INFINITY;
     double s = 0;
-    for (int i = 0; i < n; i++) s += exp((double)x[i] - m);
+    for (int i = 0; i < n; i++) s += expf(x[i] - m);
     return m + log(s);
 }
 
@@ -239,12 +277,13 @@ static void select_top(cand *c, int n, int k) {
  * pivot; if the larger side already holds the missing mass the cut lies in
  * it, else keep that side whole and continue in the smaller side. Returns
  * the kept count; c[0..kept) are the kept candidates in no particular order. */
-static int top_p_cut(cand *c, int n, float m, float top_p) {
-    double total = 0;
+static int top_p_cut(cand *c, int n, float m, float top_p, double total) {
+    double sum = 0;
     for (int i = 0; i < n; i++) {
         c[i].w = expf(c[i].v - m);
-        total += c[i].w;
+        sum += c[i].w;
     }
+    if (total <= 0) total = sum; /* else: the caller dropped a tail it knows cannot be kept */
     double target = top_p * total, acc = 0;
     int lo = 0, hi = n;
     while (hi - lo > 1) {
@@ -305,10 +344,33 @@ static int sample_random(hr_sampler *s, const float *x, int V, int *err) {
     }
     /* min-p: p_i >= min_p * p_max  <=>  x_i >= m + log(min_p) */
     float thr = p->min_p > 0.0f ? m + logf(p->min_p) : -INFINITY;
+    /* small top-k: find the k-th value first, so only ~k candidates are built */
+    bool k_done = false;
+    if (p->top_k > 0 && p->top_k <= TOPK_HEAP_MAX && p->top_k < V) {
+        float heap[TOPK_HEAP_MAX];
+        float kth = kth_largest(x, V, p->top_k, thr, heap);
+        if (kth > thr) thr = kth;
+        k_done = true; /* ties with the k-th value are kept, as vLLM's mask does */
+    }
+    /* top-p without a later top-k select: drop the tail that can never be
+     * kept. With Z the mass of the N eligible tokens, the tokens of weight
+     * below eps = 0.99 (1 - p) Z / N hold less than (1 - p) Z together, so
+     * the rest holds more than p Z and the cut lies inside the rest. */
+    double p_total = 0;
+    if (p->top_p < 1.0f && (k_done || p->top_k <= 0 || p->top_k >= V)) {
+        int cnt = 0;
+        for (int i = 0; i < V; i++)
+            if (x[i] != -INFINITY && x[i] >= thr) {
+                p_total += expf(x[i] - m);
+                cnt++;
+            }
+        float tail = m + logf(0.99f * (1.0f - p->top_p) * (float)(p_total / cnt));
+        if (tail > thr) thr = tail;
+    }
     int n = 0;
     for (int i = 0; i < V; i++)
         if (x[i] != -INFINITY && x[i] >= thr) c[n++] = (cand){x[i], i, 0};
-    if (p->top_k > 0 && p->top_k < n) {
+    if (!k_done && p->top_k > 0 && p->top_k < n) {
         /* Keep ties with the k-th value, as vLLM's mask `logits < kth` does. */
         select_top(c, n, p->top_k);
         float kth = c[p->top_k - 1].v;
@@ -318,7 +380,7 @@ static int sample_random(hr_sampler *s, const float *x, int V, int *err) {
         n = k;
     }
     if (p->top_p < 1.0f)
-        n = top_p_cut(c, n, m, p->top_p);
+        n = top_p_cut(c, n, m, p->top_p, p_total);
     else
         for (int i = 0; i < n; i++) c[i].w = expf(c[i].v - m);
     double total = 0;
