@@ -310,6 +310,7 @@ typedef struct {
     uint32_t version, alignment; /* alignment 0: no general.alignment key (default 32) */
     int nested_depth;            /* 0: none; 1: array of arrays; 2: three levels (invalid) */
     int64_t bad_offset;          /* if >= 0, replaces the first tensor's offset */
+    int dup_key;                 /* write "k.u8" twice */
 } wopts;
 
 /* Serialises the metadata and tensors into a GGUF image. */
@@ -317,11 +318,12 @@ static buf write_gguf(const wtensor *ts, int nt, const wopts *o) {
     buf b = {0};
     put(&b, "GGUF", 4);
     put_u32(&b, o->version);
-    int n_kv = 14 + (o->alignment ? 1 : 0) + (o->nested_depth ? 1 : 0);
+    int n_kv = 14 + (o->alignment ? 1 : 0) + (o->nested_depth ? 1 : 0) + (o->dup_key ? 1 : 0);
     put_u64(&b, (uint64_t)nt);
     put_u64(&b, (uint64_t)n_kv);
     put_str(&b, "general.architecture"); put_u32(&b, GGUF_TYPE_STRING); put_str(&b, "llama");
     put_str(&b, "k.u8"); put_u32(&b, GGUF_TYPE_UINT8); put_u8(&b, 200);
+    if (o->dup_key) { put_str(&b, "k.u8"); put_u32(&b, GGUF_TYPE_UINT8); put_u8(&b, 201); }
     put_str(&b, "k.i8"); put_u32(&b, GGUF_TYPE_INT8); put_u8(&b, (uint8_t)-5);
     put_str(&b, "k.u16"); put_u32(&b, GGUF_TYPE_UINT16); put_u16(&b, 60000);
     put_str(&b, "k.i16"); put_u32(&b, GGUF_TYPE_INT16); put_u16(&b, (uint16_t)-300);
@@ -490,7 +492,7 @@ static void check_tensors(const gguf_file *f, uint32_t align) {
 }
 
 static void test_round_trip(void) {
-    static const wopts opts[] = {{3, 0, 1, -1}, {3, 64, 0, -1}, {2, 16, 1, -1}, {3, 1, 0, -1}};
+    static const wopts opts[] = {{3, 0, 1, -1, 0}, {3, 64, 0, -1, 0}, {2, 16, 1, -1, 0}, {3, 1, 0, -1, 0}};
     for (size_t k = 0; k < HR_ARRAY_LEN(opts); k++) {
         buf b = write_gguf(g_ts, g_nt, &opts[k]);
         const char *p = write_file("rt.gguf", b.p, b.n);
@@ -524,7 +526,7 @@ static void expect_fail(const char *what, const void *img, size_t n, int code, c
 }
 
 static void test_corruption(void) {
-    wopts o = {3, 0, 0, -1};
+    wopts o = {3, 0, 0, -1, 0};
     buf good = write_gguf(g_ts, g_nt, &o);
     buf b = {0};
     put(&b, good.p, good.n);
@@ -578,6 +580,11 @@ static void test_corruption(void) {
     expect_fail("nesting", b.p, b.n, HR_EUNSUP, "key 'k.nested': arrays nested deeper than 2");
     free(b.p);
     o.nested_depth = 0;
+    o.dup_key = 1;
+    b = write_gguf(g_ts, g_nt, &o);
+    expect_fail("duplicate key", b.p, b.n, HR_EINVAL, "duplicate metadata key 'k.u8'");
+    free(b.p);
+    o.dup_key = 0;
 
     /* a bad tensor: ne[0] not a multiple of the block, unknown type, 5 dims */
     wtensor one[2];
