@@ -87,6 +87,7 @@ static void test_prefix_hits(void) {
     CHECK_EQ_INT(kv.blocks[out[0]].ref, 2);
     CHECK_EQ_INT(kv.n_free, 32 - 12);
     CHECK(kv_cache_check(&kv) == NULL);
+    kv_seq_release(&kv, &a);
     kv_seq_release(&kv, &b);
     kv_seq_release(&kv, &c);
     CHECK_EQ_INT(kv.n_free, 32);
