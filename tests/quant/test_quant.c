@@ -8,7 +8,10 @@
  *   quant_test_quant --fp8 W.u8 SCALE N OUT.f32
  *   quant_test_quant --fake IN.f32 SCALE N OUT.f32
  *   quant_test_quant --nvfp4 W.u8 SCALES.u8 SCALE_2 ROWS COLS OUT.f32
- *   quant_test_quant --mxfp4 BLOCKS.u8 SCALES.u8 ROWS COLS OUT.f32 */
+ *   quant_test_quant --mxfp4 BLOCKS.u8 SCALES.u8 ROWS COLS OUT.f32
+ *   quant_test_quant --quant-fp8 IN.f32 N CODES.u8 SCALE.f32
+ *   quant_test_quant --quant-nvfp4 IN.f32 ROWS COLS PACKED.u8 SCALES.u8 SCALE_2.f32
+ *   quant_test_quant --quant-mxfp4 IN.f32 ROWS COLS BLOCKS.u8 SCALES.u8 */
 #include <stdint.h>
 
 #include "quant/quant.h"
@@ -149,6 +152,84 @@ static void test_mxfp4(void) {
     CHECK_NEAR(o1[1], 12.0, 0);
 }
 
+/* E2M1 encoding: nearest of the 8 magnitudes, ties to the even code,
+ * saturating, +0 for zero results, sign kept otherwise. */
+static void test_e2m1_encode(void) {
+    int ok = 0, n = 0;
+    for (int i = -3000; i <= 3000; i++) {
+        float x = (float)i / 400.0f; /* step 1/400 hits every midpoint exactly */
+        double best = INFINITY;
+        int bc = 0;
+        for (int c = 0; c < 8; c++) {
+            double d = fabs(e2m1_def((uint8_t)c) - fabs((double)x));
+            if (d < best || (d == best && c % 2 == 0)) {
+                best = d;
+                bc = c;
+            }
+        }
+        uint8_t want = (uint8_t)(bc == 0 ? 0 : (x < 0 ? bc | 8 : bc));
+        ok += hr_quant_e2m1(x) == want;
+        n++;
+    }
+    CHECK_EQ_INT(ok, n);
+    CHECK_EQ_INT(hr_quant_e2m1(-0.0f), 0);
+    CHECK_EQ_INT(hr_quant_e2m1(-0.2f), 0);
+    CHECK_EQ_INT(hr_quant_e2m1(0.75f), 2);
+    CHECK_EQ_INT(hr_quant_e2m1(-3.5f), 14);
+    CHECK_EQ_INT(hr_quant_e2m1(1e9f), 7);
+    CHECK_EQ_INT(hr_quant_e2m1(-1e9f), 15);
+}
+
+/* Quantize -> dequantize: every element within half a quantization step of
+ * its block (the step at the element's magnitude, saturation excluded by the
+ * recipes' scale choice); MXFP4 is idempotent. */
+static void test_quant_round_trip(void) {
+    enum { R = 8, C = 128 };
+    static float w[R * C], back[R * C];
+    static uint8_t packed[R * C / 2], sc16[R * C / 16], sc32[R * C / 32], codes[R * C];
+    for (int i = 0; i < R * C; i++) w[i] = frand(-1, 1) * (i % 37 == 0 ? 8.0f : 1.0f) * (i < C ? 1e-3f : 1.0f);
+    /* FP8: relative error <= 2^-4 (3 mantissa bits) above the subnormal range */
+    float s8 = hr_quant_fp8_e4m3(w, R * C, codes);
+    hr_dequant_fp8_e4m3(codes, s8, back, R * C);
+    int ok = 0;
+    for (int i = 0; i < R * C; i++) ok += fabsf(back[i] - w[i]) <= fmaxf(fabsf(w[i]) / 16.0f, s8 * 0x1p-10f);
+    CHECK_EQ_INT(ok, R * C);
+    /* NVFP4: |err| <= half the largest gap (2 at the top of E2M1) times the block scale */
+    float s2 = hr_quant_nvfp4(w, R, C, packed, sc16);
+    hr_dequant_nvfp4(packed, sc16, s2, back, R, C);
+    ok = 0;
+    for (int i = 0; i < R * C; i++) {
+        float bs = (float)e4m3_def(sc16[i / 16]) * s2;
+        float amax = 0;
+        for (int j = i / 16 * 16; j < i / 16 * 16 + 16; j++) amax = fmaxf(amax, fabsf(w[j]));
+        /* the E4M3 rounding of the block scale can push amax/bs slightly past 6 */
+        ok += fabsf(back[i] - w[i]) <= 1.0f * bs + fmaxf(0.0f, amax - 6.0f * bs) + 1e-12f;
+    }
+    CHECK_EQ_INT(ok, R * C);
+    /* MXFP4 */
+    hr_quant_mxfp4(w, R, C, packed, sc32);
+    hr_dequant_mxfp4(packed, sc32, back, R, C);
+    ok = 0;
+    for (int i = 0; i < R * C; i++) {
+        /* OCP recipe: amax / X lands in [4, 8), so the top of a block saturates at 6X */
+        float X = (float)ldexp(1.0, sc32[i / 32] - 127), amax = 0;
+        for (int j = i / 32 * 32; j < i / 32 * 32 + 32; j++) amax = fmaxf(amax, fabsf(w[j]));
+        ok += fabsf(back[i] - w[i]) <= X + fmaxf(0.0f, amax - 6.0f * X) + 1e-12f;
+    }
+    CHECK_EQ_INT(ok, R * C);
+    static uint8_t p2[R * C / 2], s2b[R * C / 32];
+    hr_quant_mxfp4(back, R, C, p2, s2b);
+    CHECK(memcmp(p2, packed, sizeof p2) == 0 && memcmp(s2b, sc32, sizeof s2b) == 0);
+    /* an all-zero block */
+    float z[32] = {0};
+    uint8_t zb[16], zs[1];
+    hr_quant_mxfp4(z, 1, 32, zb, zs);
+    CHECK(zs[0] == 0 && zb[0] == 0 && zb[15] == 0);
+    uint8_t zp[16], zsc[2];
+    CHECK_NEAR(hr_quant_nvfp4(z, 1, 32, zp, zsc), 1.0, 0);
+    CHECK(zp[0] == 0 && e4m3_def(zsc[0]) == 1.0);
+}
+
 /* ---- helper mode -------------------------------------------------------- */
 
 static void *slurp(const char *path, size_t want) {
@@ -168,6 +249,14 @@ static int spit(const char *path, const float *x, size_t n) {
     FILE *f = fopen(path, "wb");
     if (!f) return 1;
     size_t w = fwrite(x, sizeof(float), n, f);
+    fclose(f);
+    return w != n;
+}
+
+static int spit_bytes(const char *path, const void *x, size_t n) {
+    FILE *f = fopen(path, "wb");
+    if (!f) return 1;
+    size_t w = fwrite(x, 1, n, f);
     fclose(f);
     return w != n;
 }
@@ -204,6 +293,29 @@ static int helper(int argc, char **argv) {
         out = malloc((size_t)(rows * cols) * sizeof(float) + 1);
         hr_dequant_mxfp4(a, b, out, rows, cols);
         rc = spit(argv[6], out, (size_t)(rows * cols));
+    } else if (strcmp(mode, "--quant-fp8") == 0 && argc == 6) {
+        size_t n = strtoull(argv[3], NULL, 10);
+        if (!(a = slurp(argv[2], n * sizeof(float)))) goto fail;
+        b = malloc(n + 1);
+        float s = hr_quant_fp8_e4m3(a, n, b);
+        rc = spit_bytes(argv[4], b, n) || spit(argv[5], &s, 1);
+    } else if (strcmp(mode, "--quant-nvfp4") == 0 && argc == 8) {
+        int64_t rows = strtoll(argv[3], NULL, 10), cols = strtoll(argv[4], NULL, 10);
+        if (!(a = slurp(argv[2], (size_t)(rows * cols) * sizeof(float)))) goto fail;
+        uint8_t *sc = malloc((size_t)(rows * cols / 16) + 1);
+        b = malloc((size_t)(rows * cols / 2) + 1);
+        float s2 = hr_quant_nvfp4(a, rows, cols, b, sc);
+        rc = spit_bytes(argv[5], b, (size_t)(rows * cols / 2)) || spit_bytes(argv[6], sc, (size_t)(rows * cols / 16)) ||
+             spit(argv[7], &s2, 1);
+        free(sc);
+    } else if (strcmp(mode, "--quant-mxfp4") == 0 && argc == 7) {
+        int64_t rows = strtoll(argv[3], NULL, 10), cols = strtoll(argv[4], NULL, 10);
+        if (!(a = slurp(argv[2], (size_t)(rows * cols) * sizeof(float)))) goto fail;
+        uint8_t *sc = malloc((size_t)(rows * cols / 32) + 1);
+        b = malloc((size_t)(rows * cols / 2) + 1);
+        hr_quant_mxfp4(a, rows, cols, b, sc);
+        rc = spit_bytes(argv[5], b, (size_t)(rows * cols / 2)) || spit_bytes(argv[6], sc, (size_t)(rows * cols / 32));
+        free(sc);
     } else {
         fprintf(stderr, "bad helper arguments\n");
     }
@@ -221,5 +333,7 @@ int main(int argc, char **argv) {
     test_fp8();
     test_nvfp4();
     test_mxfp4();
+    test_e2m1_encode();
+    test_quant_round_trip();
     return test_report("quant/test_quant");
 }

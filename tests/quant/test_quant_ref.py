@@ -7,6 +7,11 @@ fixture checkpoints, tensor by tensor:
   tiny-gpt-oss:     e2m1(*_blocks nibbles) * 2^(*_scales - 127)
 ml_dtypes' casts are independent of hearth's core/dtype.c. Tolerance 0
 (bit-exact): both sides do the same float32 operations in the same order.
+Quantizers (the producers' recipes): FP8 and NVFP4 of tiny-llama's bf16
+weights must reproduce the ModelOpt fixtures' scales exactly and their codes
+exactly (NVFP4: except at exact E2M1 ties, which ModelOpt rounds toward zero
+and hearth to even); MXFP4 re-quantization of the gpt-oss experts must
+reproduce their bytes.
 hearth side: `quant_test_quant --fp8|--fake|--nvfp4|--mxfp4 ...` from the build dir."""
 import json
 import os
@@ -70,6 +75,13 @@ def unpack_nibbles(packed):
     """[..., k] bytes -> [..., 2k] codes, the low nibble first (even element)."""
     lo, hi = packed & 0x0F, packed >> 4
     return np.stack([lo, hi], axis=-1).reshape(*packed.shape[:-1], packed.shape[-1] * 2)
+
+
+def helper(*args):
+    r = subprocess.run([EXE, *map(str, args)], capture_output=True, text=True, timeout=60)
+    if r.returncode != 0:
+        print(r.stderr, file=sys.stderr)
+    return r
 
 
 def run(args, out_path, n):
@@ -162,6 +174,65 @@ def mxfp4(tmp):
     print(f"tiny-gpt-oss: {n} MXFP4 expert tensors, max |hearth - numpy| = {worst:g}")
 
 
+E2M1 = np.array([0, 0.5, 1, 1.5, 2, 3, 4, 6], dtype=np.float32)
+TIES = np.array([0.25, 0.75, 1.25, 1.75, 2.5, 3.5, 5.0], dtype=np.float32)
+
+
+def quantizers(tmp):
+    plain = read_safetensors(os.path.join(FIX, "models", "tiny-llama", "model.safetensors"))
+    f8 = read_safetensors(os.path.join(FIX, "models", "tiny-llama-fp8", "model.safetensors"))
+    nv = read_safetensors(os.path.join(FIX, "models", "tiny-llama-nvfp4", "model.safetensors"))
+    inp = os.path.join(tmp, "w.f32")
+    ties = n_codes = 0
+    for lin in linears(f8, ".weight_scale"):
+        dtype, (rows, cols), raw = plain[lin + ".weight"]
+        w = np.frombuffer(raw, dtype=ml_dtypes.bfloat16).astype(np.float32).reshape(rows, cols)
+        w.tofile(inp)
+        # FP8
+        r = helper("--quant-fp8", inp, w.size, os.path.join(tmp, "c"), os.path.join(tmp, "s"))
+        check(r.returncode == 0, f"quant-fp8 {lin}")
+        if r.returncode == 0:
+            codes = np.fromfile(os.path.join(tmp, "c"), dtype=np.uint8)
+            scale = np.fromfile(os.path.join(tmp, "s"), dtype=np.float32)[0]
+            check(scale == f32_scalar(f8[lin + ".weight_scale"]), f"quant-fp8 {lin}: scale {scale} vs fixture")
+            check(np.array_equal(codes, np.frombuffer(f8[lin + ".weight"][2], np.uint8)), f"quant-fp8 {lin}: codes differ")
+        # NVFP4
+        r = helper("--quant-nvfp4", inp, rows, cols, *(os.path.join(tmp, x) for x in ("p", "sc", "s2")))
+        check(r.returncode == 0, f"quant-nvfp4 {lin}")
+        if r.returncode != 0:
+            continue
+        s2 = np.fromfile(os.path.join(tmp, "s2"), dtype=np.float32)[0]
+        sc = np.fromfile(os.path.join(tmp, "sc"), dtype=np.uint8)
+        check(s2 == f32_scalar(nv[lin + ".weight_scale_2"]), f"quant-nvfp4 {lin}: scale_2 {s2} vs fixture")
+        check(np.array_equal(sc, np.frombuffer(nv[lin + ".weight_scale"][2], np.uint8)), f"quant-nvfp4 {lin}: block scales differ")
+        mine = unpack_nibbles(np.fromfile(os.path.join(tmp, "p"), dtype=np.uint8).reshape(rows, cols // 2))
+        theirs = unpack_nibbles(np.frombuffer(nv[lin + ".weight"][2], np.uint8).reshape(rows, cols // 2))
+        bs = sc.view(ml_dtypes.float8_e4m3fn).astype(np.float32).reshape(rows, cols // 16) * s2
+        x = np.abs(w.reshape(rows, cols // 16, 16) / bs[:, :, None]).reshape(rows, cols)
+        diff = mine != theirs
+        at_tie = np.isin(x, TIES)
+        # where they differ: an exact tie, same sign, and the fixture took the lower neighbour
+        lower = E2M1[np.searchsorted(E2M1, x) - 1]
+        ok = at_tie & ((mine & 8) == (theirs & 8)) & (E2M1[np.minimum(theirs & 7, 7)] == lower)
+        check(not np.any(diff & ~ok), f"quant-nvfp4 {lin}: {int(np.sum(diff & ~ok))} codes differ off ties")
+        ties += int(diff.sum())
+        n_codes += diff.size
+    print(f"quantizers: FP8 and NVFP4 reproduce the ModelOpt fixtures (NVFP4 codes differ only at {ties}/{n_codes} exact ties)")
+    gpt = read_safetensors(os.path.join(FIX, "models", "tiny-gpt-oss", "model.safetensors"))
+    for name in sorted(k for k in gpt if k.endswith("_blocks")):
+        dtype, (E, out_dim, nblk, _), raw = gpt[name]
+        sraw = gpt[name[: -len("_blocks")] + "_scales"][2]
+        rows, cols = E * out_dim, nblk * 32
+        codes = unpack_nibbles(np.frombuffer(raw, dtype=np.uint8).reshape(rows, nblk, 16))
+        scale = np.ldexp(np.float32(1), np.frombuffer(sraw, np.uint8).astype(np.int32) - 127).reshape(rows, nblk)
+        (e2m1(codes) * scale[:, :, None]).astype(np.float32).reshape(rows, cols).tofile(inp)
+        r = helper("--quant-mxfp4", inp, rows, cols, os.path.join(tmp, "b"), os.path.join(tmp, "s"))
+        check(r.returncode == 0, f"quant-mxfp4 {name}")
+        if r.returncode == 0:
+            check(np.fromfile(os.path.join(tmp, "b"), np.uint8).tobytes() == raw, f"quant-mxfp4 {name}: blocks differ")
+            check(np.fromfile(os.path.join(tmp, "s"), np.uint8).tobytes() == sraw, f"quant-mxfp4 {name}: scales differ")
+
+
 def main():
     if not os.access(EXE, os.X_OK):
         print(f"SKIP: {EXE} not built")
@@ -170,6 +241,7 @@ def main():
         fp8(tmp)
         nvfp4(tmp)
         mxfp4(tmp)
+        quantizers(tmp)
     print(f"quant/test_quant_ref: {passed} passed, {failed} failed")
     return 1 if failed else 0
 
