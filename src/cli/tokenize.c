@@ -14,7 +14,7 @@
 
 typedef struct tok_cli {
     const char *model, *tokenizer, *encoding, *text, *file, *ids, *jsonl;
-    bool add_special, allowed_all, json, skip_special;
+    bool add_special, allowed_all, json, skip_special, time, quiet;
 } tok_cli;
 
 static void usage(FILE *o, bool detok) {
@@ -31,6 +31,7 @@ static void usage(FILE *o, bool detok) {
                 "  --allowed-special all  tiktoken: match special-token text (default: encode_ordinary)\n"
                 "  --json               print a JSON array instead of comma-separated ids\n"
                 "  --jsonl F            batch: each line of F is a JSON string; prints one JSON array per line\n"
+                "  --time               print the encode time and MB/s to stderr (--quiet: no ids)\n"
                 "Invalid UTF-8 in the text is replaced by U+FFFD first (as Python's decode(errors='replace')).\n");
     else
         fprintf(o,
@@ -48,6 +49,7 @@ static int parse(int argc, char **argv, tok_cli *c, bool detok) {
         {"jsonl", required_argument, 0, 'l'},     {"add-special-tokens", no_argument, 0, 'a'},
         {"allowed-special", required_argument, 0, 's'}, {"json", no_argument, 0, 'j'},
         {"skip-special-tokens", no_argument, 0, 'k'}, {"help", no_argument, 0, 'h'},
+        {"time", no_argument, 0, 'T'},            {"quiet", no_argument, 0, 'q'},
         {0, 0, 0, 0},
     };
     memset(c, 0, sizeof(*c));
@@ -72,6 +74,8 @@ static int parse(int argc, char **argv, tok_cli *c, bool detok) {
             break;
         case 'j': c->json = true; break;
         case 'k': c->skip_special = true; break;
+        case 'T': c->time = true; break;
+        case 'q': c->quiet = true; break;
         case 'h': usage(stdout, detok); return -1;
         default: usage(stderr, detok); return 2;
         }
@@ -118,11 +122,15 @@ static int encode_print(const hr_tokenizer *t, const tok_cli *c, const char *s, 
     int32_t *ids;
     size_t nid;
     hr_err err = {0};
+    double t0 = hr_time_now();
     if (hr_tokenizer_encode(t, s, n, &eo, &ids, &nid, &err)) {
         fprintf(stderr, "hearth: %s\n", err.msg);
         return 1;
     }
-    print_ids(ids, nid, json);
+    double dt = hr_time_now() - t0;
+    if (c->time)
+        fprintf(stderr, "encode: %zu bytes -> %zu ids in %.4f s (%.2f MB/s)\n", n, nid, dt, dt > 0 ? n / dt / 1e6 : 0.0);
+    if (!c->quiet) print_ids(ids, nid, json);
     free(ids);
     return 0;
 }
