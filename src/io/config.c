@@ -18,6 +18,7 @@ typedef struct {
     int num_experts, experts_per_tok, sliding_window;
 } type_defaults;
 
+/* clang-format off */
 static const type_defaults k_types[] = {
     /* type       max_pos  eps    theta     bias   E    k  window */
     {"llama",     2048,    1e-6f, 10000.0f,  false, 0,   0, 0},
@@ -26,6 +27,7 @@ static const type_defaults k_types[] = {
     {"mixtral",   131072,  1e-5f, 1e6f,      false, 8,   2, 0},
     {"gpt_oss",   131072,  1e-5f, 150000.0f, true,  128, 4, 128},
 };
+/* clang-format on */
 #define SUPPORTED_TYPES "llama, mistral, qwen2, mixtral, gpt_oss"
 
 /* ---- small JSON accessors (absent or null -> default) ------------------- */
@@ -60,7 +62,10 @@ static const char *jstr(const json_t *o, const char *k) {
 /* ---- pieces ------------------------------------------------------------- */
 
 static int parse_dtype(const char *s, hr_dtype *out, hr_err *err) {
-    static const struct { const char *name; hr_dtype t; } k[] = {
+    static const struct {
+        const char *name;
+        hr_dtype t;
+    } k[] = {
         {"bfloat16", HR_BF16}, {"float16", HR_F16}, {"half", HR_F16}, {"float32", HR_F32},
         {"float", HR_F32},     {"bf16", HR_BF16},   {"fp16", HR_F16}, {"fp32", HR_F32},
     };
@@ -82,8 +87,10 @@ static int parse_rope(const json_t *root, hr_config *c, hr_err *err) {
     if (r && !jhas(r, "rope_type") && !jhas(r, "type") && !jhas(r, "rope_theta") &&
         json_is_object(json_object_get(r, "full_attention")))
         r = json_object_get(r, "full_attention");
-    if (jhas(root, "rope_theta")) c->rope_theta = jfloat(root, "rope_theta", c->rope_theta);
-    else if (r && jhas(r, "rope_theta")) c->rope_theta = jfloat(r, "rope_theta", c->rope_theta);
+    if (jhas(root, "rope_theta"))
+        c->rope_theta = jfloat(root, "rope_theta", c->rope_theta);
+    else if (r && jhas(r, "rope_theta"))
+        c->rope_theta = jfloat(r, "rope_theta", c->rope_theta);
     c->partial_rotary_factor = jfloat(root, "partial_rotary_factor", 1.0f);
     if (r && jhas(r, "partial_rotary_factor")) c->partial_rotary_factor = jfloat(r, "partial_rotary_factor", 1.0f);
     c->rope_type = HR_ROPE_DEFAULT;
@@ -98,13 +105,17 @@ static int parse_rope(const json_t *root, hr_config *c, hr_err *err) {
     if (!r) return HR_OK;
     const char *type = jstr(r, "rope_type");
     if (!type) type = jstr(r, "type");
-    if (!type || strcmp(type, "default") == 0) c->rope_type = HR_ROPE_DEFAULT;
-    else if (strcmp(type, "llama3") == 0) c->rope_type = HR_ROPE_LLAMA3;
-    else if (strcmp(type, "yarn") == 0) c->rope_type = HR_ROPE_YARN;
-    else if (strcmp(type, "linear") == 0) c->rope_type = HR_ROPE_LINEAR;
+    if (!type || strcmp(type, "default") == 0)
+        c->rope_type = HR_ROPE_DEFAULT;
+    else if (strcmp(type, "llama3") == 0)
+        c->rope_type = HR_ROPE_LLAMA3;
+    else if (strcmp(type, "yarn") == 0)
+        c->rope_type = HR_ROPE_YARN;
+    else if (strcmp(type, "linear") == 0)
+        c->rope_type = HR_ROPE_LINEAR;
     else
-        return hr_err_set(err, HR_EUNSUP, "config.json: unsupported rope type '%s' (supported: default, llama3, yarn, linear)",
-                          type);
+        return hr_err_set(err, HR_EUNSUP,
+                          "config.json: unsupported rope type '%s' (supported: default, llama3, yarn, linear)", type);
     c->rope_factor = jfloat(r, "factor", 1.0f);
     c->rope_low_freq_factor = jfloat(r, "low_freq_factor", c->rope_low_freq_factor);
     c->rope_high_freq_factor = jfloat(r, "high_freq_factor", c->rope_high_freq_factor);
@@ -139,17 +150,23 @@ static int parse_layers(const json_t *root, const type_defaults *td, hr_config *
                               json_array_size(lt), c->num_hidden_layers);
         for (int i = 0; i < c->num_hidden_layers; i++) {
             const char *s = json_string_value(json_array_get(lt, (size_t)i));
-            if (s && strcmp(s, "sliding_attention") == 0) c->layer_is_sliding[i] = true;
-            else if (s && strcmp(s, "full_attention") == 0) c->layer_is_sliding[i] = false;
+            if (s && strcmp(s, "sliding_attention") == 0)
+                c->layer_is_sliding[i] = true;
+            else if (s && strcmp(s, "full_attention") == 0)
+                c->layer_is_sliding[i] = false;
             else
-                return hr_err_set(err, HR_EUNSUP, "config.json: layer_types[%d] '%s' unsupported", i, s ? s : "(non-string)");
+                return hr_err_set(err, HR_EUNSUP, "config.json: layer_types[%d] '%s' unsupported", i,
+                                  s ? s : "(non-string)");
         }
         return HR_OK;
     }
     for (int i = 0; i < c->num_hidden_layers; i++) {
-        if (strcmp(t, "gpt_oss") == 0) c->layer_is_sliding[i] = (i % 2) == 0;
-        else if (strcmp(t, "qwen2") == 0) c->layer_is_sliding[i] = c->use_sliding_window && i >= c->max_window_layers;
-        else c->layer_is_sliding[i] = c->sliding_window > 0; /* mistral, mixtral: every layer */
+        if (strcmp(t, "gpt_oss") == 0)
+            c->layer_is_sliding[i] = (i % 2) == 0;
+        else if (strcmp(t, "qwen2") == 0)
+            c->layer_is_sliding[i] = c->use_sliding_window && i >= c->max_window_layers;
+        else
+            c->layer_is_sliding[i] = c->sliding_window > 0; /* mistral, mixtral: every layer */
     }
     return HR_OK;
 }
@@ -184,8 +201,8 @@ static int add_excludes(hr_config *c, const json_t *arr, const char *what, hr_er
         const char *s = json_string_value(x);
         if (!s) continue;
         if (c->n_quant_exclude >= (int)HR_ARRAY_LEN(c->quant_exclude) || strlen(s) >= sizeof c->quant_exclude[0])
-            return hr_err_set(err, HR_EUNSUP, "%s: too many or too long exclusion patterns (at most %d of %zu chars)", what,
-                              (int)HR_ARRAY_LEN(c->quant_exclude), sizeof c->quant_exclude[0] - 1);
+            return hr_err_set(err, HR_EUNSUP, "%s: too many or too long exclusion patterns (at most %d of %zu chars)",
+                              what, (int)HR_ARRAY_LEN(c->quant_exclude), sizeof c->quant_exclude[0] - 1);
         strcpy(c->quant_exclude[c->n_quant_exclude++], s);
     }
     return HR_OK;
@@ -196,9 +213,13 @@ static int add_excludes(hr_config *c, const json_t *arr, const char *what, hr_er
 static int parse_modelopt(hr_config *c, const json_t *q, const char *what, hr_err *err) {
     const char *algo = jstr(q, "quant_algo");
     if (!algo) return hr_err_set(err, HR_EINVAL, "%s: ModelOpt quantization without quant_algo", what);
-    if (strcmp(algo, "FP8") == 0) c->quant = HR_QUANT_FP8;
-    else if (strcmp(algo, "NVFP4") == 0) c->quant = HR_QUANT_NVFP4;
-    else return hr_err_set(err, HR_EUNSUP, "%s: unsupported ModelOpt quant_algo '%s' (supported: FP8, NVFP4)", what, algo);
+    if (strcmp(algo, "FP8") == 0)
+        c->quant = HR_QUANT_FP8;
+    else if (strcmp(algo, "NVFP4") == 0)
+        c->quant = HR_QUANT_NVFP4;
+    else
+        return hr_err_set(err, HR_EUNSUP, "%s: unsupported ModelOpt quant_algo '%s' (supported: FP8, NVFP4)", what,
+                          algo);
     c->quant_group_size = jint(q, "group_size", c->quant == HR_QUANT_NVFP4 ? 16 : 0);
     c->n_quant_exclude = 0;
     return add_excludes(c, json_object_get(q, "exclude_modules"), what, err);
@@ -215,7 +236,8 @@ static int parse_quant(const json_t *root, hr_config *c, hr_err *err) {
         return add_excludes(c, json_object_get(q, "modules_to_not_convert"), "config.json", err);
     }
     if (strcmp(m, "modelopt") == 0) return parse_modelopt(c, q, "config.json", err);
-    return hr_err_set(err, HR_EUNSUP, "config.json: unsupported quantization method '%s' (supported: mxfp4, modelopt)", m);
+    return hr_err_set(err, HR_EUNSUP, "config.json: unsupported quantization method '%s' (supported: mxfp4, modelopt)",
+                      m);
 }
 
 static int parse_root(const json_t *root, hr_config *c, hr_err *err) {

@@ -8,12 +8,12 @@
 #include "core/dtype.h"
 #include "io/gguf.h"
 
-#define QK4_0 32
-#define QK4_1 32
-#define QK5_0 32
-#define QK5_1 32
-#define QK8_0 32
-#define QK_K 256
+#define QK4_0        32
+#define QK4_1        32
+#define QK5_0        32
+#define QK5_1        32
+#define QK8_0        32
+#define QK_K         256
 #define K_SCALE_SIZE 12
 
 static inline float half(const uint8_t *p) { return hr_f16_to_f32((uint16_t)(p[0] | (p[1] << 8))); }
@@ -243,23 +243,50 @@ int ggml_dequantize_row(ggml_type type, const void *src, float *dst, int64_t n) 
     if (n % blck != 0) return HR_EINVAL;
     int64_t nb = n / blck;
     switch (type) {
-    case GGML_F32: memcpy(dst, src, (size_t)n * 4); break;
-    case GGML_F16: for (int64_t i = 0; i < n; i++) dst[i] = half(b + 2 * i); break;
+    case GGML_F32:
+        memcpy(dst, src, (size_t)n * 4);
+        break;
+    case GGML_F16:
+        for (int64_t i = 0; i < n; i++) dst[i] = half(b + 2 * i);
+        break;
     case GGML_BF16:
         for (int64_t i = 0; i < n; i++) dst[i] = hr_bf16_to_f32((uint16_t)(b[2 * i] | (b[2 * i + 1] << 8)));
         break;
-    case GGML_Q4_0: deq_q4_0(b, dst, nb); break;
-    case GGML_Q4_1: deq_q4_1(b, dst, nb); break;
-    case GGML_Q5_0: deq_q5_0(b, dst, nb); break;
-    case GGML_Q5_1: deq_q5_1(b, dst, nb); break;
-    case GGML_Q8_0: deq_q8_0(b, dst, nb); break;
-    case GGML_Q2_K: deq_q2_k(b, dst, nb); break;
-    case GGML_Q3_K: deq_q3_k(b, dst, nb); break;
-    case GGML_Q4_K: deq_q4_k(b, dst, nb); break;
-    case GGML_Q5_K: deq_q5_k(b, dst, nb); break;
-    case GGML_Q6_K: deq_q6_k(b, dst, nb); break;
-    case GGML_Q8_K: deq_q8_k(b, dst, nb); break;
-    default: return HR_EUNSUP;
+    case GGML_Q4_0:
+        deq_q4_0(b, dst, nb);
+        break;
+    case GGML_Q4_1:
+        deq_q4_1(b, dst, nb);
+        break;
+    case GGML_Q5_0:
+        deq_q5_0(b, dst, nb);
+        break;
+    case GGML_Q5_1:
+        deq_q5_1(b, dst, nb);
+        break;
+    case GGML_Q8_0:
+        deq_q8_0(b, dst, nb);
+        break;
+    case GGML_Q2_K:
+        deq_q2_k(b, dst, nb);
+        break;
+    case GGML_Q3_K:
+        deq_q3_k(b, dst, nb);
+        break;
+    case GGML_Q4_K:
+        deq_q4_k(b, dst, nb);
+        break;
+    case GGML_Q5_K:
+        deq_q5_k(b, dst, nb);
+        break;
+    case GGML_Q6_K:
+        deq_q6_k(b, dst, nb);
+        break;
+    case GGML_Q8_K:
+        deq_q8_k(b, dst, nb);
+        break;
+    default:
+        return HR_EUNSUP;
     }
     return HR_OK;
 }

@@ -8,10 +8,10 @@
 
 #include "io/mapped.h"
 
-#define GGUF_MAGIC 0x46554747u /* "GGUF" read as little-endian u32 */
+#define GGUF_MAGIC             0x46554747u /* "GGUF" read as little-endian u32 */
 #define GGUF_DEFAULT_ALIGNMENT 32
-#define GGUF_MAX_DIMS 4
-#define GGUF_MAX_ARRAY_DEPTH 2 /* an array of arrays, no deeper */
+#define GGUF_MAX_DIMS          4
+#define GGUF_MAX_ARRAY_DEPTH   2 /* an array of arrays, no deeper */
 
 struct gguf_file {
     char *path;
@@ -64,11 +64,23 @@ static gguf_str rd_str(cursor *c) {
 
 static size_t scalar_size(gguf_type t) {
     switch (t) {
-    case GGUF_TYPE_UINT8: case GGUF_TYPE_INT8: case GGUF_TYPE_BOOL: return 1;
-    case GGUF_TYPE_UINT16: case GGUF_TYPE_INT16: return 2;
-    case GGUF_TYPE_UINT32: case GGUF_TYPE_INT32: case GGUF_TYPE_FLOAT32: return 4;
-    case GGUF_TYPE_UINT64: case GGUF_TYPE_INT64: case GGUF_TYPE_FLOAT64: return 8;
-    default: return 0;
+    case GGUF_TYPE_UINT8:
+    case GGUF_TYPE_INT8:
+    case GGUF_TYPE_BOOL:
+        return 1;
+    case GGUF_TYPE_UINT16:
+    case GGUF_TYPE_INT16:
+        return 2;
+    case GGUF_TYPE_UINT32:
+    case GGUF_TYPE_INT32:
+    case GGUF_TYPE_FLOAT32:
+        return 4;
+    case GGUF_TYPE_UINT64:
+    case GGUF_TYPE_INT64:
+    case GGUF_TYPE_FLOAT64:
+        return 8;
+    default:
+        return 0;
     }
 }
 
@@ -76,12 +88,27 @@ static size_t scalar_size(gguf_type t) {
 static void rd_scalar(cursor *c, gguf_type t, gguf_kv *kv) {
     uint64_t raw = rd_le(c, (int)scalar_size(t));
     switch (t) {
-    case GGUF_TYPE_UINT8: case GGUF_TYPE_UINT16: case GGUF_TYPE_UINT32: case GGUF_TYPE_UINT64: kv->v.u64 = raw; break;
-    case GGUF_TYPE_INT8: kv->v.i64 = (int8_t)raw; break;
-    case GGUF_TYPE_INT16: kv->v.i64 = (int16_t)raw; break;
-    case GGUF_TYPE_INT32: kv->v.i64 = (int32_t)raw; break;
-    case GGUF_TYPE_INT64: kv->v.i64 = (int64_t)raw; break;
-    case GGUF_TYPE_BOOL: kv->v.b = raw != 0; break;
+    case GGUF_TYPE_UINT8:
+    case GGUF_TYPE_UINT16:
+    case GGUF_TYPE_UINT32:
+    case GGUF_TYPE_UINT64:
+        kv->v.u64 = raw;
+        break;
+    case GGUF_TYPE_INT8:
+        kv->v.i64 = (int8_t)raw;
+        break;
+    case GGUF_TYPE_INT16:
+        kv->v.i64 = (int16_t)raw;
+        break;
+    case GGUF_TYPE_INT32:
+        kv->v.i64 = (int32_t)raw;
+        break;
+    case GGUF_TYPE_INT64:
+        kv->v.i64 = (int64_t)raw;
+        break;
+    case GGUF_TYPE_BOOL:
+        kv->v.b = raw != 0;
+        break;
     case GGUF_TYPE_FLOAT32: {
         uint32_t u = (uint32_t)raw;
         float f;
@@ -89,8 +116,11 @@ static void rd_scalar(cursor *c, gguf_type t, gguf_kv *kv) {
         kv->v.f64 = f;
         break;
     }
-    case GGUF_TYPE_FLOAT64: memcpy(&kv->v.f64, &raw, 8); break;
-    default: break;
+    case GGUF_TYPE_FLOAT64:
+        memcpy(&kv->v.f64, &raw, 8);
+        break;
+    default:
+        break;
     }
 }
 
@@ -111,9 +141,12 @@ static int skip_array(cursor *c, gguf_type t, uint64_t count, int depth, const c
         }
     } else {
         size_t es = scalar_size(t);
-        if (!es) return hr_err_set(err, HR_EINVAL, "%s: key '%s': unknown array element type %u", path, key, (unsigned)t);
-        if (count > (c->size - c->pos) / es) c->bad = 1;
-        else c->pos += (size_t)(count * es);
+        if (!es)
+            return hr_err_set(err, HR_EINVAL, "%s: key '%s': unknown array element type %u", path, key, (unsigned)t);
+        if (count > (c->size - c->pos) / es)
+            c->bad = 1;
+        else
+            c->pos += (size_t)(count * es);
     }
     return HR_OK;
 }
@@ -122,11 +155,12 @@ static int skip_array(cursor *c, gguf_type t, uint64_t count, int depth, const c
 
 typedef struct {
     const char *name;
-    int blck;       /* elements per block */
-    int type_size;  /* bytes per block */
+    int blck;      /* elements per block */
+    int type_size; /* bytes per block */
 } type_info;
 
 /* Block sizes as in ggml's type_traits; only types whose layout we know. */
+/* clang-format off */
 static const type_info k_types[] = {
     [GGML_F32] = {"F32", 1, 4},        [GGML_F16] = {"F16", 1, 2},      [GGML_Q4_0] = {"Q4_0", 32, 18},
     [GGML_Q4_1] = {"Q4_1", 32, 20},    [GGML_Q5_0] = {"Q5_0", 32, 22},  [GGML_Q5_1] = {"Q5_1", 32, 24},
@@ -137,6 +171,7 @@ static const type_info k_types[] = {
     [26] = {"I32", 1, 4},              [27] = {"I64", 1, 8},            [28] = {"F64", 1, 8},
     [GGML_BF16] = {"BF16", 1, 2},      [39] = {"MXFP4", 32, 17},
 };
+/* clang-format on */
 
 static const type_info *type_get(uint32_t t) {
     return t < HR_ARRAY_LEN(k_types) && k_types[t].name ? &k_types[t] : NULL;
@@ -218,7 +253,8 @@ static int parse_kv(gguf_file *f, cursor *c, gguf_kv *kv, hr_err *err) {
     } else {
         return hr_err_set(err, HR_EINVAL, "%s: key '%s': unknown value type %u", f->path, kv->key, (unsigned)kv->type);
     }
-    if (c->bad) return hr_err_set(err, HR_EINVAL, "%s: key '%s': value runs past the end of the file", f->path, kv->key);
+    if (c->bad)
+        return hr_err_set(err, HR_EINVAL, "%s: key '%s': value runs past the end of the file", f->path, kv->key);
     return HR_OK;
 }
 
@@ -228,7 +264,8 @@ static int parse_tensor_info(gguf_file *f, cursor *c, gguf_tensor *t, hr_err *er
     t->name = str_dup(nm);
     uint32_t nd = rd_u32(c);
     if (nd > GGUF_MAX_DIMS)
-        return hr_err_set(err, HR_EINVAL, "%s: tensor '%s': %u dimensions (max %d)", f->path, t->name, nd, GGUF_MAX_DIMS);
+        return hr_err_set(err, HR_EINVAL, "%s: tensor '%s': %u dimensions (max %d)", f->path, t->name, nd,
+                          GGUF_MAX_DIMS);
     t->ndim = (int)nd;
     for (int i = 0; i < GGUF_MAX_DIMS; i++) t->ne[i] = 1;
     for (uint32_t i = 0; i < nd; i++) {
@@ -239,7 +276,8 @@ static int parse_tensor_info(gguf_file *f, cursor *c, gguf_tensor *t, hr_err *er
     }
     uint32_t type = rd_u32(c);
     t->offset = rd_u64(c);
-    if (c->bad) return hr_err_set(err, HR_EINVAL, "%s: tensor '%s': info runs past the end of the file", f->path, t->name);
+    if (c->bad)
+        return hr_err_set(err, HR_EINVAL, "%s: tensor '%s': info runs past the end of the file", f->path, t->name);
     t->type = (ggml_type)type;
     const type_info *ti = type_get(type);
     if (!ti) return hr_err_set(err, HR_EUNSUP, "%s: tensor '%s': unknown ggml type %u", f->path, t->name, type);
@@ -269,10 +307,10 @@ static int place_tensors(gguf_file *f, hr_err *err) {
             return hr_err_set(err, HR_EINVAL, "%s: tensor '%s': offset %llu is not a multiple of the alignment %u",
                               f->path, t->name, (unsigned long long)t->offset, f->alignment);
         if (t->offset > data_size || t->nbytes > data_size - t->offset)
-            return hr_err_set(err, HR_EINVAL,
-                              "%s: tensor '%s': data [%llu, %llu) exceeds the data section (%zu bytes; truncated file?)",
-                              f->path, t->name, (unsigned long long)t->offset,
-                              (unsigned long long)(t->offset + t->nbytes), data_size);
+            return hr_err_set(
+                err, HR_EINVAL,
+                "%s: tensor '%s': data [%llu, %llu) exceeds the data section (%zu bytes; truncated file?)", f->path,
+                t->name, (unsigned long long)t->offset, (unsigned long long)(t->offset + t->nbytes), data_size);
         t->data = f->map.base + f->data_offset + t->offset;
     }
     /* overlap: sort by offset */
@@ -305,7 +343,8 @@ static int parse(gguf_file *f, hr_err *err) {
     f->version = rd_u32(&c);
     if (c.bad) return hr_err_set(err, HR_EINVAL, "%s: truncated header", f->path);
     if (f->version == 1)
-        return hr_err_set(err, HR_EUNSUP, "%s: GGUF v1 is not supported (v2 and v3 are); re-convert the model", f->path);
+        return hr_err_set(err, HR_EUNSUP, "%s: GGUF v1 is not supported (v2 and v3 are); re-convert the model",
+                          f->path);
     if (f->version != 2 && f->version != 3) {
         if ((f->version & 0xffff) == 0)
             return hr_err_set(err, HR_EUNSUP, "%s: big-endian GGUF is not supported", f->path);
@@ -317,8 +356,9 @@ static int parse(gguf_file *f, hr_err *err) {
      * the rest of the file cannot hold is corrupt (and must not size a malloc). */
     size_t rest = f->map.size - c.pos;
     if (n_kv > rest / 12 || n_tensors > rest / 24 || n_kv > INT32_MAX || n_tensors > INT32_MAX)
-        return hr_err_set(err, HR_EINVAL, "%s: header claims %llu tensors and %llu metadata keys, more than the file holds",
-                          f->path, (unsigned long long)n_tensors, (unsigned long long)n_kv);
+        return hr_err_set(err, HR_EINVAL,
+                          "%s: header claims %llu tensors and %llu metadata keys, more than the file holds", f->path,
+                          (unsigned long long)n_tensors, (unsigned long long)n_kv);
     f->kv = hr_xcalloc((size_t)(n_kv ? n_kv : 1), sizeof(gguf_kv));
     for (uint64_t i = 0; i < n_kv; i++) {
         f->n_kv++;
@@ -344,8 +384,10 @@ static int parse(gguf_file *f, hr_err *err) {
     if (dup) return hr_err_set(err, HR_EINVAL, "%s: duplicate tensor name '%s'", f->path, dup);
     f->data_offset = (c.pos + f->alignment - 1) / f->alignment * f->alignment;
     if (f->data_offset > f->map.size) {
-        if (f->n_tensors == 0) f->data_offset = f->map.size; /* metadata-only file without padding */
-        else return hr_err_set(err, HR_EINVAL, "%s: truncated before the data section", f->path);
+        if (f->n_tensors == 0)
+            f->data_offset = f->map.size; /* metadata-only file without padding */
+        else
+            return hr_err_set(err, HR_EINVAL, "%s: truncated before the data section", f->path);
     }
     return place_tensors(f, err);
 }
@@ -392,8 +434,10 @@ const gguf_kv *gguf_find_kv(const gguf_file *f, const char *key) {
     while (f->kv_sorted && lo <= hi) {
         int mid = (lo + hi) / 2, c = strcmp(key, f->kv[f->kv_sorted[mid]].key);
         if (c == 0) return &f->kv[f->kv_sorted[mid]];
-        if (c < 0) hi = mid - 1;
-        else lo = mid + 1;
+        if (c < 0)
+            hi = mid - 1;
+        else
+            lo = mid + 1;
     }
     return NULL;
 }
@@ -403,8 +447,10 @@ const gguf_tensor *gguf_find_tensor(const gguf_file *f, const char *name) {
     while (f->t_sorted && lo <= hi) {
         int mid = (lo + hi) / 2, c = strcmp(name, f->tensors[f->t_sorted[mid]].name);
         if (c == 0) return &f->tensors[f->t_sorted[mid]];
-        if (c < 0) hi = mid - 1;
-        else lo = mid + 1;
+        if (c < 0)
+            hi = mid - 1;
+        else
+            lo = mid + 1;
     }
     return NULL;
 }
@@ -464,11 +510,16 @@ int64_t gguf_get_arr_int(const gguf_kv *kv, uint64_t i, int64_t def) {
     if (!es || kv->arr_type == GGUF_TYPE_FLOAT32 || kv->arr_type == GGUF_TYPE_FLOAT64) return def;
     uint64_t raw = arr_raw(kv, i, es);
     switch (kv->arr_type) {
-    case GGUF_TYPE_INT8: return (int8_t)raw;
-    case GGUF_TYPE_INT16: return (int16_t)raw;
-    case GGUF_TYPE_INT32: return (int32_t)raw;
-    case GGUF_TYPE_BOOL: return raw != 0;
-    default: return (int64_t)raw;
+    case GGUF_TYPE_INT8:
+        return (int8_t)raw;
+    case GGUF_TYPE_INT16:
+        return (int16_t)raw;
+    case GGUF_TYPE_INT32:
+        return (int32_t)raw;
+    case GGUF_TYPE_BOOL:
+        return raw != 0;
+    default:
+        return (int64_t)raw;
     }
 }
 

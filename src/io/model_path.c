@@ -34,10 +34,14 @@ static int copy_out(char *out, size_t out_len, const char *s, hr_err *err) {
 /* The hub cache root, per huggingface_hub's precedence. */
 static void hub_root(char *buf, size_t n) {
     const char *v;
-    if ((v = getenv("HF_HUB_CACHE")) && *v) snprintf(buf, n, "%s", v);
-    else if ((v = getenv("HF_HOME")) && *v) snprintf(buf, n, "%s/hub", v);
-    else if ((v = getenv("XDG_CACHE_HOME")) && *v) snprintf(buf, n, "%s/huggingface/hub", v);
-    else snprintf(buf, n, "%s/.cache/huggingface/hub", (v = getenv("HOME")) && *v ? v : ".");
+    if ((v = getenv("HF_HUB_CACHE")) && *v)
+        snprintf(buf, n, "%s", v);
+    else if ((v = getenv("HF_HOME")) && *v)
+        snprintf(buf, n, "%s/hub", v);
+    else if ((v = getenv("XDG_CACHE_HOME")) && *v)
+        snprintf(buf, n, "%s/huggingface/hub", v);
+    else
+        snprintf(buf, n, "%s/.cache/huggingface/hub", (v = getenv("HOME")) && *v ? v : ".");
 }
 
 /* A repo id is "name" or "org/name": letters, digits, '-', '_', '.', no "..". */
@@ -45,8 +49,10 @@ static int valid_repo_id(const char *id) {
     int slashes = 0;
     if (!*id || id[0] == '/' || id[0] == '.' || strstr(id, "..")) return 0;
     for (const char *p = id; *p; p++) {
-        if (*p == '/') slashes++;
-        else if (!isalnum((unsigned char)*p) && !strchr("-_.", *p)) return 0;
+        if (*p == '/')
+            slashes++;
+        else if (!isalnum((unsigned char)*p) && !strchr("-_.", *p))
+            return 0;
     }
     return slashes <= 1 && !ends_with(id, "/");
 }
@@ -96,8 +102,10 @@ static int resolve_in_hub(const char *hub, const char *id, const char *rev, char
     char name[1100] = "models--";
     for (const char *s = mangled; *s; s++) {
         size_t l = strlen(name);
-        if (*s == '/') snprintf(name + l, sizeof name - l, "--");
-        else if (l + 1 < sizeof name) name[l] = *s, name[l + 1] = '\0';
+        if (*s == '/')
+            snprintf(name + l, sizeof name - l, "--");
+        else if (l + 1 < sizeof name)
+            name[l] = *s, name[l + 1] = '\0';
     }
     snprintf(repo, sizeof repo, "%s/%s", hub, name);
     if (!is_dir(repo)) {
@@ -161,8 +169,8 @@ int hr_model_path_resolve(const char *spec, char *out, size_t out_len, hr_err *e
         rev = at + 1;
     }
     if (!valid_repo_id(id) || (rev && (!*rev || strstr(rev, "..") || rev[0] == '/')) || ends_with(spec, ".gguf"))
-        return hr_err_set(err, HR_ENOTFOUND, "model '%s' not found: no such file or directory (and not a Hugging Face id)",
-                          spec);
+        return hr_err_set(err, HR_ENOTFOUND,
+                          "model '%s' not found: no such file or directory (and not a Hugging Face id)", spec);
     char hub[2048], tried[3000];
     hub_root(hub, sizeof hub);
     int rc = resolve_in_hub(hub, id, rev, out, out_len, tried, sizeof tried);

@@ -22,7 +22,7 @@ struct st_file {
     const uint8_t *data; /* start of the data section */
     size_t data_size;
     int n;
-    st_tensor *tensors;     /* sorted by data offset */
+    st_tensor *tensors;        /* sorted by data offset */
     const st_tensor **by_name; /* sorted by name, for bsearch */
     int n_meta;
     char **meta_keys, **meta_vals;
@@ -46,7 +46,10 @@ static int cmp_key_name(const void *key, const void *elem) {
     return strcmp((const char *)key, (*(const st_tensor *const *)elem)->name);
 }
 
-typedef struct { uint64_t begin, end; int idx; } span;
+typedef struct {
+    uint64_t begin, end;
+    int idx;
+} span;
 
 static int cmp_span(const void *a, const void *b) {
     const span *x = a, *y = b;
@@ -67,14 +70,17 @@ static int json_u64(const json_t *v, uint64_t *out) {
 /* Parses one tensor entry into t (name already set). Sets *begin and *end. */
 static int parse_entry(const char *path, const char *name, json_t *obj, st_tensor *t, uint64_t data_size,
                        uint64_t *begin, uint64_t *end, hr_err *err) {
-    if (!json_is_object(obj)) return hr_err_set(err, HR_EINVAL, "%s: tensor '%s': entry is not a JSON object", path, name);
+    if (!json_is_object(obj))
+        return hr_err_set(err, HR_EINVAL, "%s: tensor '%s': entry is not a JSON object", path, name);
     json_t *jd = json_object_get(obj, "dtype");
     json_t *js = json_object_get(obj, "shape");
     json_t *jo = json_object_get(obj, "data_offsets");
-    if (!json_is_string(jd)) return hr_err_set(err, HR_EINVAL, "%s: tensor '%s': missing or non-string dtype", path, name);
+    if (!json_is_string(jd))
+        return hr_err_set(err, HR_EINVAL, "%s: tensor '%s': missing or non-string dtype", path, name);
     if (hr_dtype_from_name(json_string_value(jd), &t->dtype) != 0)
         return hr_err_set(err, HR_EUNSUP, "%s: tensor '%s': unknown dtype '%s'", path, name, json_string_value(jd));
-    if (!json_is_array(js)) return hr_err_set(err, HR_EINVAL, "%s: tensor '%s': missing or non-array shape", path, name);
+    if (!json_is_array(js))
+        return hr_err_set(err, HR_EINVAL, "%s: tensor '%s': missing or non-array shape", path, name);
     size_t nd = json_array_size(js);
     if (nd > ST_MAX_DIMS)
         return hr_err_set(err, HR_EUNSUP, "%s: tensor '%s': %zu dimensions (max %d)", path, name, nd, ST_MAX_DIMS);
@@ -84,7 +90,8 @@ static int parse_entry(const char *path, const char *name, json_t *obj, st_tenso
     for (size_t i = 0; i < nd; i++) {
         uint64_t d;
         if (json_u64(json_array_get(js, i), &d) != 0 || d > (uint64_t)INT64_MAX)
-            return hr_err_set(err, HR_EINVAL, "%s: tensor '%s': shape[%zu] is not a non-negative integer", path, name, i);
+            return hr_err_set(err, HR_EINVAL, "%s: tensor '%s': shape[%zu] is not a non-negative integer", path, name,
+                              i);
         t->shape[i] = (int64_t)d;
         if (d && nelem > UINT64_MAX / d) overflow = 1;
         nelem *= d;
@@ -103,8 +110,8 @@ static int parse_entry(const char *path, const char *name, json_t *obj, st_tenso
     uint64_t es = hr_dtype_size(t->dtype);
     if (overflow || (nelem && es > UINT64_MAX / nelem) || nelem * es != *end - *begin)
         return hr_err_set(err, HR_EINVAL,
-                          "%s: tensor '%s': data_offsets [%llu, %llu] hold %llu bytes but %s x shape needs %s%llu", path,
-                          name, (unsigned long long)*begin, (unsigned long long)*end,
+                          "%s: tensor '%s': data_offsets [%llu, %llu] hold %llu bytes but %s x shape needs %s%llu",
+                          path, name, (unsigned long long)*begin, (unsigned long long)*end,
                           (unsigned long long)(*end - *begin), hr_dtype_name(t->dtype), overflow ? "more than " : "",
                           overflow ? (unsigned long long)UINT64_MAX : (unsigned long long)(nelem * es));
     t->nbytes = (size_t)(*end - *begin);
@@ -150,8 +157,8 @@ static int parse_header(st_file *f, hr_err *err) {
     span *spans = NULL;
     json_t *root = json_loadb((const char *)f->map.base + 8, (size_t)hlen, JSON_REJECT_DUPLICATES, &jerr);
     if (!root) {
-        rc = hr_err_set(err, HR_EINVAL, "%s: header is not valid JSON: %s (at byte %d)", path, jerr.text,
-                        jerr.position);
+        rc =
+            hr_err_set(err, HR_EINVAL, "%s: header is not valid JSON: %s (at byte %d)", path, jerr.text, jerr.position);
         goto fail;
     }
     if (!json_is_object(root)) {
@@ -184,10 +191,10 @@ static int parse_header(st_file *f, hr_err *err) {
     for (int i = 0; i < f->n; i++) {
         if (spans[i].begin == spans[i].end) continue;
         if (prev >= 0 && spans[i].begin < prev_end) {
-            rc = hr_err_set(err, HR_EINVAL, "%s: tensor '%s': data_offsets [%llu, %llu] overlap tensor '%s' [%llu, %llu]",
-                            path, f->tensors[spans[i].idx].name, (unsigned long long)spans[i].begin,
-                            (unsigned long long)spans[i].end, f->tensors[spans[prev].idx].name,
-                            (unsigned long long)spans[prev].begin, (unsigned long long)prev_end);
+            rc = hr_err_set(
+                err, HR_EINVAL, "%s: tensor '%s': data_offsets [%llu, %llu] overlap tensor '%s' [%llu, %llu]", path,
+                f->tensors[spans[i].idx].name, (unsigned long long)spans[i].begin, (unsigned long long)spans[i].end,
+                f->tensors[spans[prev].idx].name, (unsigned long long)spans[prev].begin, (unsigned long long)prev_end);
             goto fail;
         }
         prev = i;

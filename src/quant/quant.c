@@ -22,8 +22,7 @@ void hr_dequant_fp8_e4m3(const uint8_t *w, float scale, float *out, size_t n) {
 
 /* Both FP4 layouts store two E2M1 codes per byte, the even element in the low
  * nibble; a block of `bs` elements shares one scale. */
-static void dequant_fp4_blocks(const uint8_t *packed, const float *block_scale, float *out, int64_t n_blocks,
-                               int bs) {
+static void dequant_fp4_blocks(const uint8_t *packed, const float *block_scale, float *out, int64_t n_blocks, int bs) {
     float lut[16];
     for (int i = 0; i < 16; i++) lut[i] = hr_e2m1_to_f32((uint8_t)i);
     for (int64_t b = 0; b < n_blocks; b++) {
@@ -62,7 +61,7 @@ void hr_dequant_mxfp4(const uint8_t *blocks, const uint8_t *scales, float *out, 
 
 /* ---- quantization ------------------------------------------------------- */
 
-#define E2M1_MAX 6.0f
+#define E2M1_MAX  6.0f
 #define E2M1_EMAX 2 /* largest exponent of E2M1: 6 = 1.5 * 2^2 */
 
 uint8_t hr_quant_e2m1(float x) {
@@ -70,14 +69,22 @@ uint8_t hr_quant_e2m1(float x) {
      * midpoint the even code wins, hence <= for even-code left neighbours. */
     float a = fabsf(x);
     uint8_t c;
-    if (a <= 0.25f) return 0; /* +0, never -0 */
-    else if (a < 0.75f) c = 1;
-    else if (a <= 1.25f) c = 2;
-    else if (a < 1.75f) c = 3;
-    else if (a <= 2.5f) c = 4;
-    else if (a < 3.5f) c = 5;
-    else if (a <= 5.0f) c = 6;
-    else c = 7; /* saturates (and NaN) */
+    if (a <= 0.25f)
+        return 0; /* +0, never -0 */
+    else if (a < 0.75f)
+        c = 1;
+    else if (a <= 1.25f)
+        c = 2;
+    else if (a < 1.75f)
+        c = 3;
+    else if (a <= 2.5f)
+        c = 4;
+    else if (a < 3.5f)
+        c = 5;
+    else if (a <= 5.0f)
+        c = 6;
+    else
+        c = 7; /* saturates (and NaN) */
     return (uint8_t)(signbit(x) ? c | 8 : c);
 }
 
@@ -96,8 +103,10 @@ float hr_quant_fp8_e4m3(const float *x, size_t n, uint8_t *codes) {
 
 /* Packs two codes per byte, the even element in the low nibble. */
 static void pack_pair(uint8_t *dst, int64_t j, uint8_t code) {
-    if (j % 2 == 0) dst[j / 2] = code;
-    else dst[j / 2] |= (uint8_t)(code << 4);
+    if (j % 2 == 0)
+        dst[j / 2] = code;
+    else
+        dst[j / 2] |= (uint8_t)(code << 4);
 }
 
 float hr_quant_nvfp4(const float *w, int64_t rows, int64_t cols, uint8_t *packed, uint8_t *scales) {
@@ -115,7 +124,8 @@ float hr_quant_nvfp4(const float *w, int64_t rows, int64_t cols, uint8_t *packed
         }
         scales[b] = sc;
         float div = s * scale_2;
-        for (int j = 0; j < HR_NVFP4_BLOCK; j++) pack_pair(packed + b * (HR_NVFP4_BLOCK / 2), j, hr_quant_e2m1(x[j] / div));
+        for (int j = 0; j < HR_NVFP4_BLOCK; j++)
+            pack_pair(packed + b * (HR_NVFP4_BLOCK / 2), j, hr_quant_e2m1(x[j] / div));
     }
     return scale_2;
 }
@@ -136,6 +146,7 @@ void hr_quant_mxfp4(const float *w, int64_t rows, int64_t cols, uint8_t *blocks,
         if (e > 127) e = 127;
         scales[b] = (uint8_t)(e + 127);
         float inv = ldexpf(1.0f, -e);
-        for (int j = 0; j < HR_MXFP4_BLOCK; j++) pack_pair(blocks + b * (HR_MXFP4_BLOCK / 2), j, hr_quant_e2m1(x[j] * inv));
+        for (int j = 0; j < HR_MXFP4_BLOCK; j++)
+            pack_pair(blocks + b * (HR_MXFP4_BLOCK / 2), j, hr_quant_e2m1(x[j] * inv));
     }
 }

@@ -128,8 +128,9 @@ static void test_fixture_configs(void) {
 
 static int parse(const char *json, hr_config *c, hr_err *err) { return hr_config_parse(json, c, err); }
 
-#define BASE "\"vocab_size\":1000,\"hidden_size\":256,\"intermediate_size\":512,\"num_hidden_layers\":4," \
-             "\"num_attention_heads\":8"
+#define BASE                                                                                                           \
+    "\"vocab_size\":1000,\"hidden_size\":256,\"intermediate_size\":512,\"num_hidden_layers\":4,"                       \
+    "\"num_attention_heads\":8"
 
 static void test_spellings(void) {
     hr_config c;
@@ -245,15 +246,15 @@ static void test_errors(void) {
                  "unsupported rope type 'longrope'");
     expect_error("{\"model_type\":\"llama\"," BASE ",\"torch_dtype\":\"float8\"}", HR_EUNSUP,
                  "unsupported dtype 'float8'");
-    expect_error("{\"model_type\":\"llama\"," BASE ",\"quantization_config\":{\"quant_method\":\"gptq\"}}",
-                 HR_EUNSUP, "unsupported quantization method 'gptq'");
+    expect_error("{\"model_type\":\"llama\"," BASE ",\"quantization_config\":{\"quant_method\":\"gptq\"}}", HR_EUNSUP,
+                 "unsupported quantization method 'gptq'");
     expect_error("{\"model_type\":\"llama\"," BASE ",\"quantization_config\":{\"quant_method\":\"modelopt\","
                  "\"quant_algo\":\"W4A8_AWQ\"}}",
                  HR_EUNSUP, "unsupported ModelOpt quant_algo 'W4A8_AWQ'");
     expect_error("{\"model_type\":\"gpt_oss\"," BASE ",\"layer_types\":[\"full_attention\"]}", HR_EINVAL,
                  "layer_types has 1 entries for 4 layers");
-    expect_error("{\"model_type\":\"mixtral\"," BASE ",\"num_local_experts\":4,\"num_experts_per_tok\":5}",
-                 HR_EINVAL, "num_experts_per_tok 5");
+    expect_error("{\"model_type\":\"mixtral\"," BASE ",\"num_local_experts\":4,\"num_experts_per_tok\":5}", HR_EINVAL,
+                 "num_experts_per_tok 5");
 }
 
 /* hr_config_load on a directory written here: generation_config and
@@ -280,7 +281,8 @@ static void test_load_dir(void) {
     char hq[512];
     snprintf(hq, sizeof hq, "%s/hf_quant_config.json", dir);
     f = fopen(hq, "w");
-    fputs("{\"producer\":{\"name\":\"modelopt\"},\"quantization\":{\"quant_algo\":\"FP8\",\"exclude_modules\":[\"lm_head\"]}}",
+    fputs("{\"producer\":{\"name\":\"modelopt\"},\"quantization\":{\"quant_algo\":\"FP8\",\"exclude_modules\":[\"lm_"
+          "head\"]}}",
           f);
     fclose(f);
     CHECK_MSG(hr_config_load(dir, &c, &err) == HR_OK, "%s", err.msg);

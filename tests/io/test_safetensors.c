@@ -3,8 +3,8 @@
  * corruption the validator must reject (with the message naming file and
  * tensor), and every fixture checkpoint. */
 #include <dirent.h>
-#include <sys/stat.h>
 #include <stdint.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "io/safetensors.h"
@@ -22,8 +22,7 @@ static char *tmp_path(const char *name) {
 
 /* Writes a safetensors file from a raw JSON header and data section; the
  * header length written is `hlen_override` when non-zero. */
-static void write_raw(const char *path, const char *header, const void *data, size_t data_len,
-                      uint64_t hlen_override) {
+static void write_raw(const char *path, const char *header, const void *data, size_t data_len, uint64_t hlen_override) {
     FILE *f = fopen(path, "wb");
     if (!f) {
         perror(path);
@@ -46,8 +45,7 @@ typedef struct {
 } spec;
 
 /* Writes tensors contiguously with random bytes (returned in *data). */
-static void write_file(const char *path, const spec *s, int n, const char *meta, uint8_t **data_out,
-                       size_t *len_out) {
+static void write_file(const char *path, const spec *s, int n, const char *meta, uint8_t **data_out, size_t *len_out) {
     char header[8192];
     size_t off = 0, pos = 0;
     pos += (size_t)snprintf(header + pos, sizeof header - pos, "{");
@@ -58,8 +56,8 @@ static void write_file(const char *path, const spec *s, int n, const char *meta,
                                 i ? "," : "", s[i].name, s[i].dtype);
         for (int d = 0; d < s[i].ndim; d++) {
             ne *= (size_t)s[i].shape[d];
-            pos += (size_t)snprintf(header + pos, sizeof header - pos, "%s%lld", d ? "," : "",
-                                    (long long)s[i].shape[d]);
+            pos +=
+                (size_t)snprintf(header + pos, sizeof header - pos, "%s%lld", d ? "," : "", (long long)s[i].shape[d]);
         }
         size_t nb = ne * s[i].esize;
         pos += (size_t)snprintf(header + pos, sizeof header - pos, "],\"data_offsets\":[%zu,%zu]}", off, off + nb);
@@ -71,16 +69,18 @@ static void write_file(const char *path, const spec *s, int n, const char *meta,
     uint8_t *data = malloc(off ? off : 1);
     for (size_t i = 0; i < off; i++) data[i] = (uint8_t)(rand() & 0xff);
     write_raw(path, header, data, off, 0);
-    if (data_out) *data_out = data;
-    else free(data);
+    if (data_out)
+        *data_out = data;
+    else
+        free(data);
     if (len_out) *len_out = off;
 }
 
 static const spec k_all[] = {
-    {"f32", "F32", 2, {3, 5}, 4},    {"f16", "F16", 1, {7}, 2},          {"bf16", "BF16", 3, {2, 3, 4}, 2},
-    {"e4m3", "F8_E4M3", 2, {4, 4}, 1}, {"e5m2", "F8_E5M2", 1, {9}, 1},  {"u8", "U8", 2, {2, 8}, 1},
-    {"i8", "I8", 1, {5}, 1},         {"i32", "I32", 2, {3, 3}, 4},      {"i64", "I64", 1, {6}, 8},
-    {"scalar", "F32", 0, {0}, 4},    {"empty", "F16", 2, {0, 4}, 2},    {"f64", "F64", 1, {2}, 8},
+    {"f32", "F32", 2, {3, 5}, 4},      {"f16", "F16", 1, {7}, 2},      {"bf16", "BF16", 3, {2, 3, 4}, 2},
+    {"e4m3", "F8_E4M3", 2, {4, 4}, 1}, {"e5m2", "F8_E5M2", 1, {9}, 1}, {"u8", "U8", 2, {2, 8}, 1},
+    {"i8", "I8", 1, {5}, 1},           {"i32", "I32", 2, {3, 3}, 4},   {"i64", "I64", 1, {6}, 8},
+    {"scalar", "F32", 0, {0}, 4},      {"empty", "F16", 2, {0, 4}, 2}, {"f64", "F64", 1, {2}, 8},
 };
 
 static void test_round_trip(void) {
@@ -174,10 +174,10 @@ static void test_corruption(void) {
                   HR_EINVAL);
     expect_reject("oob.safetensors", "{\"w\":{\"dtype\":\"F32\",\"shape\":[4],\"data_offsets\":[8,24]}}", 16, 0,
                   "tensor 'w': data_offsets [8, 24] exceed data size 16", HR_EINVAL);
-    expect_reject("begin_gt_end.safetensors", "{\"w\":{\"dtype\":\"U8\",\"shape\":[0],\"data_offsets\":[8,4]}}",
-                  16, 0, "tensor 'w': data_offsets [8, 4] have begin > end", HR_EINVAL);
-    expect_reject("size.safetensors", "{\"w\":{\"dtype\":\"BF16\",\"shape\":[2,3],\"data_offsets\":[0,8]}}", 16,
-                  0, "tensor 'w': data_offsets [0, 8] hold 8 bytes but BF16 x shape needs 12", HR_EINVAL);
+    expect_reject("begin_gt_end.safetensors", "{\"w\":{\"dtype\":\"U8\",\"shape\":[0],\"data_offsets\":[8,4]}}", 16, 0,
+                  "tensor 'w': data_offsets [8, 4] have begin > end", HR_EINVAL);
+    expect_reject("size.safetensors", "{\"w\":{\"dtype\":\"BF16\",\"shape\":[2,3],\"data_offsets\":[0,8]}}", 16, 0,
+                  "tensor 'w': data_offsets [0, 8] hold 8 bytes but BF16 x shape needs 12", HR_EINVAL);
     expect_reject("overflow.safetensors",
                   "{\"w\":{\"dtype\":\"F32\",\"shape\":[4294967296,4294967296],\"data_offsets\":[0,8]}}", 16, 0,
                   "tensor 'w'", HR_EINVAL);
@@ -193,10 +193,10 @@ static void test_corruption(void) {
                   "tensor 'w': unknown dtype 'F4'", HR_EUNSUP);
     expect_reject("no_dtype.safetensors", "{\"w\":{\"shape\":[2],\"data_offsets\":[0,8]}}", 16, 0,
                   "tensor 'w': missing or non-string dtype", HR_EINVAL);
-    expect_reject("neg_shape.safetensors", "{\"w\":{\"dtype\":\"F32\",\"shape\":[-2],\"data_offsets\":[0,8]}}",
-                  16, 0, "tensor 'w': shape[0]", HR_EINVAL);
-    expect_reject("bad_offsets.safetensors", "{\"w\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0]}}", 16,
-                  0, "tensor 'w': data_offsets must be", HR_EINVAL);
+    expect_reject("neg_shape.safetensors", "{\"w\":{\"dtype\":\"F32\",\"shape\":[-2],\"data_offsets\":[0,8]}}", 16, 0,
+                  "tensor 'w': shape[0]", HR_EINVAL);
+    expect_reject("bad_offsets.safetensors", "{\"w\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0]}}", 16, 0,
+                  "tensor 'w': data_offsets must be", HR_EINVAL);
     expect_reject("dims.safetensors",
                   "{\"w\":{\"dtype\":\"F32\",\"shape\":[1,1,1,1,1,1,1,1,1],\"data_offsets\":[0,4]}}", 16, 0,
                   "tensor 'w': 9 dimensions", HR_EUNSUP);
@@ -256,8 +256,7 @@ static void test_sharded(void) {
                    "\"ghost\":\"model-00002-of-00002.safetensors\"}}");
     s = st_set_open_dir(dir, &err);
     CHECK(s == NULL);
-    CHECK_MSG(strstr(err.msg, "tensor 'ghost'") && strstr(err.msg, "model-00002-of-00002.safetensors"), "%s",
-              err.msg);
+    CHECK_MSG(strstr(err.msg, "tensor 'ghost'") && strstr(err.msg, "model-00002-of-00002.safetensors"), "%s", err.msg);
     st_set_close(s);
     /* index naming a missing shard */
     write_text(pi, "{\"weight_map\":{\"x.weight\":\"model-00003-of-00003.safetensors\"}}");
@@ -308,8 +307,8 @@ static void test_sharded(void) {
 }
 
 static void test_fixture_models(void) {
-    static const char *models[] = {"tiny-llama", "tiny-qwen2", "tiny-mixtral", "tiny-gpt-oss", "tiny-llama-fp8",
-                                   "tiny-llama-nvfp4"};
+    static const char *models[] = {"tiny-llama",   "tiny-qwen2",     "tiny-mixtral",
+                                   "tiny-gpt-oss", "tiny-llama-fp8", "tiny-llama-nvfp4"};
     for (size_t i = 0; i < HR_ARRAY_LEN(models); i++) {
         char dir[1024];
         snprintf(dir, sizeof dir, "%s/models/%s", test_fixtures(), models[i]);
@@ -367,7 +366,8 @@ static void test_fuzz(void) {
         int flips = 1 + rand() % 3;
         for (int k = 0; k < flips; k++) {
             size_t at = 8 + (size_t)rand() % (n - 8 > 200 ? 200 : n - 8);
-            m[at] = (uint8_t)(rand() % 3 == 0 ? (unsigned)(uint8_t)"0123456789[]{},:\"e"[rand() % 17] : (unsigned)(m[at] ^ (1u << (rand() % 8))));
+            m[at] = (uint8_t)(rand() % 3 == 0 ? (unsigned)(uint8_t) "0123456789[]{},:\"e"[rand() % 17]
+                                              : (unsigned)(m[at] ^ (1u << (rand() % 8))));
         }
         size_t len = (size_t)rand() % 8 == 0 ? (size_t)rand() % n : n; /* sometimes truncated too */
         FILE *o = fopen(tmp_path("fuzz.safetensors"), "wb");

@@ -70,7 +70,7 @@ static void test_fake_quant(void) {
     CHECK_NEAR(hr_fp8_fake_quant(1.0625f, 1.0f), 1.0, 0);  /* tie -> even mantissa */
     CHECK_NEAR(hr_fp8_fake_quant(1.1875f, 1.0f), 1.25, 0); /* tie -> even mantissa */
     CHECK_NEAR(hr_fp8_fake_quant(0.0f, 3.0f), 0.0, 0);
-    CHECK_NEAR(hr_fp8_fake_quant(1e-6f, 1.0f), 0.0, 0);    /* below half the smallest subnormal 2^-9 */
+    CHECK_NEAR(hr_fp8_fake_quant(1e-6f, 1.0f), 0.0, 0); /* below half the smallest subnormal 2^-9 */
     /* every representable value (times a scale) is a fixed point */
     int fixed = 0;
     for (int c = 0; c < 256; c++) {
