@@ -1,0 +1,147 @@
+/* AVX-512 kernels (compiled with -mavx512f/bw/vl/dq -mfma -mf16c; only called
+ * when the CPU has them). The GEMM tile is CPU_RB weight rows x up to CPU_TB
+ * tokens held in 16 zmm accumulators: each 16-wide slice of a weight row is
+ * loaded and widened to float32 once and used for every token of the block.
+ * K tails use masked loads, so odd K needs no scalar loop. */
+#include <immintrin.h>
+
+#include "backend/cpu/cpu.h"
+
+#define AI static inline __attribute__((always_inline))
+
+/* 16 weights from k (masked) widened to float32; wt is a constant after inlining. */
+AI __m512 load_w(const void *w, hr_dtype wt, int k, __mmask16 m) {
+    if (wt == HR_F32) return _mm512_maskz_loadu_ps(m, (const float *)w + k);
+    __m256i h = _mm256_maskz_loadu_epi16(m, (const uint16_t *)w + k);
+    if (wt == HR_F16) return _mm512_cvtph_ps(h);
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16)); /* bf16: high half of f32 */
+}
+
+/* out[t * ldo + r] = dot(x[t], wr[r]) for r < nr, t < tb. The rows past nr
+ * repeat the last valid row and are discarded. */
+AI void tile(float *out, int ldo, const float *x, int ldx, int tb, const void *const wr[CPU_RB], int nr,
+             hr_dtype wt, int K) {
+    __m512 acc[CPU_RB][CPU_TB];
+    for (int r = 0; r < CPU_RB; r++)
+        for (int t = 0; t < tb; t++) acc[r][t] = _mm512_setzero_ps();
+    int k = 0;
+    for (; k + 16 <= K; k += 16) {
+        __m512 wv[CPU_RB];
+        for (int r = 0; r < CPU_RB; r++) wv[r] = load_w(wr[r], wt, k, 0xffff);
+        for (int t = 0; t < tb; t++) {
+            __m512 xv = _mm512_loadu_ps(x + (size_t)t * ldx + k);
+            for (int r = 0; r < CPU_RB; r++) acc[r][t] = _mm512_fmadd_ps(wv[r], xv, acc[r][t]);
+        }
+    }
+    if (k < K) {
+        __mmask16 m = (__mmask16)((1u << (K - k)) - 1);
+        __m512 wv[CPU_RB];
+        for (int r = 0; r < CPU_RB; r++) wv[r] = load_w(wr[r], wt, k, m);
+        for (int t = 0; t < tb; t++) {
+            __m512 xv = _mm512_maskz_loadu_ps(m, x + (size_t)t * ldx + k);
+            for (int r = 0; r < CPU_RB; r++) acc[r][t] = _mm512_fmadd_ps(wv[r], xv, acc[r][t]);
+        }
+    }
+    for (int t = 0; t < tb; t++)
+        for (int r = 0; r < nr; r++) out[(size_t)t * ldo + r] = _mm512_reduce_add_ps(acc[r][t]);
+}
+
+/* Decode (one token): two accumulators per row over a 32-wide step, so 8
+ * independent FMA chains keep the loads streaming. */
+AI void tile1(float *out, const float *x, const void *const wr[CPU_RB], int nr, hr_dtype wt, int K) {
+    __m512 a0[CPU_RB], a1[CPU_RB];
+    for (int r = 0; r < CPU_RB; r++) a0[r] = a1[r] = _mm512_setzero_ps();
+    int k = 0;
+    for (; k + 32 <= K; k += 32) {
+        __m512 x0 = _mm512_loadu_ps(x + k), x1 = _mm512_loadu_ps(x + k + 16);
+        for (int r = 0; r < CPU_RB; r++) {
+            a0[r] = _mm512_fmadd_ps(load_w(wr[r], wt, k, 0xffff), x0, a0[r]);
+            a1[r] = _mm512_fmadd_ps(load_w(wr[r], wt, k + 16, 0xffff), x1, a1[r]);
+        }
+    }
+    for (; k < K; k += 16) {
+        int left = K - k;
+        __mmask16 m = left >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << left) - 1);
+        __m512 xv = _mm512_maskz_loadu_ps(m, x + k);
+        for (int r = 0; r < CPU_RB; r++) a0[r] = _mm512_fmadd_ps(load_w(wr[r], wt, k, m), xv, a0[r]);
+    }
+    for (int r = 0; r < nr; r++) out[r] = _mm512_reduce_add_ps(_mm512_add_ps(a0[r], a1[r]));
+}
+
+AI void gemm_t(float *out, int ldo, const float *x, int ldx, int T, const void *w, hr_dtype wt, int K, int n0,
+               int n1) {
+    size_t row_bytes = (size_t)K * hr_dtype_size(wt);
+    for (int n = n0; n < n1; n += CPU_RB) {
+        int nr = HR_MIN(CPU_RB, n1 - n);
+        const void *wr[CPU_RB];
+        for (int r = 0; r < CPU_RB; r++) wr[r] = (const char *)w + (size_t)(n + HR_MIN(r, nr - 1)) * row_bytes;
+        if (T == 1) {
+            tile1(out + n, x, wr, nr, wt, K);
+            continue;
+        }
+        for (int t0 = 0; t0 < T; t0 += CPU_TB) {
+            float *o = out + (size_t)t0 * ldo + n;
+            const float *xt = x + (size_t)t0 * ldx;
+            switch (HR_MIN(CPU_TB, T - t0)) {
+            case 1: tile(o, ldo, xt, ldx, 1, wr, nr, wt, K); break;
+            case 2: tile(o, ldo, xt, ldx, 2, wr, nr, wt, K); break;
+            case 3: tile(o, ldo, xt, ldx, 3, wr, nr, wt, K); break;
+            default: tile(o, ldo, xt, ldx, 4, wr, nr, wt, K); break;
+            }
+        }
+    }
+}
+
+static void gemm_f32(float *out, int ldo, const float *x, int ldx, int T, const void *w, int K, int n0, int n1) {
+    gemm_t(out, ldo, x, ldx, T, w, HR_F32, K, n0, n1);
+}
+static void gemm_bf16(float *out, int ldo, const float *x, int ldx, int T, const void *w, int K, int n0, int n1) {
+    gemm_t(out, ldo, x, ldx, T, w, HR_BF16, K, n0, n1);
+}
+static void gemm_f16(float *out, int ldo, const float *x, int ldx, int T, const void *w, int K, int n0, int n1) {
+    gemm_t(out, ldo, x, ldx, T, w, HR_F16, K, n0, n1);
+}
+
+static void gemm_avx512(float *out, int ldo, const float *x, int ldx, int T, const void *w, hr_dtype wt, int K,
+                        int n0, int n1) {
+    switch (wt) {
+    case HR_F32: gemm_f32(out, ldo, x, ldx, T, w, K, n0, n1); break;
+    case HR_BF16: gemm_bf16(out, ldo, x, ldx, T, w, K, n0, n1); break;
+    case HR_F16: gemm_f16(out, ldo, x, ldx, T, w, K, n0, n1); break;
+    default: HR_ASSERT_MSG(0, "avx512 gemm: weight dtype not F32/BF16/F16");
+    }
+}
+
+static float dot_avx512(const float *a, const float *b, int n) {
+    __m512 s0 = _mm512_setzero_ps(), s1 = _mm512_setzero_ps();
+    int i = 0;
+    for (; i + 32 <= n; i += 32) {
+        s0 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i), _mm512_loadu_ps(b + i), s0);
+        s1 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i + 16), _mm512_loadu_ps(b + i + 16), s1);
+    }
+    for (; i < n; i += 16) {
+        int left = n - i;
+        __mmask16 m = left >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << left) - 1);
+        s0 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, a + i), _mm512_maskz_loadu_ps(m, b + i), s0);
+    }
+    return _mm512_reduce_add_ps(_mm512_add_ps(s0, s1));
+}
+
+static void axpy_avx512(float *y, float a, const float *x, int n) {
+    __m512 av = _mm512_set1_ps(a);
+    int i = 0;
+    for (; i + 16 <= n; i += 16)
+        _mm512_storeu_ps(y + i, _mm512_fmadd_ps(av, _mm512_loadu_ps(x + i), _mm512_loadu_ps(y + i)));
+    if (i < n) {
+        __mmask16 m = (__mmask16)((1u << (n - i)) - 1);
+        _mm512_mask_storeu_ps(y + i, m,
+                              _mm512_fmadd_ps(av, _mm512_maskz_loadu_ps(m, x + i), _mm512_maskz_loadu_ps(m, y + i)));
+    }
+}
+
+const cpu_kernels cpu_kernels_avx512 = {
+    .name = "avx512",
+    .gemm = gemm_avx512,
+    .dot = dot_avx512,
+    .axpy = axpy_avx512,
+};
