@@ -22,7 +22,7 @@ typedef struct {
 static const type_defaults k_types[] = {
     /* type       max_pos  eps    theta     bias   E    k  window */
     {"llama",     2048,    1e-6f, 10000.0f,  false, 0,   0, 0},
-    {"mistral",   32768,   1e-6f, 10000.0f,  false, 0,   0, 4096},
+    {"mistral",   131072,  1e-6f, 10000.0f,  false, 0,   0, 4096},
     {"qwen2",     32768,   1e-6f, 10000.0f,  true,  0,   0, 4096},
     {"mixtral",   131072,  1e-5f, 1e6f,      false, 8,   2, 0},
     {"gpt_oss",   131072,  1e-5f, 150000.0f, true,  128, 4, 128},

@@ -177,6 +177,8 @@ static void test_spellings(void) {
     CHECK_EQ_INT(c.rope_type, HR_ROPE_DEFAULT);
     CHECK_EQ_INT(c.sliding_window, 4096);
     CHECK(c.layer_is_sliding[0] && c.layer_is_sliding[3]);
+    CHECK_EQ_INT(c.max_position_embeddings, 131072); /* MistralConfig: 4096 * 32 */
+    CHECK_NEAR(c.rms_norm_eps, 1e-6, 1e-12);
 
     /* per-layer-type rope_parameters (transformers 5) */
     CHECK_EQ_INT(parse("{\"model_type\":\"llama\"," BASE ",\"rope_parameters\":{\"full_attention\":"
@@ -213,6 +215,7 @@ static void test_spellings(void) {
                        &c, &err),
                  HR_OK);
     CHECK_EQ_INT(c.sliding_window, 64);
+    CHECK_EQ_INT(c.max_position_embeddings, 32768);
     CHECK(!c.layer_is_sliding[0] && !c.layer_is_sliding[1] && c.layer_is_sliding[2] && c.layer_is_sliding[3]);
 
     /* modelopt in config.json */
