@@ -31,17 +31,23 @@ static int copy_out(char *out, size_t out_len, const char *s, hr_err *err) {
     return HR_OK;
 }
 
-/* The hub cache root, per huggingface_hub's precedence. */
-static void hub_root(char *buf, size_t n) {
+/* The hub cache root, per huggingface_hub's precedence; returns what chose it. */
+static const char *hub_root(char *buf, size_t n) {
     const char *v;
-    if ((v = getenv("HF_HUB_CACHE")) && *v)
+    if ((v = getenv("HF_HUB_CACHE")) && *v) {
         snprintf(buf, n, "%s", v);
-    else if ((v = getenv("HF_HOME")) && *v)
+        return "$HF_HUB_CACHE";
+    }
+    if ((v = getenv("HF_HOME")) && *v) {
         snprintf(buf, n, "%s/hub", v);
-    else if ((v = getenv("XDG_CACHE_HOME")) && *v)
+        return "$HF_HOME/hub";
+    }
+    if ((v = getenv("XDG_CACHE_HOME")) && *v) {
         snprintf(buf, n, "%s/huggingface/hub", v);
-    else
-        snprintf(buf, n, "%s/.cache/huggingface/hub", (v = getenv("HOME")) && *v ? v : ".");
+        return "$XDG_CACHE_HOME/huggingface/hub";
+    }
+    snprintf(buf, n, "%s/.cache/huggingface/hub", (v = getenv("HOME")) && *v ? v : ".");
+    return "~/.cache/huggingface/hub, as no $HF_HUB_CACHE or $HF_HOME is set";
 }
 
 /* A repo id is "name" or "org/name": letters, digits, '-', '_', '.', no "..". */
@@ -172,13 +178,12 @@ int hr_model_path_resolve(const char *spec, char *out, size_t out_len, hr_err *e
         return hr_err_set(err, HR_ENOTFOUND,
                           "model '%s' not found: no such file or directory (and not a Hugging Face id)", spec);
     char hub[2048], tried[3000];
-    hub_root(hub, sizeof hub);
+    const char *why = hub_root(hub, sizeof hub);
     int rc = resolve_in_hub(hub, id, rev, out, out_len, tried, sizeof tried);
     if (rc == HR_OK) return HR_OK;
     if (rc != HR_ENOTFOUND) return hr_err_set(err, rc, "model '%s': resolved path too long", spec);
     return hr_err_set(err, HR_ENOTFOUND,
                       "model '%s' not found: not a local path, and not in the Hugging Face cache: %s "
-                      "(cache root from $HF_HUB_CACHE, $HF_HOME/hub or ~/.cache/huggingface/hub; hearth does not "
-                      "download: fetch it with `hf download %s`)",
-                      spec, tried, id);
+                      "(cache root from %s; hearth does not download: fetch it with `hf download %s`)",
+                      spec, tried, why, id);
 }

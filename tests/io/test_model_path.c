@@ -110,6 +110,7 @@ int main(void) {
     expect_fail("org/model@nope", HR_ENOTFOUND, "no ref or snapshot 'nope'", hub);
     expect_fail("org/model@../../etc", HR_ENOTFOUND, "not a Hugging Face id", NULL);
     expect_fail("org/other", HR_ENOTFOUND, "models--org--other (no such directory)", "hf download org/other");
+    expect_fail("org/other", HR_ENOTFOUND, "cache root from $HF_HUB_CACHE", NULL);
     expect_fail("a/b/c", HR_ENOTFOUND, "not a Hugging Face id", NULL);
 
     /* a ref pointing at a missing snapshot */
@@ -159,7 +160,7 @@ int main(void) {
     make_repo(hub2, "org--model", "main", "fromhome");
     snprintf(want, sizeof want, "%s/models--org--model/snapshots/fromhome", hub2);
     expect_ok("org/model", want);
-    expect_fail("org/absent", HR_ENOTFOUND, hub2, NULL);
+    expect_fail("org/absent", HR_ENOTFOUND, hub2, "no $HF_HUB_CACHE or $HF_HOME");
 
     char cmd[512];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", g_root);
