@@ -1,0 +1,66 @@
+/* Not a unit test: throughput of the CPU linear op (decode T=1 and prefill
+ * blocks) on a BF16 weight, next to a plain streaming-read bandwidth for
+ * comparison. Build by hand against a release build directory:
+ *   gcc -O2 -D_GNU_SOURCE -Isrc tests/backend/bench_cpu_linear.c \
+ *       build-cpu/libhr_backend.a build-cpu/libhr_quant.a build-cpu/libhr_core.a -lpthread -lm -o /tmp/bench_lin
+ *   /tmp/bench_lin [threads] [N] [K]        (HEARTH_CPU_ISA=scalar|avx2|avx512 to pick kernels) */
+#include <immintrin.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "backend/backend.h"
+#include "backend/cpu/cpu.h"
+
+static double read_gbps(size_t bytes) {
+    float *a = aligned_alloc(64, bytes);
+    for (size_t i = 0; i < bytes / 4; i++) a[i] = (float)(i & 255);
+    double best = 0;
+    volatile float sink = 0;
+    for (int it = 0; it < 5; it++) {
+        double t0 = hr_time_now();
+        float s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+        for (size_t i = 0; i < bytes / 4; i += 4) s0 += a[i], s1 += a[i + 1], s2 += a[i + 2], s3 += a[i + 3];
+        sink = s0 + s1 + s2 + s3;
+        double dt = hr_time_now() - t0;
+        if (bytes / dt / 1e9 > best) best = bytes / dt / 1e9;
+    }
+    (void)sink;
+    free(a);
+    return best;
+}
+
+int main(int argc, char **argv) {
+    int threads = argc > 1 ? atoi(argv[1]) : 0;
+    int64_t N = argc > 2 ? atoll(argv[2]) : 4096, K = argc > 3 ? atoll(argv[3]) : 4096;
+    hr_err err = {0};
+    hr_backend *be = hr_backend_cpu_create(threads, &err);
+    if (!be) return fprintf(stderr, "%s\n", err.msg), 1;
+    int64_t new[2] = {N, K};
+    hr_tensor *w = be->ops->tensor_new(be, HR_BF16, 2, new, "w");
+    uint16_t *wh = (uint16_t *)w->data;
+    for (int64_t i = 0; i < N * K; i++) wh[i] = hr_f32_to_bf16((float)((i * 2654435761u) % 1000) / 1000.0f - 0.5f);
+    int Ts[] = {1, 8, 64};
+    printf("isa %s, threads %d, W [%lld, %lld] BF16 (%.1f MB)\n", hr_backend_cpu_isa(be), hr_threadpool_size(cpu_of(be)->pool),
+           (long long)N, (long long)K, N * K * 2 / 1e6);
+    for (int ti = 0; ti < 3; ti++) {
+        int T = Ts[ti];
+        int64_t nex[2] = {T, K}, neo[2] = {T, N};
+        hr_tensor *x = be->ops->tensor_new(be, HR_F32, 2, nex, "x"), *o = be->ops->tensor_new(be, HR_F32, 2, neo, "o");
+        for (int64_t i = 0; i < T * K; i++) ((float *)x->data)[i] = (float)(i % 7) * 0.1f;
+        hr_linear l = {.w = w};
+        be->ops->linear(be, o, x, &l);
+        int iters = T == 1 ? 50 : 10;
+        double t0 = hr_time_now();
+        for (int i = 0; i < iters; i++) be->ops->linear(be, o, x, &l);
+        double dt = (hr_time_now() - t0) / iters;
+        printf("T=%-3d %8.3f ms  weights %6.1f GB/s  %7.1f GFLOP/s\n", T, dt * 1e3, N * K * 2 / dt / 1e9,
+               2.0 * T * N * K / dt / 1e9);
+        be->ops->tensor_free(be, x);
+        be->ops->tensor_free(be, o);
+    }
+    printf("single-thread streaming read: %.1f GB/s\n", read_gbps((size_t)N * K * 2));
+    be->ops->tensor_free(be, w);
+    hr_backend_free(be);
+    return 0;
+}
