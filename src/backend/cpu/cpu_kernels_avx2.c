@@ -7,6 +7,8 @@
 #include "backend/cpu/cpu.h"
 
 #define AI static inline __attribute__((always_inline))
+/* The r/t loops below must unroll completely so the accumulators live in
+ * registers (GCC -O2 keeps them in memory otherwise). */
 #define TB2 2
 
 AI __m256 load_w(const void *w, hr_dtype wt, int k) {
@@ -32,18 +34,25 @@ AI float hsum(__m256 v) {
 AI void tile(float *out, int ldo, const float *x, int ldx, int tb, const void *const wr[CPU_RB], int nr,
              hr_dtype wt, int K) {
     __m256 acc[CPU_RB][TB2];
+    #pragma GCC unroll 4
     for (int r = 0; r < CPU_RB; r++)
+        #pragma GCC unroll 4
         for (int t = 0; t < tb; t++) acc[r][t] = _mm256_setzero_ps();
     int k = 0;
     for (; k + 8 <= K; k += 8) {
         __m256 wv[CPU_RB];
+        #pragma GCC unroll 4
         for (int r = 0; r < CPU_RB; r++) wv[r] = load_w(wr[r], wt, k);
+        #pragma GCC unroll 4
         for (int t = 0; t < tb; t++) {
             __m256 xv = _mm256_loadu_ps(x + (size_t)t * ldx + k);
+            #pragma GCC unroll 4
             for (int r = 0; r < CPU_RB; r++) acc[r][t] = _mm256_fmadd_ps(wv[r], xv, acc[r][t]);
         }
     }
+    #pragma GCC unroll 4
     for (int t = 0; t < tb; t++)
+        #pragma GCC unroll 4
         for (int r = 0; r < nr; r++) {
             float s = hsum(acc[r][t]);
             for (int kk = k; kk < K; kk++) s += load_w1(wr[r], wt, kk) * x[(size_t)t * ldx + kk];
@@ -57,6 +66,7 @@ AI void gemm_t(float *out, int ldo, const float *x, int ldx, int T, const void *
     for (int n = n0; n < n1; n += CPU_RB) {
         int nr = HR_MIN(CPU_RB, n1 - n);
         const void *wr[CPU_RB];
+        #pragma GCC unroll 4
         for (int r = 0; r < CPU_RB; r++) wr[r] = (const char *)w + (size_t)(n + HR_MIN(r, nr - 1)) * row_bytes;
         for (int t0 = 0; t0 < T; t0 += TB2) {
             float *o = out + (size_t)t0 * ldo + n;

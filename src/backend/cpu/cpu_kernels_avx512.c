@@ -8,6 +8,8 @@
 #include "backend/cpu/cpu.h"
 
 #define AI static inline __attribute__((always_inline))
+/* The r/t loops below must unroll completely so the accumulators live in
+ * registers (GCC -O2 keeps them in memory otherwise). */
 
 /* 16 weights from k (masked) widened to float32; wt is a constant after inlining. */
 AI __m512 load_w(const void *w, hr_dtype wt, int k, __mmask16 m) {
@@ -22,27 +24,37 @@ AI __m512 load_w(const void *w, hr_dtype wt, int k, __mmask16 m) {
 AI void tile(float *out, int ldo, const float *x, int ldx, int tb, const void *const wr[CPU_RB], int nr,
              hr_dtype wt, int K) {
     __m512 acc[CPU_RB][CPU_TB];
+    #pragma GCC unroll 4
     for (int r = 0; r < CPU_RB; r++)
+        #pragma GCC unroll 4
         for (int t = 0; t < tb; t++) acc[r][t] = _mm512_setzero_ps();
     int k = 0;
     for (; k + 16 <= K; k += 16) {
         __m512 wv[CPU_RB];
+        #pragma GCC unroll 4
         for (int r = 0; r < CPU_RB; r++) wv[r] = load_w(wr[r], wt, k, 0xffff);
+        #pragma GCC unroll 4
         for (int t = 0; t < tb; t++) {
             __m512 xv = _mm512_loadu_ps(x + (size_t)t * ldx + k);
+            #pragma GCC unroll 4
             for (int r = 0; r < CPU_RB; r++) acc[r][t] = _mm512_fmadd_ps(wv[r], xv, acc[r][t]);
         }
     }
     if (k < K) {
         __mmask16 m = (__mmask16)((1u << (K - k)) - 1);
         __m512 wv[CPU_RB];
+        #pragma GCC unroll 4
         for (int r = 0; r < CPU_RB; r++) wv[r] = load_w(wr[r], wt, k, m);
+        #pragma GCC unroll 4
         for (int t = 0; t < tb; t++) {
             __m512 xv = _mm512_maskz_loadu_ps(m, x + (size_t)t * ldx + k);
+            #pragma GCC unroll 4
             for (int r = 0; r < CPU_RB; r++) acc[r][t] = _mm512_fmadd_ps(wv[r], xv, acc[r][t]);
         }
     }
+    #pragma GCC unroll 4
     for (int t = 0; t < tb; t++)
+        #pragma GCC unroll 4
         for (int r = 0; r < nr; r++) out[(size_t)t * ldo + r] = _mm512_reduce_add_ps(acc[r][t]);
 }
 
@@ -50,10 +62,12 @@ AI void tile(float *out, int ldo, const float *x, int ldx, int tb, const void *c
  * independent FMA chains keep the loads streaming. */
 AI void tile1(float *out, const float *x, const void *const wr[CPU_RB], int nr, hr_dtype wt, int K) {
     __m512 a0[CPU_RB], a1[CPU_RB];
+    #pragma GCC unroll 4
     for (int r = 0; r < CPU_RB; r++) a0[r] = a1[r] = _mm512_setzero_ps();
     int k = 0;
     for (; k + 32 <= K; k += 32) {
         __m512 x0 = _mm512_loadu_ps(x + k), x1 = _mm512_loadu_ps(x + k + 16);
+        #pragma GCC unroll 4
         for (int r = 0; r < CPU_RB; r++) {
             a0[r] = _mm512_fmadd_ps(load_w(wr[r], wt, k, 0xffff), x0, a0[r]);
             a1[r] = _mm512_fmadd_ps(load_w(wr[r], wt, k + 16, 0xffff), x1, a1[r]);
@@ -63,8 +77,10 @@ AI void tile1(float *out, const float *x, const void *const wr[CPU_RB], int nr, 
         int left = K - k;
         __mmask16 m = left >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << left) - 1);
         __m512 xv = _mm512_maskz_loadu_ps(m, x + k);
+        #pragma GCC unroll 4
         for (int r = 0; r < CPU_RB; r++) a0[r] = _mm512_fmadd_ps(load_w(wr[r], wt, k, m), xv, a0[r]);
     }
+    #pragma GCC unroll 4
     for (int r = 0; r < nr; r++) out[r] = _mm512_reduce_add_ps(_mm512_add_ps(a0[r], a1[r]));
 }
 
@@ -74,6 +90,7 @@ AI void gemm_t(float *out, int ldo, const float *x, int ldx, int T, const void *
     for (int n = n0; n < n1; n += CPU_RB) {
         int nr = HR_MIN(CPU_RB, n1 - n);
         const void *wr[CPU_RB];
+        #pragma GCC unroll 4
         for (int r = 0; r < CPU_RB; r++) wr[r] = (const char *)w + (size_t)(n + HR_MIN(r, nr - 1)) * row_bytes;
         if (T == 1) {
             tile1(out + n, x, wr, nr, wt, K);
