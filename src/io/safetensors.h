@@ -19,7 +19,8 @@ typedef struct st_tensor {
     hr_dtype dtype;
     int ndim;
     int64_t shape[ST_MAX_DIMS];
-    const void *data;   /* into the mapping */
+    const void *data;   /* into the mapping; element-aligned only if the writer padded the
+                           header (the Python writer pads to 8): copy or read bytewise */
     size_t nbytes;
     const char *file;   /* path of the file holding it */
 } st_tensor;
