@@ -115,6 +115,8 @@ typedef struct tok_step {
 typedef struct tok_added {
     char *content;
     size_t len;
+    char *pat; /* what is matched: content, or for normalized tokens the normalized content */
+    size_t pat_len;
     int32_t id;
     bool special, lstrip, rstrip, normalized, single_word;
 } tok_added;
@@ -137,6 +139,7 @@ struct hr_tokenizer {
     int n_added;
     int added_first[257]; /* added[added_first[c] .. added_first[c+1]) start with byte c */
     bool has_added_normalized;
+    pcre2_code *word_re; /* Rust regex's \w, for single_word tokens */
 
     tok_step *norm, *pre, *dec;
     int n_norm, n_pre, n_dec;

@@ -58,6 +58,8 @@ void tok_add_added(hr_tokenizer *t, const tok_added *a) {
     d->content = hr_xmalloc(a->len + 1);
     memcpy(d->content, a->content, a->len);
     d->content[a->len] = 0;
+    d->pat = d->content;
+    d->pat_len = d->len;
     if (a->normalized) t->has_added_normalized = true;
     tok_set_token(t, a->id, a->content, a->len, false);
     if (a->special) t->special[a->id] = 1;
@@ -67,28 +69,10 @@ void tok_add_added(hr_tokenizer *t, const tok_added *a) {
  * a position is the leftmost-longest match. */
 static int added_cmp(const void *x, const void *y) {
     const tok_added *a = x, *b = y;
-    unsigned ca = a->len ? (unsigned char)a->content[0] : 0, cb = b->len ? (unsigned char)b->content[0] : 0;
+    unsigned ca = a->pat_len ? (unsigned char)a->pat[0] : 0, cb = b->pat_len ? (unsigned char)b->pat[0] : 0;
     if (ca != cb) return ca < cb ? -1 : 1;
-    if (a->len != b->len) return a->len < b->len ? 1 : -1;
+    if (a->pat_len != b->pat_len) return a->pat_len < b->pat_len ? 1 : -1;
     return a->id - b->id;
-}
-
-int tok_finish(hr_tokenizer *t, hr_err *err) {
-    (void)err;
-    if (t->byte_fallback) {
-        for (int b = 0; b < 256; b++) {
-            char s[8];
-            snprintf(s, sizeof(s), "<0x%02X>", b);
-            t->byte_tok[b] = tok_smap_get(&t->vocab, s, 6);
-        }
-    }
-    qsort(t->added, (size_t)t->n_added, sizeof(tok_added), added_cmp);
-    for (int c = 0; c <= 256; c++) t->added_first[c] = t->n_added;
-    for (int i = t->n_added - 1; i >= 0; i--)
-        if (t->added[i].len) t->added_first[(unsigned char)t->added[i].content[0]] = i;
-    for (int c = 255; c >= 0; c--)
-        if (t->added_first[c] > t->added_first[c + 1]) t->added_first[c] = t->added_first[c + 1];
-    return HR_OK;
 }
 
 void tok_step_free(tok_step *s) {
@@ -119,7 +103,11 @@ void hr_tokenizer_free(hr_tokenizer *t) {
     free(t->special);
     tok_smap_free(&t->vocab);
     tok_pmap_free(&t->merges);
-    for (int i = 0; i < t->n_added; i++) free(t->added[i].content);
+    for (int i = 0; i < t->n_added; i++) {
+        if (t->added[i].pat != t->added[i].content) free(t->added[i].pat);
+        free(t->added[i].content);
+    }
+    if (t->word_re) pcre2_code_free(t->word_re);
     free(t->added);
     for (int i = 0; i < t->n_norm; i++) tok_step_free(&t->norm[i]);
     for (int i = 0; i < t->n_pre; i++) tok_step_free(&t->pre[i]);
@@ -362,27 +350,26 @@ static void normalize(const hr_tokenizer *t, rx_ctx *rx, const char *s, size_t n
 
 /* ---- added tokens --------------------------------------------------------- */
 
-static bool is_word_char(uint32_t cp) {
-    /* Rust char::is_alphanumeric() || '_' is what HF checks; beyond ASCII we
-     * approximate alphanumeric as "not whitespace and not ASCII punctuation". */
-    if (cp < 0x80) return isalnum((int)cp) || cp == '_';
-    return !tok_is_whitespace(cp);
+/* HF's single_word test is Rust regex \w against the neighbouring char. */
+static bool is_word_char(const hr_tokenizer *t, const char *c, size_t l) {
+    pcre2_match_data *md = pcre2_match_data_create(1, NULL);
+    int rc = pcre2_match(t->word_re, (PCRE2_SPTR)c, l, 0, PCRE2_ANCHORED | PCRE2_NO_UTF_CHECK, md, NULL);
+    pcre2_match_data_free(md);
+    return rc >= 0;
 }
 
-static bool ends_with_word(const char *s, size_t n) {
+static bool ends_with_word(const hr_tokenizer *t, const char *s, size_t n) {
     if (!n) return false;
     size_t k = n - 1;
     while (k > 0 && ((unsigned char)s[k] & 0xC0) == 0x80) k--;
-    uint32_t cp;
-    tok_utf8_decode(s + k, n - k, &cp);
-    return is_word_char(cp);
+    return is_word_char(t, s + k, n - k);
 }
 
-static bool starts_with_word(const char *s, size_t n) {
+static bool starts_with_word(const hr_tokenizer *t, const char *s, size_t n) {
     if (!n) return false;
     uint32_t cp;
-    tok_utf8_decode(s, n, &cp);
-    return is_word_char(cp);
+    size_t l = tok_utf8_decode(s, n, &cp);
+    return is_word_char(t, s, l);
 }
 
 /* Cuts s into text pieces and added-token pieces (fixed ids). Only tokens
@@ -397,9 +384,9 @@ static void split_added(const hr_tokenizer *t, const char *s, size_t n, bool wan
         unsigned c0 = (unsigned char)s[i];
         for (int k = t->added_first[c0]; k < t->added_first[c0 + 1]; k++) {
             const tok_added *a = &t->added[k];
-            if (a->normalized != want_norm || a->len == 0 || a->len > n - i) continue;
+            if (a->normalized != want_norm || a->pat_len == 0 || a->pat_len > n - i) continue;
             if (!parse_special && a->special) continue;
-            if (memcmp(s + i, a->content, a->len) == 0) {
+            if (memcmp(s + i, a->pat, a->pat_len) == 0) {
                 hit = a;
                 break;
             }
@@ -408,11 +395,11 @@ static void split_added(const hr_tokenizer *t, const char *s, size_t n, bool wan
             i++;
             continue;
         }
-        size_t ms = i, me = i + hit->len;
+        size_t ms = i, me = i + hit->pat_len;
         i = me;
         if (hit->single_word) {
-            bool start_space = ms == 0 || !ends_with_word(s, ms);
-            bool stop_space = me == n || !starts_with_word(s + me, n - me);
+            bool start_space = ms == 0 || !ends_with_word(t, s, ms);
+            bool stop_space = me == n || !starts_with_word(t, s + me, n - me);
             if (!start_space || !stop_space) continue;
         }
         if (hit->lstrip) {
@@ -732,18 +719,16 @@ static void dec_step(const tok_step *st, const tok_pieces *in, tok_pieces *out) 
         }
         break;
     case TOK_D_METASPACE:
+        /* HF's Metaspace decoder: the replacement becomes a space, except in
+         * the first token where (unless prepend_scheme is never) every
+         * occurrence is dropped, not just the leading one */
         for (size_t i = 0; i < in->n; i++) {
             size_t n;
             const char *s = tok_piece(in, i, &n);
             tmp.len = 0;
-            replace_all(s, n, st->str, st->str_len, " ", 1, &tmp);
-            const char *p = tmp.p ? tmp.p : "";
-            size_t pl = tmp.len;
-            if (i == 0 && st->prepend != TOK_PREPEND_NEVER && pl && p[0] == ' ') {
-                p++;
-                pl--;
-            }
-            tok_pieces_add(out, p, pl, -1);
+            bool drop = i == 0 && st->prepend != TOK_PREPEND_NEVER;
+            replace_all(s, n, st->str, st->str_len, " ", drop ? 0 : 1, &tmp);
+            tok_pieces_add(out, tmp.p ? tmp.p : "", tmp.len, -1);
         }
         break;
     case TOK_D_STRIP:
@@ -852,6 +837,51 @@ int32_t hr_tokenizer_eos(const hr_tokenizer *t) { return t->eos; }
 const char *hr_tokenizer_chat_template(const hr_tokenizer *t) { return t->chat_template; }
 const char *hr_tokenizer_bos_str(const hr_tokenizer *t) { return t->bos_str ? t->bos_str : ""; }
 const char *hr_tokenizer_eos_str(const hr_tokenizer *t) { return t->eos_str ? t->eos_str : ""; }
+
+/* ---- finishing a load ---------------------------------------------------- */
+
+int tok_finish(hr_tokenizer *t, hr_err *err) {
+    bool single = false;
+    /* HF matches normalized added tokens by their normalized content */
+    for (int i = 0; i < t->n_added; i++) {
+        tok_added *a = &t->added[i];
+        single = single || a->single_word;
+        if (!a->normalized || !t->n_norm) continue;
+        tok_buf nb = {0};
+        rx_ctx rx = {0};
+        normalize(t, &rx, a->content, a->len, &nb);
+        rx_free(&rx);
+        tok_buf_put(&nb, "", 0);
+        a->pat = nb.p;
+        a->pat_len = nb.len;
+        /* HF also decodes such a token as its normalized content; ids that
+         * are in the model vocab keep their vocab string (the map points
+         * into it) */
+        if (tok_smap_get(&t->vocab, t->tok[a->id], t->tok_len[a->id]) != a->id) {
+            free(t->tok[a->id]);
+            t->tok[a->id] = hr_xstrdup(a->pat);
+            t->tok_len[a->id] = (uint32_t)a->pat_len;
+        }
+    }
+    if (single) {
+        static const char w[] = "[\\p{Alphabetic}\\p{M}\\p{Nd}\\p{Pc}\\x{200C}\\x{200D}]";
+        if (!(t->word_re = tok_regex_compile(w, sizeof(w) - 1, err))) return err->code;
+    }
+    if (t->byte_fallback) {
+        for (int b = 0; b < 256; b++) {
+            char s[8];
+            snprintf(s, sizeof(s), "<0x%02X>", b);
+            t->byte_tok[b] = tok_smap_get(&t->vocab, s, 6);
+        }
+    }
+    qsort(t->added, (size_t)t->n_added, sizeof(tok_added), added_cmp);
+    for (int c = 0; c <= 256; c++) t->added_first[c] = t->n_added;
+    for (int i = t->n_added - 1; i >= 0; i--)
+        if (t->added[i].pat_len) t->added_first[(unsigned char)t->added[i].pat[0]] = i;
+    for (int c = 255; c >= 0; c--)
+        if (t->added_first[c] > t->added_first[c + 1]) t->added_first[c] = t->added_first[c + 1];
+    return HR_OK;
+}
 
 /* ---- loading -------------------------------------------------------------- */
 

