@@ -12,7 +12,7 @@ static const struct {
     [HR_U8] = {"U8", 1},           [HR_I8] = {"I8", 1},    [HR_I32] = {"I32", 4},
     [HR_I64] = {"I64", 8},         [HR_F64] = {"F64", 8},  [HR_I16] = {"I16", 2},
     [HR_U16] = {"U16", 2},         [HR_U32] = {"U32", 4},  [HR_U64] = {"U64", 8},
-    [HR_BOOL] = {"BOOL", 1},
+    [HR_BOOL] = {"BOOL", 1},       [HR_F8_E8M0] = {"F8_E8M0", 1},
 };
 
 size_t hr_dtype_size(hr_dtype t) { return (unsigned)t < HR_DTYPE_COUNT ? k_dtypes[t].size : 0; }
@@ -149,6 +149,7 @@ void hr_convert_to_f32(hr_dtype t, const void *src, float *dst, size_t n) {
     case HR_F8_E4M3: for (size_t i = 0; i < n; i++) dst[i] = hr_e4m3_to_f32(((const uint8_t *)src)[i]); break;
     case HR_F8_E5M2: for (size_t i = 0; i < n; i++) dst[i] = hr_e5m2_to_f32(((const uint8_t *)src)[i]); break;
     case HR_F64: for (size_t i = 0; i < n; i++) dst[i] = (float)((const double *)src)[i]; break;
+    case HR_F8_E8M0: for (size_t i = 0; i < n; i++) dst[i] = hr_e8m0_to_f32(((const uint8_t *)src)[i]); break;
     case HR_U8: for (size_t i = 0; i < n; i++) dst[i] = ((const uint8_t *)src)[i]; break;
     case HR_I8: for (size_t i = 0; i < n; i++) dst[i] = ((const int8_t *)src)[i]; break;
     case HR_I32: for (size_t i = 0; i < n; i++) dst[i] = (float)((const int32_t *)src)[i]; break;

@@ -24,6 +24,7 @@ typedef enum hr_dtype {
     HR_U32,
     HR_U64,
     HR_BOOL,
+    HR_F8_E8M0,   /* MX block scales: 2^(v-127) */
     HR_DTYPE_COUNT
 } hr_dtype;
 
