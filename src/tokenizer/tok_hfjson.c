@@ -87,9 +87,14 @@ static int read_normalizer(json_t *n, hr_tokenizer *t, hr_err *err) {
         s->right = jbool(n, "strip_right", true);
         return HR_OK;
     }
-    /* NFC/NFKC/... need the Unicode composition tables, Lowercase the full
-     * case mapping; producing approximate ids silently would be worse than
-     * refusing. */
+    if (!strcmp(type, "NFC")) {
+        tok_step *s = new_step(&t->norm, &t->n_norm);
+        s->type = TOK_N_NFC;
+        return HR_OK;
+    }
+    /* NFD/NFKC/NFKD and Lowercase need more Unicode tables (compatibility
+     * decompositions, full case mapping); approximate ids would be worse
+     * than refusing. */
     return hr_err_set(err, HR_EUNSUP, "tokenizer.json: normalizer %s is not supported", type);
 }
 

@@ -91,7 +91,7 @@ int tok_cp_to_byte(uint32_t cp); /* -1 if not a mapped char */
 /* ---- steps ---------------------------------------------------------------- */
 typedef enum {
     /* normalizers */
-    TOK_N_PREPEND, TOK_N_REPLACE, TOK_N_LOWERCASE, TOK_N_STRIP, TOK_N_NFC_ASCII,
+    TOK_N_PREPEND, TOK_N_REPLACE, TOK_N_STRIP, TOK_N_NFC,
     /* pre-tokenizers */
     TOK_P_BYTELEVEL, TOK_P_SPLIT, TOK_P_DIGITS, TOK_P_METASPACE, TOK_P_WHITESPACE_SPLIT,
     /* decoders */

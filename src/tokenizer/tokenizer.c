@@ -9,6 +9,7 @@
 #include <sys/stat.h>
 
 #include "tokenizer/tok_internal.h"
+#include "tokenizer/tok_unicode.h"
 
 /* ---- construction --------------------------------------------------------- */
 
@@ -285,9 +286,8 @@ static void replace_all(const char *s, size_t n, const char *pat, size_t pn, con
     tok_buf_put(o, s + run, n - run);
 }
 
-/* Lowercase for ASCII and the common 2-byte Latin/Greek/Cyrillic ranges is
- * not enough for exactness, so the loader only accepts Lowercase when the
- * vocabulary is plain; here we lowercase ASCII and leave other text alone. */
+/* Runs the normalizer chain over one text piece (HF normalizes each piece
+ * between added tokens separately). */
 static void normalize(const hr_tokenizer *t, rx_ctx *rx, const char *s, size_t n, tok_buf *out) {
     tok_buf a = {0}, b = {0};
     tok_buf_put(&a, s, n);
@@ -312,8 +312,8 @@ static void normalize(const hr_tokenizer *t, rx_ctx *rx, const char *s, size_t n
             } else
                 replace_all(a.p, a.len, st->str, st->str_len, st->str2, st->str2_len, &b);
             break;
-        case TOK_N_LOWERCASE:
-            for (size_t i = 0; i < a.len; i++) tok_buf_putc(&b, (char)tolower((unsigned char)a.p[i]));
+        case TOK_N_NFC:
+            tok_nfc(a.p, a.len, &b);
             break;
         case TOK_N_STRIP: {
             size_t i = 0, j = a.len;

@@ -51,7 +51,9 @@ WS = [" ", "  ", "   ", "\t", "\n", "\r\n", "\n\n", "   \n", " \n ", "\u00a0", "
 WORDS = ["the", "The", "THE", "don't", "I'm", "we'LL", "it's", "x", "hello", "World", "camelCase", "snake_case",
          "naïve", "Straße", "日本語", "中文", "한국어", "русский", "Ελληνικά", "العربية", "हिन्दी", "👍🏽", "🇫🇷", "❤️",
          "👨‍👩‍👧", "a\u0301", "ﬁ", "Ⅻ", "½", "١٢٣", "https://x.y/z?q=1", "def", "return", "{}", "();", "--", "...",
-         "'s", "'T", "'Re", "ſ", "<tool>", "[MASK]", "hello", "wor", "Qz", "qz", "the", " the ", "_the"]
+         "'s", "'T", "'Re", "ſ", "<tool>", "[MASK]", "hello", "wor", "Qz", "qz", "the", " the ", "_the",
+         "e\u0301", "A\u030a\u0301", "\u1100\u1161\u11a8", "\u0958", "\u1e0b\u0323", "\u0344", "\u212b",
+         "\u0061\u0328\u0301", "\u00c5\u0316", "\u0f73", "\uac00\u11a8", "\u1100\u1100\u1161"]
 
 
 def rand_char(rng):
@@ -171,6 +173,10 @@ LLAMA3_SPLIT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,
                 r"|\s*[\r\n]+|\s+(?!\S)|\s+")
 
 
+QWEN2_SPLIT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"
+               r"|\s*[\r\n]+|\s+(?!\S)|\s+")
+
+
 def pipeline_variants(base):
     """tokenizer.json variants of the tiny-bpe fixture, each exercising a part of the HF pipeline."""
     def v(**kw):
@@ -221,6 +227,10 @@ def pipeline_variants(base):
                                                    "trim_offsets": True, "use_regex": True},
                                                   {"type": "Metaspace", "replacement": "_",
                                                    "prepend_scheme": "always", "split": True}]})
+    yield "nfc", v(normalizer={"type": "NFC"})
+    yield "qwen2-style nfc+split", v(normalizer={"type": "NFC"}, model=model_im, pre_tokenizer={
+        "type": "Sequence", "pretokenizers": [
+            {"type": "Split", "pattern": {"Regex": QWEN2_SPLIT}, "behavior": "Isolated", "invert": False}, bl]})
     yield "whitespace-split", v(pre_tokenizer={"type": "Sequence", "pretokenizers": [
         {"type": "WhitespaceSplit"}, bl_re]}, decoder=None)
 
