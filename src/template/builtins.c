@@ -421,6 +421,33 @@ static bool parse_float_str(tv s, double *out) {
     return true;
 }
 
+/* Parameter names of each filter after the value, as jinja2 3.1 (and HF's
+ * tojson) declare them; extra or unknown arguments are a TypeError there. */
+static const struct { const char *name; const char *params[4]; } FILTER_PARAMS[] = {
+    {"abs", {0}}, {"attr", {"name"}}, {"batch", {"linecount", "fill_with"}}, {"capitalize", {0}},
+    {"center", {"width"}}, {"count", {0}}, {"length", {0}}, {"d", {"default_value", "boolean"}},
+    {"default", {"default_value", "boolean"}}, {"dictsort", {"case_sensitive", "by", "reverse"}},
+    {"e", {0}}, {"escape", {0}}, {"forceescape", {0}}, {"first", {0}}, {"last", {0}}, {"float", {"default"}},
+    {"indent", {"width", "first", "blank"}}, {"int", {"default", "base"}}, {"items", {0}},
+    {"join", {"d", "attribute"}}, {"list", {0}}, {"lower", {0}}, {"upper", {0}}, {"title", {0}},
+    {"string", {0}}, {"safe", {0}}, {"wordcount", {0}}, {"max", {"case_sensitive", "attribute"}},
+    {"min", {"case_sensitive", "attribute"}}, {"replace", {"old", "new", "count"}}, {"reverse", {0}},
+    {"round", {"precision", "method"}}, {"sort", {"reverse", "case_sensitive", "attribute"}},
+    {"sum", {"attribute", "start"}}, {"tojson", {"ensure_ascii", "indent", "separators", "sort_keys"}},
+    {"trim", {"chars"}}, {"unique", {"case_sensitive", "attribute"}},
+};
+
+static int check_params(tctx *c, const tnode *at, const char *what, const char *const *params, int np, targs *a) {
+    if (a->npos > np) return tpl_fail(c, at, HR_EINVAL, "%s() takes %d argument(s) but %d were given", what, np, a->npos);
+    for (int k = 0; k < a->nkw; k++) {
+        int i = 0;
+        while (i < np && strcmp(params[i], a->kwn[k])) i++;
+        if (i == np) return tpl_fail(c, at, HR_EINVAL, "%s() got an unexpected keyword argument '%s'", what, a->kwn[k]);
+        if (i < a->npos) return tpl_fail(c, at, HR_EINVAL, "%s() got multiple values for argument '%s'", what, a->kwn[k]);
+    }
+    return HR_OK;
+}
+
 /* ------------------------------------------------------------ tests */
 static const char *const TESTS[] = {
     "defined", "undefined", "none", "boolean", "false", "true", "integer", "float", "number", "string",
@@ -449,6 +476,13 @@ static int cmp_test(const char *name) {
 int tpl_test(tctx *c, const tnode *at, const char *name, tv v, targs *a, bool *res) {
     tv x;
     int op = cmp_test(name);
+    /* Arity as jinja2's test functions declare it. */
+    static const char *const one_arg[] = {"num", "other", "seq"};
+    bool takes_one = op || !strcmp(name, "divisibleby") || !strcmp(name, "sameas");
+    const char *pn = !strcmp(name, "divisibleby") ? one_arg[0] : !strcmp(name, "sameas") ? one_arg[1]
+                     : op == OP_IN ? one_arg[2] : "b";
+    int rc = check_params(c, at, name, &pn, takes_one ? 1 : 0, a);
+    if (rc) return rc;
     if (op) {
         if (!arg_get(a, 0, "b", &x) && !arg_get(a, 0, "other", &x) && !arg_get(a, 0, "seq", &x))
             return tpl_fail(c, at, HR_EINVAL, "test '%s' needs an argument", name);
@@ -678,14 +712,27 @@ static int f_tojson(tctx *c, const tnode *at, tv v, targs *a, tv *out) {
 }
 
 /* select/reject/selectattr/rejectattr: test name + args from position off. */
+/* jinja2's select/map family are generators: their errors surface only when
+ * the result is consumed, so an error here may not be one in jinja2 (say,
+ * when the generator is just printed). Report it as unsupported. */
+static int lazy_error(tctx *c, const tnode *at, int rc) {
+    (void)rc; /* the message in c->err says what failed */
+    char msg[HR_ERR_LEN];
+    snprintf(msg, sizeof(msg), "%s", c->err->msg);
+    return tpl_fail(c, at, HR_EUNSUP, "unsupported: error inside a lazy filter (%s)", msg);
+}
+
 static int f_select(tctx *c, const tnode *at, tv v, targs *a, bool use_attr, bool want, tv *out) {
     tv items;
+    /* jinja2's select_or_reject starts with `if value:`: falsy input (None
+     * included) gives an empty generator instead of an error. */
+    if (!tv_truthy(v)) { *out = tv_list_new(TL_GEN, 0); return HR_OK; }
     int rc = as_list(c, at, v, &items);
     if (rc) return rc;
     int off = 0;
     tv attr = tv_none();
     if (use_attr) {
-        if (!arg_get(a, 0, "attribute", &attr)) { tv_unref(items); return tpl_fail(c, at, HR_EINVAL, "missing attribute"); }
+        if (!arg_get(a, 0, "attribute", &attr)) { tv_unref(items); return lazy_error(c, at, tpl_fail(c, at, HR_EINVAL, "Missing parameter for attribute name")); }
         off = 1;
     }
     tv tname = tv_none();
@@ -693,7 +740,7 @@ static int f_select(tctx *c, const tnode *at, tv v, targs *a, bool use_attr, boo
     if (has_test) tname = a->pos[off];
     if (has_test && (tname.t != TV_STR || !tpl_test_known(tname.u.s->data))) {
         tv_unref(items);
-        return tpl_fail(c, at, HR_EUNSUP, "unsupported test in select");
+        return lazy_error(c, at, tpl_fail(c, at, HR_EUNSUP, "unknown test in select"));
     }
     targs ta = {0};
     if (has_test) {
@@ -713,13 +760,14 @@ static int f_select(tctx *c, const tnode *at, tv v, targs *a, bool use_attr, boo
         if (!rc && r == want) tv_list_push(res, tv_ref(it));
     }
     tv_unref(items);
-    if (rc) { tv_unref(res); return rc; }
+    if (rc) { tv_unref(res); return lazy_error(c, at, rc); }
     *out = res;
     return HR_OK;
 }
 
 static int f_map(tctx *c, const tnode *at, tv v, targs *a, tv *out) {
     tv items;
+    if (!tv_truthy(v)) { *out = tv_list_new(TL_GEN, 0); return HR_OK; } /* do_map: `if value:` */
     int rc = as_list(c, at, v, &items);
     if (rc) return rc;
     tv attr, def = tv_none();
@@ -747,7 +795,7 @@ static int f_map(tctx *c, const tnode *at, tv v, targs *a, tv *out) {
         }
     }
     tv_unref(items);
-    if (rc) { tv_unref(res); return rc; }
+    if (rc) { tv_unref(res); return lazy_error(c, at, rc); }
     *out = res;
     return HR_OK;
 }
@@ -899,6 +947,13 @@ static int f_round(tctx *c, const tnode *at, tv v, targs *a, tv *out) {
 int tpl_filter(tctx *c, const tnode *at, const char *name, tv v, targs *a, tv *out) {
     tv s, x;
     int rc;
+    for (size_t i = 0; i < HR_ARRAY_LEN(FILTER_PARAMS); i++) {
+        if (strcmp(FILTER_PARAMS[i].name, name)) continue;
+        int np = 0;
+        while (np < 4 && FILTER_PARAMS[i].params[np]) np++;
+        if ((rc = check_params(c, at, name, FILTER_PARAMS[i].params, np, a))) return rc;
+        break;
+    }
     if (!strcmp(name, "default") || !strcmp(name, "d")) {
         tv def = arg_or(a, 0, "default_value", tv_none());
         bool has_def = arg_get(a, 0, "default_value", &x);
@@ -1036,6 +1091,8 @@ int tpl_filter(tctx *c, const tnode *at, const char *name, tv v, targs *a, tv *o
         tv_unref(s); tv_unref(so); tv_unref(sn);
         return HR_OK;
     }
+    if ((!strcmp(name, "int") || !strcmp(name, "float")) && v.t == TV_UNDEF) /* Undefined.__int__ raises */
+        return tpl_fail(c, at, HR_EINVAL, "'%s' is undefined", v.u.name ? v.u.name : "value");
     if (!strcmp(name, "int")) {
         tv def = arg_or(a, 0, "default", tv_int(0));
         tv base = arg_or(a, 1, "base", tv_int(10));
@@ -1452,6 +1509,7 @@ int tpl_call_global(tctx *c, const tnode *at, const char *name, targs *a, tv *ou
         if (a->npos > 1) { tv_unref(d); return tpl_fail(c, at, HR_EINVAL, "%s expected at most 1 positional argument", name); }
         if (a->npos == 1) {
             tv src = a->pos[0];
+            if (src.t == TV_UNDEF) { tv_unref(d); return tpl_fail(c, at, HR_EINVAL, "'%s' is undefined", src.u.name ? src.u.name : "value"); }
             if (src.t == TV_DICT || src.t == TV_NS) {
                 for (size_t i = 0; i < src.u.d->n; i++) tv_dict_set(d, tv_ref(src.u.d->keys[i]), tv_ref(src.u.d->vals[i]));
             } else {

@@ -569,6 +569,8 @@ static int eval_call(tctx *c, const tnode *n, tv caller, tv *out) {
     if (rc) { tv_unref(callee); return rc; }
     if (caller.t != TV_NONE) {
         if (callee.t != TV_MACRO) rc = tpl_fail(c, n, HR_EUNSUP, "unsupported: call block on a %s", tv_type_name(callee));
+        else if (!callee.u.o->macro || !callee.u.o->macro->op)
+            rc = tpl_fail(c, n, HR_EINVAL, "macro was invoked with two values for the special caller argument");
         else rc = call_macro(c, n, callee, &a, caller, out);
     } else {
         rc = tpl_call_value(c, n, callee, &a, out);
@@ -979,6 +981,10 @@ int tpl_render(const tpl_template *t, json_t *context, char **out, hr_err *err) 
     int rc = render_body(&c, t->root, &root);
     tv_unref(root.vars);
     if (rc) { free(buf.p); return rc; }
+    if (memchr(buf.p, 0, buf.n)) {
+        free(buf.p);
+        return hr_err_set(err, HR_EUNSUP, "unsupported: output contains a NUL character");
+    }
     *out = buf.p;
     return HR_OK;
 }

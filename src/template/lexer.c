@@ -257,7 +257,13 @@ static int lex_tag(lexer *L, bool block, bool *line_starting) {
             size_t ol = strlen(OPS[i]);
             if (p + ol <= n && memcmp(s + p, OPS[i], ol) == 0) { op = OPS[i]; break; }
         }
-        if (!op) return hr_err_set(L->err, HR_EINVAL, "line %d: unexpected character '%c'", line_at(L, p), c);
+        if (!op) {
+            uint32_t cp;
+            size_t k = tpl_utf8_decode(s + p, n - p, &cp);
+            if (cp == 0xFFFD) k = 0; /* not valid UTF-8: do not echo it */
+            return hr_err_set(L->err, HR_EINVAL, "line %d: unexpected character '%.*s' (U+%04X)", line_at(L, p), (int)k,
+                              s + p, cp);
+        }
         if (op[0] == '(' || op[0] == '[' || op[0] == '{') {
             if (depth == (int)sizeof(stack)) return lex_fail(L, p, "unsupported: brackets nested too deeply");
             stack[depth++] = op[0] == '(' ? ')' : op[0] == '[' ? ']' : '}';

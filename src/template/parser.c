@@ -663,7 +663,8 @@ static int parse_assign_target(parser *P, bool with_ns, const char *extra_end, t
     if (is_op(cur(P), "(")) { paren = true; adv(P); }
     for (;;) {
         if (t->nkids) TRYF(expect_op(P, ","), t);
-        if (tuple_end(P, extra_end) || is_op(cur(P), "=") || is_op(cur(P), "|")) break;
+        /* jinja2 accepts a trailing comma only inside parentheses */
+        if ((paren || t->nkids == 0) && (tuple_end(P, extra_end) || is_op(cur(P), "=") || is_op(cur(P), "|"))) break;
         if (cur(P)->type != TK_NAME) { tpl_node_free(t); return pfail(P, HR_EUNSUP, "unsupported assignment target %s", tok_desc(cur(P))); }
         tnode *nm = node(E_NAME, cur(P)->line);
         set_name(nm, cur(P)->s, cur(P)->len);
@@ -842,6 +843,14 @@ static int parse_params(parser *P, tnode *n) {
     return HR_OK;
 }
 
+static bool mentions_name(const tnode *n, const char *name) {
+    if (!n) return false;
+    if (n->kind == E_NAME && !strcmp(n->name, name)) return true;
+    for (int i = 0; i < n->nkids; i++)
+        if (mentions_name(n->kids[i], name)) return true;
+    return mentions_name(n->a, name) || mentions_name(n->b, name) || mentions_name(n->c, name);
+}
+
 static int parse_macro(parser *P, tnode **out) {
     tnode *n = node(S_MACRO, cur(P)->line);
     adv(P);
@@ -857,6 +866,11 @@ static int parse_macro(parser *P, tnode **out) {
     P->loops = saved;
     if (rc) { tpl_node_free(n); return rc; }
     TRYF(end_tag(P), n);
+    /* jinja2 lets a call block pass `caller` only to a macro whose body
+     * mentions it (or that declares it as a parameter). */
+    bool has_param = false;
+    for (int i = 0; i < n->nkw; i++) has_param |= !strcmp(n->kwnames[i], "caller");
+    n->op = has_param || mentions_name(n->a, "caller");
     *out = n;
     return HR_OK;
 }

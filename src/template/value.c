@@ -406,6 +406,7 @@ static int unprintable(tv v, hr_err *err) {
 
 int tv_repr(tv v, tbuf *b, hr_err *err) {
     switch (v.t) {
+    case TV_UNDEF: tbuf_puts(b, "Undefined"); return HR_OK; /* repr(Undefined()) */
     case TV_STR: repr_str(v.u.s->data, v.u.s->len, b); return HR_OK;
     case TV_LIST: {
         tv_list *l = v.u.l;

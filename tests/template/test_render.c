@@ -28,9 +28,12 @@ static int batch(const char *path) {
         tpl_template *t = tpl_parse(src ? src : "", &err);
         char *out = NULL;
         if (t && tpl_render(t, ctx, &out, &err) == HR_OK) {
-            json_object_set_new(r, "out", json_stringn(out, strlen(out)));
+            json_t *js = json_stringn(out, strlen(out));
+            if (js) json_object_set_new(r, "out", js);
+            else json_object_set_new(r, "error", json_string("output is not valid UTF-8"));
         } else {
-            json_object_set_new(r, "error", json_string(err.msg));
+            json_t *em = json_string(err.msg);
+            json_object_set_new(r, "error", em ? em : json_string("(error message is not UTF-8)"));
             json_object_set_new(r, "unsupported", json_boolean(err.code == HR_EUNSUP));
         }
         free(out);
