@@ -1,16 +1,20 @@
 /* Persistent worker pool for hr_parallel_for.
  *
- * A job is published by bumping a generation counter. Workers spin briefly on
- * that counter (a decode step issues ~10 parallel loops per layer, so most
+ * A job is published by bumping the generation in `state`. Workers spin
+ * briefly on it (a decode step issues ~10 parallel loops per layer, so most
  * wake-ups arrive within microseconds) and only then sleep on a condition
- * variable. Work is handed out in chunks through an atomic cursor, so a slow
- * or late worker does not stall the others; the caller takes chunks too and
- * then waits until every worker has left the job (the job's fn/ctx live on the
- * caller's stack). */
+ * variable. Work is handed out in chunks through an atomic cursor. A worker
+ * must *join* a job (count itself in `state`) before touching it; once the
+ * caller has claimed the last chunk it closes the job and waits only for the
+ * workers that joined. So a worker that the OS has descheduled (the machine
+ * is shared) costs nothing unless it holds a chunk, and a late worker never
+ * sees a half-written next job. */
 #include "core/threadpool.h"
 
 #include <pthread.h>
+#include <stdbool.h>
 #include <stdatomic.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <unistd.h>
 
@@ -25,20 +29,23 @@
 /* Chunks per thread when splitting: > 1 so uneven chunks balance out. */
 #define TP_CHUNKS_PER_THREAD 4
 
+/* state = generation << 32 | CLOSED | number of workers inside the job */
+#define TP_CLOSED ((uint64_t)1 << 31)
+#define TP_ACTIVE_MASK (TP_CLOSED - 1)
+
 struct hr_threadpool {
     int n_threads; /* including the caller */
     pthread_t *threads;
     struct worker_arg *args;
 
     pthread_mutex_t mu;
-    pthread_cond_t wake;    /* workers wait here for a new generation */
-    pthread_cond_t done;    /* the caller waits here for pending == 0 */
-    atomic_uint gen;        /* bumped once per job */
+    pthread_cond_t wake; /* workers wait here for a new generation */
+    pthread_cond_t done; /* the caller waits here for the joined workers */
+    _Atomic uint64_t state;
     atomic_int stop;
-    atomic_int pending;     /* workers that have not finished the current job */
-    atomic_int cursor;      /* next unclaimed item */
+    atomic_int cursor; /* next unclaimed item */
 
-    /* the current job; written by the caller before gen is bumped */
+    /* the current job; written by the caller while no worker is inside */
     hr_parallel_fn fn;
     void *ctx;
     int n, chunk;
@@ -67,30 +74,44 @@ static void run_chunks(hr_threadpool *p, int tid) {
     }
 }
 
+static inline uint32_t gen_of(uint64_t st) { return (uint32_t)(st >> 32); }
+
+/* Joins job `g` unless it is closed or already replaced. */
+static bool join_job(hr_threadpool *p, uint32_t g) {
+    uint64_t st = atomic_load_explicit(&p->state, memory_order_acquire);
+    while (gen_of(st) == g && !(st & TP_CLOSED))
+        if (atomic_compare_exchange_weak_explicit(&p->state, &st, st + 1, memory_order_acq_rel,
+                                                  memory_order_acquire))
+            return true;
+    return false;
+}
+
 static void *worker_main(void *arg) {
     struct worker_arg *wa = arg;
     hr_threadpool *p = wa->pool;
-    /* gen is 0 before any worker starts; reading it here instead could miss
-     * a job published before this thread got scheduled. */
-    unsigned seen = 0;
+    /* The generation is 0 before any worker starts; reading it here instead
+     * could miss a job published before this thread got scheduled. */
+    uint32_t seen = 0;
     for (;;) {
-        unsigned g = seen;
+        uint32_t g = seen;
         for (int i = 0; i < TP_SPIN_WORKER; i++) {
-            g = atomic_load_explicit(&p->gen, memory_order_acquire);
+            g = gen_of(atomic_load_explicit(&p->state, memory_order_acquire));
             if (g != seen || atomic_load_explicit(&p->stop, memory_order_relaxed)) break;
             cpu_relax();
         }
         if (g == seen) {
             pthread_mutex_lock(&p->mu);
-            while ((g = atomic_load_explicit(&p->gen, memory_order_acquire)) == seen &&
+            while ((g = gen_of(atomic_load_explicit(&p->state, memory_order_acquire))) == seen &&
                    !atomic_load_explicit(&p->stop, memory_order_relaxed))
                 pthread_cond_wait(&p->wake, &p->mu);
             pthread_mutex_unlock(&p->mu);
         }
         if (atomic_load_explicit(&p->stop, memory_order_acquire)) break;
         seen = g;
+        if (!join_job(p, g)) continue; /* late: the caller already finished it */
         run_chunks(p, wa->tid);
-        if (atomic_fetch_sub_explicit(&p->pending, 1, memory_order_acq_rel) == 1) {
+        uint64_t st = atomic_fetch_sub_explicit(&p->state, 1, memory_order_acq_rel);
+        if ((st & TP_ACTIVE_MASK) == 1 && (st & TP_CLOSED)) {
             pthread_mutex_lock(&p->mu);
             pthread_cond_signal(&p->done);
             pthread_mutex_unlock(&p->mu);
@@ -110,9 +131,8 @@ hr_threadpool *hr_threadpool_create(int n_threads) {
     pthread_mutex_init(&p->mu, NULL);
     pthread_cond_init(&p->wake, NULL);
     pthread_cond_init(&p->done, NULL);
-    atomic_init(&p->gen, 0);
+    atomic_init(&p->state, 0);
     atomic_init(&p->stop, 0);
-    atomic_init(&p->pending, 0);
     atomic_init(&p->cursor, 0);
     int nw = n_threads - 1;
     if (nw > 0) {
@@ -168,20 +188,25 @@ void hr_parallel_for(hr_threadpool *p, int n, int grain, hr_parallel_fn fn, void
     p->n = n;
     p->chunk = chunk;
     atomic_store_explicit(&p->cursor, 0, memory_order_relaxed);
-    atomic_store_explicit(&p->pending, nt - 1, memory_order_relaxed);
-    /* Publishing under the mutex pairs with the sleepers' re-check of gen. */
+    /* New generation, open, nobody inside. Publishing under the mutex pairs
+     * with the sleepers' re-check. */
     pthread_mutex_lock(&p->mu);
-    atomic_fetch_add_explicit(&p->gen, 1, memory_order_release);
+    uint32_t g = gen_of(atomic_load_explicit(&p->state, memory_order_relaxed)) + 1;
+    atomic_store_explicit(&p->state, (uint64_t)g << 32, memory_order_release);
     pthread_cond_broadcast(&p->wake);
     pthread_mutex_unlock(&p->mu);
 
     run_chunks(p, 0);
 
+    /* Every chunk is claimed; close the job and wait for the workers inside. */
+    uint64_t st = atomic_fetch_or_explicit(&p->state, TP_CLOSED, memory_order_acq_rel);
+    if ((st & TP_ACTIVE_MASK) == 0) return;
     for (int i = 0; i < TP_SPIN_CALLER; i++) {
-        if (atomic_load_explicit(&p->pending, memory_order_acquire) == 0) return;
+        if ((atomic_load_explicit(&p->state, memory_order_acquire) & TP_ACTIVE_MASK) == 0) return;
         cpu_relax();
     }
     pthread_mutex_lock(&p->mu);
-    while (atomic_load_explicit(&p->pending, memory_order_acquire) != 0) pthread_cond_wait(&p->done, &p->mu);
+    while (atomic_load_explicit(&p->state, memory_order_acquire) & TP_ACTIVE_MASK)
+        pthread_cond_wait(&p->done, &p->mu);
     pthread_mutex_unlock(&p->mu);
 }
