@@ -109,6 +109,35 @@ static void test_linear_all(void) {
     test_linear(66, 19, 3, HR_F32, false, 0.02f);
 }
 
+/* The fast FP8 input rounding equals the core encoder/decoder bit for bit,
+ * over random magnitudes 2^-14..2^10, exact code midpoints and saturation. */
+static void test_fp8_round(void) {
+    int bad = 0;
+    float scales[] = {1.0f, 0.0123f, 3.7f};
+    for (int si = 0; si < 3; si++) {
+        float s = scales[si];
+        for (int i = 0; i < 200000; i++) {
+            float v;
+            if (i < 256 * 2) { /* midpoints between neighbouring codes (ties) and the codes themselves */
+                int c = i / 2 % 126; /* 0x7f is NaN */
+                float lo = hr_e4m3_to_f32((uint8_t)c), hi = hr_e4m3_to_f32((uint8_t)(c + 1));
+                v = i % 2 ? lo : (lo + hi) / 2;
+                if (i >= 256) v = -v;
+            } else {
+                v = (float)(urand() * ldexp(1.0, irand(25) - 14));
+            }
+            float x = v * s;
+            float want = hr_e4m3_to_f32(hr_f32_to_e4m3(x / s)) * s, got = cpu_fp8_round(x, s);
+            if (memcmp(&want, &got, 4) && !(want == 0 && got == 0)) {
+                if (bad++ < 5) fprintf(stderr, "fp8 round %.9g at scale %g: got %.9g want %.9g\n", x, s, got, want);
+            }
+        }
+    }
+    float big = cpu_fp8_round(1e6f, 1.0f), nbig = cpu_fp8_round(-500.0f, 1.0f);
+    CHECK(big == 448.0f && nbig == -448.0f);
+    CHECK_MSG(bad == 0, "fp8 rounding: %d values differ from the core conversion", bad);
+}
+
 /* ------------------------------------------------------------------ norms */
 static void test_norm(int rows, int cols, hr_dtype wt, bool with_residual) {
     int bad = 0;
@@ -512,6 +541,7 @@ static void test_errors(void) {
 
 static void run_all(void) {
     test_linear_all();
+    if (!strcmp(isa_now, "scalar")) test_fp8_round(); /* ISA-independent */
     test_norm(3, 1, HR_F32, false);
     test_norm(5, 7, HR_BF16, true);
     test_norm(2, 1000, HR_F16, true);

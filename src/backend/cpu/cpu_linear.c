@@ -4,6 +4,7 @@
  * weights; with many tokens each item multiplies a tile of CPU_RB rows by a
  * block of CPU_LIN_TOKENS tokens, whose activations stay in L2 while the ISA
  * kernel reuses every loaded weight slice for CPU_TB tokens at a time. */
+#include <math.h>
 #include <string.h>
 
 #include "backend/cpu/cpu.h"
@@ -11,7 +12,29 @@
 #define CPU_LIN_TOKENS 64        /* tokens per work item (x block ~ 64 * K * 4 bytes) */
 #define CPU_LIN_FMAS_PER_ITEM 32768
 
-float cpu_fp8_round(float x, float s) { return hr_e4m3_to_f32(hr_f32_to_e4m3(x / s)) * s; }
+#define E4M3_MAX 448.0f
+#define E4M3_MIN_NORMAL 0.015625f /* 2^-6 */
+#define E4M3_SUBNORMAL_STEPS 512.0f /* 1 / 2^-9, the subnormal quantum */
+
+/* Same value as hr_e4m3_to_f32(hr_f32_to_e4m3(x / s)) * s (the test checks it
+ * bit for bit), without the generic encoder's frexp/ldexp: round the float32
+ * mantissa to 3 bits, ties to even, in the integer domain. */
+float cpu_fp8_round(float x, float s) {
+    float v = x / s, a = fabsf(v);
+    if (isnan(v)) return v;
+    if (a >= E4M3_MAX) return copysignf(E4M3_MAX, v) * s;
+    float r;
+    if (a < E4M3_MIN_NORMAL) {
+        r = nearbyintf(a * E4M3_SUBNORMAL_STEPS) / E4M3_SUBNORMAL_STEPS; /* exact scaling by powers of two */
+    } else {
+        uint32_t u;
+        memcpy(&u, &a, 4);
+        u += 0x7ffffu + ((u >> 20) & 1u); /* RNE at mantissa bit 20 */
+        u &= ~0xfffffu;
+        memcpy(&r, &u, 4);
+    }
+    return copysignf(r, v) * s;
+}
 
 typedef struct {
     const cpu_kernels *k;
