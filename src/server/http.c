@@ -295,7 +295,6 @@ int hr_server_start(hr_engine *engine, const hr_tokenizer *tok, const hr_config 
                                  MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(256 * 1024),
                                  MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
                                  MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
-                                 MHD_OPTION_LISTENING_ADDRESS_REUSE, 1u,
                                  MHD_OPTION_END);
     if (!s->daemon) {
         hr_err_set(err, HR_EIO, "cannot listen on %s:%d (port in use?)", s->host, o->port);
