@@ -12,8 +12,8 @@
 #include "core/threadpool.h"
 
 #include <pthread.h>
-#include <stdbool.h>
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <unistd.h>
@@ -30,7 +30,7 @@
 #define TP_CHUNKS_PER_THREAD 4
 
 /* state = generation << 32 | CLOSED | number of workers inside the job */
-#define TP_CLOSED ((uint64_t)1 << 31)
+#define TP_CLOSED      ((uint64_t)1 << 31)
 #define TP_ACTIVE_MASK (TP_CLOSED - 1)
 
 struct hr_threadpool {
@@ -80,8 +80,7 @@ static inline uint32_t gen_of(uint64_t st) { return (uint32_t)(st >> 32); }
 static bool join_job(hr_threadpool *p, uint32_t g) {
     uint64_t st = atomic_load_explicit(&p->state, memory_order_acquire);
     while (gen_of(st) == g && !(st & TP_CLOSED))
-        if (atomic_compare_exchange_weak_explicit(&p->state, &st, st + 1, memory_order_acq_rel,
-                                                  memory_order_acquire))
+        if (atomic_compare_exchange_weak_explicit(&p->state, &st, st + 1, memory_order_acq_rel, memory_order_acquire))
             return true;
     return false;
 }
@@ -206,7 +205,6 @@ void hr_parallel_for(hr_threadpool *p, int n, int grain, hr_parallel_fn fn, void
         cpu_relax();
     }
     pthread_mutex_lock(&p->mu);
-    while (atomic_load_explicit(&p->state, memory_order_acquire) & TP_ACTIVE_MASK)
-        pthread_cond_wait(&p->done, &p->mu);
+    while (atomic_load_explicit(&p->state, memory_order_acquire) & TP_ACTIVE_MASK) pthread_cond_wait(&p->done, &p->mu);
     pthread_mutex_unlock(&p->mu);
 }

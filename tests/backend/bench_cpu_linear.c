@@ -41,8 +41,8 @@ int main(int argc, char **argv) {
     uint16_t *wh = (uint16_t *)w->data;
     for (int64_t i = 0; i < N * K; i++) wh[i] = hr_f32_to_bf16((float)((i * 2654435761u) % 1000) / 1000.0f - 0.5f);
     int Ts[] = {1, 8, 64};
-    printf("isa %s, threads %d, W [%lld, %lld] BF16 (%.1f MB)\n", hr_backend_cpu_isa(be), hr_threadpool_size(cpu_of(be)->pool),
-           (long long)N, (long long)K, N * K * 2 / 1e6);
+    printf("isa %s, threads %d, W [%lld, %lld] BF16 (%.1f MB)\n", hr_backend_cpu_isa(be),
+           hr_threadpool_size(cpu_of(be)->pool), (long long)N, (long long)K, N * K * 2 / 1e6);
     for (int ti = 0; ti < 3; ti++) {
         int T = Ts[ti];
         int64_t nex[2] = {T, K}, neo[2] = {T, N};

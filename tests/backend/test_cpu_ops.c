@@ -40,9 +40,12 @@ static void *rand_weights(hr_dtype dt, size_t n, double *ref, double amp) {
     void *w = malloc(n * hr_dtype_size(dt));
     for (size_t i = 0; i < n; i++) {
         float v = nz() * (float)amp;
-        if (dt == HR_F32) ((float *)w)[i] = v, ref[i] = v;
-        else if (dt == HR_BF16) ((uint16_t *)w)[i] = hr_f32_to_bf16(v), ref[i] = hr_bf16_to_f32(((uint16_t *)w)[i]);
-        else ((uint16_t *)w)[i] = hr_f32_to_f16(v), ref[i] = hr_f16_to_f32(((uint16_t *)w)[i]);
+        if (dt == HR_F32)
+            ((float *)w)[i] = v, ref[i] = v;
+        else if (dt == HR_BF16)
+            ((uint16_t *)w)[i] = hr_f32_to_bf16(v), ref[i] = hr_bf16_to_f32(((uint16_t *)w)[i]);
+        else
+            ((uint16_t *)w)[i] = hr_f32_to_f16(v), ref[i] = hr_f16_to_f32(((uint16_t *)w)[i]);
     }
     return w;
 }
@@ -54,14 +57,14 @@ static float *rand_f32(size_t n, double amp) {
 }
 
 static int worst_fail; /* one message per failing op is enough */
-#define CHECK_CLOSE(got, want, tol, what)                                                                      \
-    do {                                                                                                       \
-        double g_ = (got), w_ = (want), t_ = (tol);                                                            \
-        if (!(fabs(g_ - w_) <= t_)) {                                                                          \
-            if (worst_fail++ < 20)                                                                             \
-                fprintf(stderr, "[%s] %s: got %.9g want %.9g (tol %.3g)\n", isa_now, what, g_, w_, t_);       \
-            bad++;                                                                                             \
-        }                                                                                                      \
+#define CHECK_CLOSE(got, want, tol, what)                                                                              \
+    do {                                                                                                               \
+        double g_ = (got), w_ = (want), t_ = (tol);                                                                    \
+        if (!(fabs(g_ - w_) <= t_)) {                                                                                  \
+            if (worst_fail++ < 20)                                                                                     \
+                fprintf(stderr, "[%s] %s: got %.9g want %.9g (tol %.3g)\n", isa_now, what, g_, w_, t_);                \
+            bad++;                                                                                                     \
+        }                                                                                                              \
     } while (0)
 
 /* ------------------------------------------------------------------ linear */
@@ -83,23 +86,23 @@ static void test_linear(int T, int K, int N, hr_dtype wt, bool bias, float input
             double s = bias ? b[n] : 0, mag = fabs(s);
             for (int k = 0; k < K; k++) {
                 double xv = x[(size_t)t * K + k];
-                if (input_scale > 0) xv = (double)hr_e4m3_to_f32(hr_f32_to_e4m3(x[(size_t)t * K + k] / input_scale)) * input_scale;
+                if (input_scale > 0)
+                    xv = (double)hr_e4m3_to_f32(hr_f32_to_e4m3(x[(size_t)t * K + k] / input_scale)) * input_scale;
                 s += xv * wref[(size_t)n * K + k];
                 mag += fabs(xv * wref[(size_t)n * K + k]);
             }
             CHECK_CLOSE(o[(size_t)t * N + n], s, 1e-5 * mag + 1e-6, "linear");
         }
-    CHECK_MSG(bad == 0, "[%s] linear T=%d K=%d N=%d %s bias=%d fp8=%g: %d wrong", isa_now, T, K, N,
-              hr_dtype_name(wt), bias, input_scale, bad);
+    CHECK_MSG(bad == 0, "[%s] linear T=%d K=%d N=%d %s bias=%d fp8=%g: %d wrong", isa_now, T, K, N, hr_dtype_name(wt),
+              bias, input_scale, bad);
     rm(tw), rm(tx), rm(to);
     if (tb) rm(tb);
     free(wref), free(w), free(x), free(b), free(o);
 }
 
 static void test_linear_all(void) {
-    static const int shapes[][3] = {{1, 1, 1},   {1, 17, 5},  {1, 64, 8},  {2, 33, 7},    {3, 100, 13},
-                                    {4, 16, 4},  {5, 129, 9}, {7, 15, 3},  {1, 4100, 11}, {70, 37, 6},
-                                    {130, 48, 5}};
+    static const int shapes[][3] = {{1, 1, 1},   {1, 17, 5}, {1, 64, 8},    {2, 33, 7},  {3, 100, 13}, {4, 16, 4},
+                                    {5, 129, 9}, {7, 15, 3}, {1, 4100, 11}, {70, 37, 6}, {130, 48, 5}};
     hr_dtype dts[] = {HR_F32, HR_BF16, HR_F16};
     for (size_t s = 0; s < HR_ARRAY_LEN(shapes); s++)
         for (int d = 0; d < 3; d++) test_linear(shapes[s][0], shapes[s][1], shapes[s][2], dts[d], (s + d) % 2, 0);
@@ -118,7 +121,7 @@ static void test_fp8_round(void) {
         float s = scales[si];
         for (int i = 0; i < 200000; i++) {
             float v;
-            if (i < 256 * 2) { /* midpoints between neighbouring codes (ties) and the codes themselves */
+            if (i < 256 * 2) {       /* midpoints between neighbouring codes (ties) and the codes themselves */
                 int c = i / 2 % 126; /* 0x7f is NaN */
                 float lo = hr_e4m3_to_f32((uint8_t)c), hi = hr_e4m3_to_f32((uint8_t)(c + 1));
                 v = i % 2 ? lo : (lo + hi) / 2;
@@ -338,16 +341,28 @@ static void test_attention(const seq_spec *ss, int n_seqs, int n_heads, int n_kv
     hr_tensor *tkc = mk(HR_F32, 4, nec, kc), *tvc = mk(HR_F32, 4, nec, vc);
     hr_tensor *tk = mk(HR_F32, 2, nekv, knew), *tv = mk(HR_F32, 2, nekv, vnew);
     hr_tensor *tq = mk(HR_F32, 2, neq, q), *to = mk(HR_F32, 2, neq, NULL), *tsink = mk(HR_F32, 1, nes, sink);
-    hr_step st = {.n_tokens = T, .positions = pos, .slot_mapping = slots, .n_seqs = n_seqs, .query_start = qs,
-                  .seq_lens = lens, .block_tables = bt, .max_blocks_per_seq = mbps, .block_size = bs};
-    hr_attn_params ap = {.n_heads = n_heads, .n_kv_heads = n_kv, .head_dim = hd, .scale = 1.0f / sqrtf((float)hd),
-                         .window = window, .sinks = sinks ? tsink : NULL};
+    hr_step st = {.n_tokens = T,
+                  .positions = pos,
+                  .slot_mapping = slots,
+                  .n_seqs = n_seqs,
+                  .query_start = qs,
+                  .seq_lens = lens,
+                  .block_tables = bt,
+                  .max_blocks_per_seq = mbps,
+                  .block_size = bs};
+    hr_attn_params ap = {.n_heads = n_heads,
+                         .n_kv_heads = n_kv,
+                         .head_dim = hd,
+                         .scale = 1.0f / sqrtf((float)hd),
+                         .window = window,
+                         .sinks = sinks ? tsink : NULL};
     CHECK_EQ_INT(be->ops->kv_store(be, tkc, tvc, tk, tv, &st), HR_OK);
     /* kv_store placed each new key at its slot, exactly */
     float *kc2 = malloc(sizeof(float) * cache_n);
     be->ops->tensor_get(be, tkc, kc2, 0, tkc->nbytes);
     for (int i = 0; i < T; i++)
-        for (int c = 0; c < row; c++) CHECK_CLOSE(kc2[(size_t)slots[i] * row + c], knew[(size_t)i * row + c], 0, "kv_store");
+        for (int c = 0; c < row; c++)
+            CHECK_CLOSE(kc2[(size_t)slots[i] * row + c], knew[(size_t)i * row + c], 0, "kv_store");
     CHECK_EQ_INT(be->ops->attention(be, to, tq, tkc, tvc, &st, &ap), HR_OK);
     float *o = malloc(sizeof(float) * T * W);
     be->ops->tensor_get(be, to, o, 0, to->nbytes);
@@ -426,15 +441,23 @@ static void test_moe(int T, int E, int k, hr_route route, bool renorm, bool bias
     float *rb = rand_f32((size_t)E, 1.0), *gb = rand_f32((size_t)E * F, 0.5), *ub = rand_f32((size_t)E * F, 0.5);
     float *db = rand_f32((size_t)E * H, 0.5), *x = rand_f32((size_t)T * H, 1.0);
     if (ties) rb[2] = rb[1];
-    int64_t ner[2] = {E, H}, neg[3] = {E, F, H}, ned[3] = {E, H, F}, nerb[1] = {E}, negb[2] = {E, F},
-            nedb[2] = {E, H}, nex[2] = {T, H};
+    int64_t ner[2] = {E, H}, neg[3] = {E, F, H}, ned[3] = {E, H, F}, nerb[1] = {E}, negb[2] = {E, F}, nedb[2] = {E, H},
+            nex[2] = {T, H};
     hr_tensor *trw = mk(HR_F32, 2, ner, rw), *tg = mk(wt, 3, neg, gw), *tu = mk(wt, 3, neg, uw),
               *td = mk(wt, 3, ned, dw), *trb = mk(HR_F32, 1, nerb, rb), *tgb = mk(HR_F32, 2, negb, gb),
               *tub = mk(HR_F32, 2, negb, ub), *tdb = mk(HR_F32, 2, nedb, db), *tx = mk(HR_F32, 2, nex, x),
               *to = mk(HR_F32, 2, nex, NULL);
-    hr_moe m = {.n_experts = E, .top_k = k, .route = route, .renormalize = renorm,
-                .router = {.w = trw, .bias = biases ? trb : NULL}, .gate = tg, .up = tu, .down = td,
-                .gate_bias = biases ? tgb : NULL, .up_bias = biases ? tub : NULL, .down_bias = biases ? tdb : NULL,
+    hr_moe m = {.n_experts = E,
+                .top_k = k,
+                .route = route,
+                .renormalize = renorm,
+                .router = {.w = trw, .bias = biases ? trb : NULL},
+                .gate = tg,
+                .up = tu,
+                .down = td,
+                .gate_bias = biases ? tgb : NULL,
+                .up_bias = biases ? tub : NULL,
+                .down_bias = biases ? tdb : NULL,
                 .act = act};
     CHECK_EQ_INT(be->ops->moe(be, to, tx, &m), HR_OK);
     float *o = malloc(sizeof(float) * T * H);
@@ -465,7 +488,7 @@ static void test_moe(int T, int E, int k, hr_route route, bool renorm, bool bias
             }
             ids[i] = best;
         }
-        if (ties) CHECK_MSG(!(ids[0] == 2 && key[1] == key[2]) , "tie went to the higher index");
+        if (ties) CHECK_MSG(!(ids[0] == 2 && key[1] == key[2]), "tie went to the higher index");
         if (route == HR_ROUTE_TOPK_SOFTMAX) {
             for (int i = 0; i < k; i++) ws += w[i] = exp(lg[ids[i]] - lg[ids[0]]);
             for (int i = 0; i < k; i++) w[i] /= ws;

@@ -9,9 +9,9 @@
 
 typedef struct {
     int n, grain, n_threads;
-    atomic_int *hits;      /* per index */
-    atomic_llong sum;      /* sum of visited indices */
-    atomic_int bad_range;  /* ranges smaller than grain (except the last) or out of bounds */
+    atomic_int *hits;     /* per index */
+    atomic_llong sum;     /* sum of visited indices */
+    atomic_int bad_range; /* ranges smaller than grain (except the last) or out of bounds */
     atomic_int bad_tid;
 } job;
 

@@ -22,8 +22,8 @@
 /* out[t * ldo + n] = sum_k x[t * ldx + k] * w[n][k] for n in [n0, n1), t in
  * [0, T). w is row-major [N, K] of dtype wt (F32, BF16 or F16). Weight rows are
  * read once per block of up to CPU_TB tokens. No bias. */
-typedef void (*cpu_gemm_fn)(float *out, int ldo, const float *x, int ldx, int T, const void *w, hr_dtype wt,
-                            int K, int n0, int n1);
+typedef void (*cpu_gemm_fn)(float *out, int ldo, const float *x, int ldx, int T, const void *w, hr_dtype wt, int K,
+                            int n0, int n1);
 
 typedef struct cpu_kernels {
     const char *name; /* "scalar", "avx2", "avx512" */
@@ -73,8 +73,8 @@ const float *cpu_vec_f32(hr_backend *be, const char *op, const hr_tensor *t, int
 
 /* Multi-threaded GEMM with optional bias and FP8 input rounding; the engine
  * room of linear() and moe(). x is [T, K] float32, out [T, ldo]. */
-int cpu_linear_raw(hr_backend *be, float *out, int ldo, const float *x, int T, int K, const void *w, hr_dtype wt,
-                   int N, const float *bias, float input_scale);
+int cpu_linear_raw(hr_backend *be, float *out, int ldo, const float *x, int T, int K, const void *w, hr_dtype wt, int N,
+                   const float *bias, float input_scale);
 
 /* x -> e4m3(x / s) * s, saturating at +-448 (W8A8 static input quantization). */
 float cpu_fp8_round(float x, float s);

@@ -72,8 +72,8 @@ static int check_cache(hr_backend *be, const char *op, const hr_tensor *c, const
     int rc = cpu_check(be, op, c, "cache", HR_F32, 1);
     if (rc) return rc;
     if (c->ndim != 4 || c->ne[1] != step->block_size)
-        return hr_err_set(&be->err, HR_EINVAL, "cpu %s: cache '%s' must be [n_blocks, %d, n_kv, head_dim]", op,
-                          c->name, step->block_size);
+        return hr_err_set(&be->err, HR_EINVAL, "cpu %s: cache '%s' must be [n_blocks, %d, n_kv, head_dim]", op, c->name,
+                          step->block_size);
     return HR_OK;
 }
 
@@ -178,12 +178,12 @@ static int check_batch(hr_backend *be, const hr_step *step, int window, int64_t 
             int p = step->positions[t];
             tok_seq[t] = s;
             if (p < 0 || p >= step->seq_lens[s])
-                return hr_err_set(&be->err, HR_EINVAL, "cpu attention: token %d at position %d, sequence %d has %d",
-                                  t, p, s, step->seq_lens[s]);
+                return hr_err_set(&be->err, HR_EINVAL, "cpu attention: token %d at position %d, sequence %d has %d", t,
+                                  p, s, step->seq_lens[s]);
             int lo = window_lo(p, window);
             if (p / bs >= step->max_blocks_per_seq)
-                return hr_err_set(&be->err, HR_EINVAL, "cpu attention: position %d needs block %d > max %d", p,
-                                  p / bs, step->max_blocks_per_seq);
+                return hr_err_set(&be->err, HR_EINVAL, "cpu attention: position %d needs block %d > max %d", p, p / bs,
+                                  step->max_blocks_per_seq);
             for (int blk = lo / bs; blk <= p / bs; blk++)
                 if (bt[blk] < 0 || bt[blk] >= n_blocks)
                     return hr_err_set(&be->err, HR_EINVAL,
@@ -201,9 +201,8 @@ int cpu_op_attention(hr_backend *be, hr_tensor *out, const hr_tensor *q, const h
     int T = step->n_tokens, hd = p->head_dim;
     if ((rc = check_cache(be, "attention", k_cache, step)) || (rc = check_cache(be, "attention", v_cache, step)))
         return rc;
-    if (p->n_kv_heads <= 0 || p->n_heads % p->n_kv_heads || k_cache->ne[2] != p->n_kv_heads ||
-        k_cache->ne[3] != hd || v_cache->ne[2] != p->n_kv_heads || v_cache->ne[3] != hd ||
-        v_cache->ne[0] != k_cache->ne[0])
+    if (p->n_kv_heads <= 0 || p->n_heads % p->n_kv_heads || k_cache->ne[2] != p->n_kv_heads || k_cache->ne[3] != hd ||
+        v_cache->ne[2] != p->n_kv_heads || v_cache->ne[3] != hd || v_cache->ne[0] != k_cache->ne[0])
         return hr_err_set(&be->err, HR_EINVAL,
                           "cpu attention: %d heads / %d kv heads of dim %d do not match the caches", p->n_heads,
                           p->n_kv_heads, hd);
@@ -223,10 +222,23 @@ int cpu_op_attention(hr_backend *be, hr_tensor *out, const hr_tensor *q, const h
 
     cpu_backend *c = cpu_of(be);
     attn_job j = {
-        .k = c->k, .c = c, .out = out->data, .q = q->data, .kc = k_cache->data, .vc = v_cache->data,
-        .ldq = hr_tensor_cols(q), .ldo = hr_tensor_cols(out), .step = step, .tok_seq = tok_seq,
-        .n_heads = p->n_heads, .n_kv = p->n_kv_heads, .hd = hd, .group = p->n_heads / p->n_kv_heads,
-        .window = p->window, .bs = step->block_size, .scale = p->scale,
+        .k = c->k,
+        .c = c,
+        .out = out->data,
+        .q = q->data,
+        .kc = k_cache->data,
+        .vc = v_cache->data,
+        .ldq = hr_tensor_cols(q),
+        .ldo = hr_tensor_cols(out),
+        .step = step,
+        .tok_seq = tok_seq,
+        .n_heads = p->n_heads,
+        .n_kv = p->n_kv_heads,
+        .hd = hd,
+        .group = p->n_heads / p->n_kv_heads,
+        .window = p->window,
+        .bs = step->block_size,
+        .scale = p->scale,
         .sinks = p->sinks ? p->sinks->data : NULL,
     };
     int grain = HR_MAX(1, 8192 / HR_MAX(1, max_span * hd));

@@ -16,8 +16,7 @@
 /* ---------------------------------------------------------------- helpers */
 
 int cpu_check(hr_backend *be, const char *op, const hr_tensor *t, const char *what, hr_dtype dt, int64_t min_elems) {
-    if (!t || !t->data)
-        return hr_err_set(&be->err, HR_EINVAL, "cpu %s: %s is missing", op, what);
+    if (!t || !t->data) return hr_err_set(&be->err, HR_EINVAL, "cpu %s: %s is missing", op, what);
     if (t->dtype != dt)
         return hr_err_set(&be->err, HR_EUNSUP, "cpu %s: %s '%s' is %s, expected %s", op, what, t->name,
                           hr_dtype_name(t->dtype), hr_dtype_name(dt));
@@ -100,8 +99,8 @@ static hr_tensor *cpu_tensor_new(hr_backend *be, hr_dtype dtype, int ndim, const
     cpu_backend *c = cpu_of(be);
     size_t now = __atomic_add_fetch(&c->mem_in_use, alloc, __ATOMIC_RELAXED);
     size_t peak = __atomic_load_n(&c->mem_peak, __ATOMIC_RELAXED);
-    while (now > peak && !__atomic_compare_exchange_n(&c->mem_peak, &peak, now, true, __ATOMIC_RELAXED,
-                                                      __ATOMIC_RELAXED)) {
+    while (now > peak &&
+           !__atomic_compare_exchange_n(&c->mem_peak, &peak, now, true, __ATOMIC_RELAXED, __ATOMIC_RELAXED)) {
     }
     return t;
 oom:
@@ -147,8 +146,7 @@ static bool cpu_supports_weight(hr_backend *be, hr_dtype dtype) {
 
 static int cpu_copy(hr_backend *be, hr_tensor *dst, const hr_tensor *src) {
     if (dst->nbytes != src->nbytes || dst->dtype != src->dtype)
-        return hr_err_set(&be->err, HR_EINVAL, "cpu copy: '%s' and '%s' differ in dtype or size", dst->name,
-                          src->name);
+        return hr_err_set(&be->err, HR_EINVAL, "cpu copy: '%s' and '%s' differ in dtype or size", dst->name, src->name);
     if (src->nbytes) memcpy(dst->data, src->data, src->nbytes);
     return HR_OK;
 }
@@ -248,8 +246,8 @@ static int cpu_rmsnorm(hr_backend *be, hr_tensor *out, const hr_tensor *x, const
     return norm_common(be, "rmsnorm", out, NULL, x, w, eps);
 }
 
-static int cpu_add_rmsnorm(hr_backend *be, hr_tensor *out, hr_tensor *residual, const hr_tensor *x,
-                           const hr_tensor *w, float eps) {
+static int cpu_add_rmsnorm(hr_backend *be, hr_tensor *out, hr_tensor *residual, const hr_tensor *x, const hr_tensor *w,
+                           float eps) {
     return norm_common(be, "add_rmsnorm", out, residual, x, w, eps);
 }
 
@@ -259,8 +257,7 @@ static int cpu_add(hr_backend *be, hr_tensor *out, const hr_tensor *a, const hr_
     int rc = cpu_check(be, "add", a, "a", HR_F32, 1);
     if (rc) return rc;
     int64_t n = hr_tensor_nelem(a);
-    if ((rc = cpu_check(be, "add", b, "b", HR_F32, n)) || (rc = cpu_check(be, "add", out, "out", HR_F32, n)))
-        return rc;
+    if ((rc = cpu_check(be, "add", b, "b", HR_F32, n)) || (rc = cpu_check(be, "add", out, "out", HR_F32, n))) return rc;
     float *o = out->data;
     const float *pa = a->data, *pb = b->data;
     for (int64_t i = 0; i < n; i++) o[i] = pa[i] + pb[i];

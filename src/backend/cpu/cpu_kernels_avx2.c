@@ -31,28 +31,28 @@ AI float hsum(__m256 v) {
     return _mm_cvtss_f32(s);
 }
 
-AI void tile(float *out, int ldo, const float *x, int ldx, int tb, const void *const wr[CPU_RB], int nr,
-             hr_dtype wt, int K) {
+AI void tile(float *out, int ldo, const float *x, int ldx, int tb, const void *const wr[CPU_RB], int nr, hr_dtype wt,
+             int K) {
     __m256 acc[CPU_RB][TB2];
-    #pragma GCC unroll 4
+#pragma GCC unroll 4
     for (int r = 0; r < CPU_RB; r++)
-        #pragma GCC unroll 4
+#pragma GCC unroll 4
         for (int t = 0; t < tb; t++) acc[r][t] = _mm256_setzero_ps();
     int k = 0;
     for (; k + 8 <= K; k += 8) {
         __m256 wv[CPU_RB];
-        #pragma GCC unroll 4
+#pragma GCC unroll 4
         for (int r = 0; r < CPU_RB; r++) wv[r] = load_w(wr[r], wt, k);
-        #pragma GCC unroll 4
+#pragma GCC unroll 4
         for (int t = 0; t < tb; t++) {
             __m256 xv = _mm256_loadu_ps(x + (size_t)t * ldx + k);
-            #pragma GCC unroll 4
+#pragma GCC unroll 4
             for (int r = 0; r < CPU_RB; r++) acc[r][t] = _mm256_fmadd_ps(wv[r], xv, acc[r][t]);
         }
     }
-    #pragma GCC unroll 4
+#pragma GCC unroll 4
     for (int t = 0; t < tb; t++)
-        #pragma GCC unroll 4
+#pragma GCC unroll 4
         for (int r = 0; r < nr; r++) {
             float s = hsum(acc[r][t]);
             for (int kk = k; kk < K; kk++) s += load_w1(wr[r], wt, kk) * x[(size_t)t * ldx + kk];
@@ -60,19 +60,20 @@ AI void tile(float *out, int ldo, const float *x, int ldx, int tb, const void *c
         }
 }
 
-AI void gemm_t(float *out, int ldo, const float *x, int ldx, int T, const void *w, hr_dtype wt, int K, int n0,
-               int n1) {
+AI void gemm_t(float *out, int ldo, const float *x, int ldx, int T, const void *w, hr_dtype wt, int K, int n0, int n1) {
     size_t row_bytes = (size_t)K * hr_dtype_size(wt);
     for (int n = n0; n < n1; n += CPU_RB) {
         int nr = HR_MIN(CPU_RB, n1 - n);
         const void *wr[CPU_RB];
-        #pragma GCC unroll 4
+#pragma GCC unroll 4
         for (int r = 0; r < CPU_RB; r++) wr[r] = (const char *)w + (size_t)(n + HR_MIN(r, nr - 1)) * row_bytes;
         for (int t0 = 0; t0 < T; t0 += TB2) {
             float *o = out + (size_t)t0 * ldo + n;
             const float *xt = x + (size_t)t0 * ldx;
-            if (T - t0 >= 2) tile(o, ldo, xt, ldx, 2, wr, nr, wt, K);
-            else tile(o, ldo, xt, ldx, 1, wr, nr, wt, K);
+            if (T - t0 >= 2)
+                tile(o, ldo, xt, ldx, 2, wr, nr, wt, K);
+            else
+                tile(o, ldo, xt, ldx, 1, wr, nr, wt, K);
         }
     }
 }
@@ -87,13 +88,20 @@ static void gemm_f16(float *out, int ldo, const float *x, int ldx, int T, const 
     gemm_t(out, ldo, x, ldx, T, w, HR_F16, K, n0, n1);
 }
 
-static void gemm_avx2(float *out, int ldo, const float *x, int ldx, int T, const void *w, hr_dtype wt, int K,
-                      int n0, int n1) {
+static void gemm_avx2(float *out, int ldo, const float *x, int ldx, int T, const void *w, hr_dtype wt, int K, int n0,
+                      int n1) {
     switch (wt) {
-    case HR_F32: gemm_f32(out, ldo, x, ldx, T, w, K, n0, n1); break;
-    case HR_BF16: gemm_bf16(out, ldo, x, ldx, T, w, K, n0, n1); break;
-    case HR_F16: gemm_f16(out, ldo, x, ldx, T, w, K, n0, n1); break;
-    default: HR_ASSERT_MSG(0, "avx2 gemm: weight dtype not F32/BF16/F16");
+    case HR_F32:
+        gemm_f32(out, ldo, x, ldx, T, w, K, n0, n1);
+        break;
+    case HR_BF16:
+        gemm_bf16(out, ldo, x, ldx, T, w, K, n0, n1);
+        break;
+    case HR_F16:
+        gemm_f16(out, ldo, x, ldx, T, w, K, n0, n1);
+        break;
+    default:
+        HR_ASSERT_MSG(0, "avx2 gemm: weight dtype not F32/BF16/F16");
     }
 }
 

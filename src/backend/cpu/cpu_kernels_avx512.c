@@ -21,40 +21,40 @@ AI __m512 load_w(const void *w, hr_dtype wt, int k, __mmask16 m) {
 
 /* out[t * ldo + r] = dot(x[t], wr[r]) for r < nr, t < tb. The rows past nr
  * repeat the last valid row and are discarded. */
-AI void tile(float *out, int ldo, const float *x, int ldx, int tb, const void *const wr[CPU_RB], int nr,
-             hr_dtype wt, int K) {
+AI void tile(float *out, int ldo, const float *x, int ldx, int tb, const void *const wr[CPU_RB], int nr, hr_dtype wt,
+             int K) {
     __m512 acc[CPU_RB][CPU_TB];
-    #pragma GCC unroll 4
+#pragma GCC unroll 4
     for (int r = 0; r < CPU_RB; r++)
-        #pragma GCC unroll 4
+#pragma GCC unroll 4
         for (int t = 0; t < tb; t++) acc[r][t] = _mm512_setzero_ps();
     int k = 0;
     for (; k + 16 <= K; k += 16) {
         __m512 wv[CPU_RB];
-        #pragma GCC unroll 4
+#pragma GCC unroll 4
         for (int r = 0; r < CPU_RB; r++) wv[r] = load_w(wr[r], wt, k, 0xffff);
-        #pragma GCC unroll 4
+#pragma GCC unroll 4
         for (int t = 0; t < tb; t++) {
             __m512 xv = _mm512_loadu_ps(x + (size_t)t * ldx + k);
-            #pragma GCC unroll 4
+#pragma GCC unroll 4
             for (int r = 0; r < CPU_RB; r++) acc[r][t] = _mm512_fmadd_ps(wv[r], xv, acc[r][t]);
         }
     }
     if (k < K) {
         __mmask16 m = (__mmask16)((1u << (K - k)) - 1);
         __m512 wv[CPU_RB];
-        #pragma GCC unroll 4
+#pragma GCC unroll 4
         for (int r = 0; r < CPU_RB; r++) wv[r] = load_w(wr[r], wt, k, m);
-        #pragma GCC unroll 4
+#pragma GCC unroll 4
         for (int t = 0; t < tb; t++) {
             __m512 xv = _mm512_maskz_loadu_ps(m, x + (size_t)t * ldx + k);
-            #pragma GCC unroll 4
+#pragma GCC unroll 4
             for (int r = 0; r < CPU_RB; r++) acc[r][t] = _mm512_fmadd_ps(wv[r], xv, acc[r][t]);
         }
     }
-    #pragma GCC unroll 4
+#pragma GCC unroll 4
     for (int t = 0; t < tb; t++)
-        #pragma GCC unroll 4
+#pragma GCC unroll 4
         for (int r = 0; r < nr; r++) out[(size_t)t * ldo + r] = _mm512_reduce_add_ps(acc[r][t]);
 }
 
@@ -62,12 +62,12 @@ AI void tile(float *out, int ldo, const float *x, int ldx, int tb, const void *c
  * independent FMA chains keep the loads streaming. */
 AI void tile1(float *out, const float *x, const void *const wr[CPU_RB], int nr, hr_dtype wt, int K) {
     __m512 a0[CPU_RB], a1[CPU_RB];
-    #pragma GCC unroll 4
+#pragma GCC unroll 4
     for (int r = 0; r < CPU_RB; r++) a0[r] = a1[r] = _mm512_setzero_ps();
     int k = 0;
     for (; k + 32 <= K; k += 32) {
         __m512 x0 = _mm512_loadu_ps(x + k), x1 = _mm512_loadu_ps(x + k + 16);
-        #pragma GCC unroll 4
+#pragma GCC unroll 4
         for (int r = 0; r < CPU_RB; r++) {
             a0[r] = _mm512_fmadd_ps(load_w(wr[r], wt, k, 0xffff), x0, a0[r]);
             a1[r] = _mm512_fmadd_ps(load_w(wr[r], wt, k + 16, 0xffff), x1, a1[r]);
@@ -77,20 +77,19 @@ AI void tile1(float *out, const float *x, const void *const wr[CPU_RB], int nr, 
         int left = K - k;
         __mmask16 m = left >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << left) - 1);
         __m512 xv = _mm512_maskz_loadu_ps(m, x + k);
-        #pragma GCC unroll 4
+#pragma GCC unroll 4
         for (int r = 0; r < CPU_RB; r++) a0[r] = _mm512_fmadd_ps(load_w(wr[r], wt, k, m), xv, a0[r]);
     }
-    #pragma GCC unroll 4
+#pragma GCC unroll 4
     for (int r = 0; r < nr; r++) out[r] = _mm512_reduce_add_ps(_mm512_add_ps(a0[r], a1[r]));
 }
 
-AI void gemm_t(float *out, int ldo, const float *x, int ldx, int T, const void *w, hr_dtype wt, int K, int n0,
-               int n1) {
+AI void gemm_t(float *out, int ldo, const float *x, int ldx, int T, const void *w, hr_dtype wt, int K, int n0, int n1) {
     size_t row_bytes = (size_t)K * hr_dtype_size(wt);
     for (int n = n0; n < n1; n += CPU_RB) {
         int nr = HR_MIN(CPU_RB, n1 - n);
         const void *wr[CPU_RB];
-        #pragma GCC unroll 4
+#pragma GCC unroll 4
         for (int r = 0; r < CPU_RB; r++) wr[r] = (const char *)w + (size_t)(n + HR_MIN(r, nr - 1)) * row_bytes;
         if (T == 1) {
             tile1(out + n, x, wr, nr, wt, K);
@@ -100,10 +99,18 @@ AI void gemm_t(float *out, int ldo, const float *x, int ldx, int T, const void *
             float *o = out + (size_t)t0 * ldo + n;
             const float *xt = x + (size_t)t0 * ldx;
             switch (HR_MIN(CPU_TB, T - t0)) {
-            case 1: tile(o, ldo, xt, ldx, 1, wr, nr, wt, K); break;
-            case 2: tile(o, ldo, xt, ldx, 2, wr, nr, wt, K); break;
-            case 3: tile(o, ldo, xt, ldx, 3, wr, nr, wt, K); break;
-            default: tile(o, ldo, xt, ldx, 4, wr, nr, wt, K); break;
+            case 1:
+                tile(o, ldo, xt, ldx, 1, wr, nr, wt, K);
+                break;
+            case 2:
+                tile(o, ldo, xt, ldx, 2, wr, nr, wt, K);
+                break;
+            case 3:
+                tile(o, ldo, xt, ldx, 3, wr, nr, wt, K);
+                break;
+            default:
+                tile(o, ldo, xt, ldx, 4, wr, nr, wt, K);
+                break;
             }
         }
     }
@@ -119,13 +126,20 @@ static void gemm_f16(float *out, int ldo, const float *x, int ldx, int T, const 
     gemm_t(out, ldo, x, ldx, T, w, HR_F16, K, n0, n1);
 }
 
-static void gemm_avx512(float *out, int ldo, const float *x, int ldx, int T, const void *w, hr_dtype wt, int K,
-                        int n0, int n1) {
+static void gemm_avx512(float *out, int ldo, const float *x, int ldx, int T, const void *w, hr_dtype wt, int K, int n0,
+                        int n1) {
     switch (wt) {
-    case HR_F32: gemm_f32(out, ldo, x, ldx, T, w, K, n0, n1); break;
-    case HR_BF16: gemm_bf16(out, ldo, x, ldx, T, w, K, n0, n1); break;
-    case HR_F16: gemm_f16(out, ldo, x, ldx, T, w, K, n0, n1); break;
-    default: HR_ASSERT_MSG(0, "avx512 gemm: weight dtype not F32/BF16/F16");
+    case HR_F32:
+        gemm_f32(out, ldo, x, ldx, T, w, K, n0, n1);
+        break;
+    case HR_BF16:
+        gemm_bf16(out, ldo, x, ldx, T, w, K, n0, n1);
+        break;
+    case HR_F16:
+        gemm_f16(out, ldo, x, ldx, T, w, K, n0, n1);
+        break;
+    default:
+        HR_ASSERT_MSG(0, "avx512 gemm: weight dtype not F32/BF16/F16");
     }
 }
 

@@ -6,8 +6,8 @@
 
 #define KCHUNK 256
 
-static void gemm_scalar(float *out, int ldo, const float *x, int ldx, int T, const void *w, hr_dtype wt, int K,
-                        int n0, int n1) {
+static void gemm_scalar(float *out, int ldo, const float *x, int ldx, int T, const void *w, hr_dtype wt, int K, int n0,
+                        int n1) {
     float wbuf[KCHUNK];
     size_t esz = hr_dtype_size(wt);
     for (int n = n0; n < n1; n++) {

@@ -9,12 +9,12 @@
 
 #include "backend/cpu/cpu.h"
 
-#define CPU_LIN_TOKENS 64        /* tokens per work item (x block ~ 64 * K * 4 bytes) */
+#define CPU_LIN_TOKENS        64 /* tokens per work item (x block ~ 64 * K * 4 bytes) */
 #define CPU_LIN_FMAS_PER_ITEM 32768
 
-#define E4M3_MAX 448.0f
-#define E4M3_MIN_NORMAL 0.015625f /* 2^-6 */
-#define E4M3_SUBNORMAL_STEPS 512.0f /* 1 / 2^-9, the subnormal quantum */
+#define E4M3_MAX             448.0f
+#define E4M3_MIN_NORMAL      0.015625f /* 2^-6 */
+#define E4M3_SUBNORMAL_STEPS 512.0f    /* 1 / 2^-9, the subnormal quantum */
 
 /* Same value as hr_e4m3_to_f32(hr_f32_to_e4m3(x / s)) * s (the test checks it
  * bit for bit), without the generic encoder's frexp/ldexp: round the float32
@@ -65,8 +65,8 @@ static void lin_items(void *ctx, int b, int e, int tid) {
     }
 }
 
-int cpu_linear_raw(hr_backend *be, float *out, int ldo, const float *x, int T, int K, const void *w, hr_dtype wt,
-                   int N, const float *bias, float input_scale) {
+int cpu_linear_raw(hr_backend *be, float *out, int ldo, const float *x, int T, int K, const void *w, hr_dtype wt, int N,
+                   const float *bias, float input_scale) {
     cpu_backend *c = cpu_of(be);
     if (T <= 0 || N <= 0) return HR_OK;
     if (input_scale > 0) {

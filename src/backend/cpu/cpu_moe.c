@@ -57,14 +57,13 @@ static int check_experts(hr_backend *be, const hr_moe *m, int64_t H, int64_t *F)
     int E = m->n_experts;
     if (g->ne[0] != E || u->ne[0] != E || d->ne[0] != E || g->ne[2] != H || u->ne[1] != *F || u->ne[2] != H ||
         d->ne[1] != H || d->ne[2] != *F)
-        return hr_err_set(&be->err, HR_EINVAL,
-                          "cpu moe: experts must be gate/up [%d, F, %lld] and down [%d, %lld, F]", E, (long long)H, E,
-                          (long long)H);
+        return hr_err_set(&be->err, HR_EINVAL, "cpu moe: experts must be gate/up [%d, F, %lld] and down [%d, %lld, F]",
+                          E, (long long)H, E, (long long)H);
     for (int i = 0; i < 3; i++) {
         const hr_tensor *t = i == 0 ? g : i == 1 ? u : d;
         if (t->dtype != HR_F32 && t->dtype != HR_BF16 && t->dtype != HR_F16)
-            return hr_err_set(&be->err, HR_EUNSUP, "cpu moe: expert tensor '%s' is %s; F32/BF16/F16 supported",
-                              t->name, hr_dtype_name(t->dtype));
+            return hr_err_set(&be->err, HR_EUNSUP, "cpu moe: expert tensor '%s' is %s; F32/BF16/F16 supported", t->name,
+                              hr_dtype_name(t->dtype));
     }
     const hr_tensor *bs[3] = {m->gate_bias, m->up_bias, m->down_bias};
     int64_t bn[3] = {(int64_t)E * *F, (int64_t)E * *F, (int64_t)E * H};
@@ -87,8 +86,7 @@ int cpu_op_moe(hr_backend *be, hr_tensor *out, const hr_tensor *x, const hr_moe 
     if (rc) return rc;
     int64_t H = hr_tensor_cols(x), F = 0;
     int T = (int)hr_tensor_rows(x), E = m->n_experts, K = m->top_k;
-    if (E <= 0 || K <= 0 || K > E)
-        return hr_err_set(&be->err, HR_EINVAL, "cpu moe: top_k %d of %d experts", K, E);
+    if (E <= 0 || K <= 0 || K > E) return hr_err_set(&be->err, HR_EINVAL, "cpu moe: top_k %d of %d experts", K, E);
     if ((rc = cpu_check(be, "moe", out, "out", HR_F32, T * H))) return rc;
     if ((rc = check_experts(be, m, H, &F))) return rc;
     const hr_tensor *rw = m->router.w;
@@ -98,7 +96,8 @@ int cpu_op_moe(hr_backend *be, hr_tensor *out, const hr_tensor *x, const hr_moe 
 
     size_t TK = (size_t)T * K;
     size_t need = 0;
-    size_t parts[] = {(size_t)T * E, TK, TK, TK, (size_t)E + 1, (size_t)E, (size_t)T * H, (size_t)T * F * 2, (size_t)T * H};
+    size_t parts[] = {(size_t)T * E,     TK,           TK, TK, (size_t)E + 1, (size_t)E, (size_t)T * H,
+                      (size_t)T * F * 2, (size_t)T * H};
     for (size_t i = 0; i < HR_ARRAY_LEN(parts); i++) need += HR_CDIV(parts[i], 16) * 16;
     float *buf = cpu_shared(be, CPU_SLOT_MOE, need * sizeof(float));
     if (!buf) return be->err.code;
@@ -115,8 +114,7 @@ int cpu_op_moe(hr_backend *be, hr_tensor *out, const hr_tensor *x, const hr_moe 
     /* 1-2: router and routing */
     const float *rbias = NULL;
     if (m->router.bias && !(rbias = cpu_vec_f32(be, "moe", m->router.bias, E, CPU_SLOT_VEC))) return be->err.code;
-    if ((rc = cpu_linear_raw(be, logits, E, x->data, T, (int)H, rw->data, rw->dtype, E, rbias,
-                             m->router.input_scale)))
+    if ((rc = cpu_linear_raw(be, logits, E, x->data, T, (int)H, rw->data, rw->dtype, E, rbias, m->router.input_scale)))
         return rc;
     for (int t = 0; t < T; t++) route_token(m, logits + (size_t)t * E, sel + (size_t)t * K, selw + (size_t)t * K);
 
@@ -143,13 +141,12 @@ int cpu_op_moe(hr_backend *be, hr_tensor *out, const hr_tensor *x, const hr_moe 
         const char *wg = (const char *)m->gate->data + (size_t)e * F * H * gesz;
         const char *wu = (const char *)m->up->data + (size_t)e * F * H * uesz;
         const char *wd = (const char *)m->down->data + (size_t)e * H * F * desz;
-        if ((rc = cpu_linear_raw(be, g, (int)F, xe, n, (int)H, wg, m->gate->dtype, (int)F, gb ? gb + e * F : NULL,
-                                 0)) ||
+        if ((rc =
+                 cpu_linear_raw(be, g, (int)F, xe, n, (int)H, wg, m->gate->dtype, (int)F, gb ? gb + e * F : NULL, 0)) ||
             (rc = cpu_linear_raw(be, u, (int)F, xe, n, (int)H, wu, m->up->dtype, (int)F, ub ? ub + e * F : NULL, 0)))
             return rc;
         cpu_swiglu_rows(g, g, u, (size_t)n * F, &m->act);
-        if ((rc = cpu_linear_raw(be, ye, (int)H, g, n, (int)F, wd, m->down->dtype, (int)H, db ? db + e * H : NULL,
-                                 0)))
+        if ((rc = cpu_linear_raw(be, ye, (int)H, g, n, (int)F, wd, m->down->dtype, (int)H, db ? db + e * H : NULL, 0)))
             return rc;
         for (int r = 0; r < n; r++) {
             float w = selw[pairs[r]];
