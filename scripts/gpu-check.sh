@@ -1,26 +1,50 @@
 #!/usr/bin/env bash
 # GPU correctness check, the one script that runs on the device machine:
-# every CUDA op against its host reference (tests/backend/test_cuda_ops.c),
-# the same under compute-sanitizer (memcheck), and optionally the GEMV/copy
-# bandwidth microbenchmark. Binaries come from a carried build directory
-# (default build-cuda-dev: copy build-cuda-*/backend_test_cuda_ops there);
-# without one it configures and builds build-cuda-dev itself (needs the
-# deps of scripts/install-deps.sh). Logs go to $OUT (or /tmp/gpu-check).
-#   usage: scripts/gpu-check.sh [--bench] [--no-sanitizer]
+#  1. every CUDA op against its float64 host reference (tests/backend/test_cuda_ops.c),
+#  2. every fixture model against its golden logits on the GPU
+#     (tests/backend/test_cuda_golden.c, linked with the model libraries),
+#  3. (1) again under compute-sanitizer memcheck, and a short decode run of (2),
+#  4. with --bench: device copy bandwidth and GEMV vs cuBLASLt bandwidth.
+# The device machine has no jansson/pcre2 dev packages, so build here and carry:
+#   scripts/gpu-check.sh --prepare BUILD_DIR   (here: fills build-cuda-dev with
+#                                               the two binaries + the fixtures)
+#   then on the device (carry build-cuda-dev):  scripts/gpu-check.sh [--bench]
+# Logs go to $OUT (or /tmp/gpu-check).
 set -u
 cd "$(dirname "$0")/.."
 OUTDIR=${OUT:-/tmp/gpu-check}
 BIN=${HEARTH_CUDA_BIN:-build-cuda-dev}
 BENCH=0
 SAN=1
+if [ "${1:-}" = "--prepare" ]; then
+    B=${2:?usage: $0 --prepare BUILD_DIR (configured with -DHEARTH_CUDA=ON)}
+    set -e
+    cmake --build "$B" -j2 --target backend_test_cuda_ops backend_test_cuda_golden hr_model hr_io hr_quant
+    # CMake links tests/backend against hr_backend only; the golden test also
+    # needs the model: link it by hand (its model symbols are weak, -u pulls them)
+    syms="hr_model_load hr_model_free hr_model_kv_alloc hr_model_forward hr_model_vocab_size hr_model_config"
+    syms="$syms hr_model_weight_bytes st_file_open st_file_close st_file_find"
+    u=$(for s in $syms; do printf -- '-Wl,-u,%s ' "$s"; done)
+    cuda=$(dirname "$(dirname "$(command -v nvcc)")")
+    (cd "$B" && g++ $u CMakeFiles/backend_test_cuda_golden.dir/tests/backend/test_cuda_golden.c.o \
+        -o test_cuda_golden_linked libhr_model.a libhr_io.a libhr_backend.a libhr_quant.a libhr_cuda.a \
+        libhr_core.a "$(pkg-config --variable=libdir jansson)/libjansson.a" -lm "$cuda/lib64/libcudart_static.a" \
+        -ldl -lrt "$cuda/lib64/libcublasLt.so" -lpthread)
+    mkdir -p "$BIN/fixtures"
+    cp "$B/backend_test_cuda_ops" "$B/test_cuda_golden_linked" "$BIN/"
+    cp -r "${HEARTH_FIXTURES:-../shared/fixtures}/models" "$BIN/fixtures/"
+    du -sh "$BIN"
+    exit 0
+fi
 for a in "$@"; do
     case "$a" in
         --bench) BENCH=1 ;;
         --no-sanitizer) SAN=0 ;;
-        *) echo "usage: $0 [--bench] [--no-sanitizer]" >&2; exit 2 ;;
+        *) echo "usage: $0 [--prepare BUILD_DIR] | [--bench] [--no-sanitizer]" >&2; exit 2 ;;
     esac
 done
 mkdir -p "$OUTDIR"
+if [ -d "$BIN/fixtures/models" ]; then export HEARTH_FIXTURES="$PWD/$BIN/fixtures"; fi
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv | tee "$OUTDIR/device.txt"
 
 if [ ! -x "$BIN/backend_test_cuda_ops" ]; then
@@ -44,7 +68,31 @@ HEARTH_TEST_VERBOSE=1 "$BIN/backend_test_cuda_ops" 2>&1 | tee "$OUTDIR/test_cuda
 r=${PIPESTATUS[0]}
 echo "test_cuda_ops rc=$r"
 [ "$r" = 0 ] || rc=1
+if [ "$BENCH" = 1 ]; then
+    echo "== the same shapes through cuBLASLt (HEARTH_CUDA_GEMV_MAX_T=0)"
+    HEARTH_CUDA_BENCH=only HEARTH_CUDA_GEMV_MAX_T=0 "$BIN/backend_test_cuda_ops" 2>&1 | grep BENCH | tee -a "$OUTDIR/test_cuda_ops.log"
+fi
 unset HEARTH_CUDA_BENCH
+
+if [ -x "$BIN/test_cuda_golden_linked" ]; then
+    echo "== test_cuda_golden (fixtures: ${HEARTH_FIXTURES:-../shared/fixtures})"
+    "$BIN/test_cuda_golden_linked" 2>&1 | tee "$OUTDIR/test_cuda_golden.log"
+    r=${PIPESTATUS[0]}
+    echo "test_cuda_golden rc=$r"
+    [ "$r" = 0 ] || rc=1
+else
+    echo "== test_cuda_golden: not built (scripts/gpu-check.sh --prepare)"
+fi
+
+if [ "$BENCH" = 1 ] && [ -x "$BIN/test_cuda_golden_linked" ]; then
+    for m in ${HEARTH_CUDA_DECODE_MODELS:-synthetic:llama-3.1-8b}; do
+        for g in 1 0; do
+            echo "== decode benchmark $m, CUDA graphs $g"
+            HEARTH_CUDA_GRAPHS=$g HEARTH_CUDA_DECODE_BENCH=$m "$BIN/test_cuda_golden_linked" 2>&1 |
+                tee -a "$OUTDIR/decode_bench.log"
+        done
+    done
+fi
 
 if [ "$SAN" = 1 ] && command -v compute-sanitizer >/dev/null; then
     echo "== compute-sanitizer memcheck"
@@ -53,6 +101,15 @@ if [ "$SAN" = 1 ] && command -v compute-sanitizer >/dev/null; then
     tail -n 5 "$OUTDIR/sanitizer.log"
     echo "compute-sanitizer rc=$r"
     [ "$r" = 0 ] || rc=1
+    if [ -x "$BIN/test_cuda_golden_linked" ]; then
+        echo "== compute-sanitizer memcheck: tiny-gpt-oss prefill + 24 decode steps"
+        HEARTH_GOLDEN_ONLY=tiny-gpt-oss compute-sanitizer --tool memcheck --error-exitcode 9 \
+            "$BIN/test_cuda_golden_linked" > "$OUTDIR/sanitizer_golden.log" 2>&1
+        r=$?
+        tail -n 3 "$OUTDIR/sanitizer_golden.log"
+        echo "compute-sanitizer (golden) rc=$r"
+        [ "$r" = 0 ] || rc=1
+    fi
 fi
 echo "gpu-check: $([ $rc = 0 ] && echo PASS || echo FAIL)"
 exit $rc

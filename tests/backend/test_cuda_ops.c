@@ -317,6 +317,116 @@ typedef struct {
     const char *name;
 } attn_case;
 
+/* float64 attention over the host cache image (kc/vc hold every slot). */
+static double *attn_ref(const step_buf *b, int n_seqs, const float *q, const float *kc, const float *vc,
+                        const float *sinks, int nh, int nkv, int hd, int bs, int window, bool use_sinks, float scale) {
+    int T = b->s.n_tokens, mbps = b->s.max_blocks_per_seq;
+    int64_t row = (int64_t)nkv * hd;
+    double *ref = calloc((size_t)T * nh * hd, sizeof(double));
+    double *lg = malloc(sizeof(double) * 4096);
+    for (int s = 0; s < n_seqs; s++)
+        for (int t = b->qs[s]; t < b->qs[s + 1]; t++) {
+            int pos = b->pos[t], hi = HR_MIN(pos + 1, b->lens[s]);
+            int lo = window > 0 ? HR_MAX(0, pos - window + 1) : 0;
+            for (int h = 0; h < nh; h++) {
+                int g = h / (nh / nkv);
+                double mx = use_sinks ? sinks[h] : -INFINITY;
+                for (int j = lo; j < hi; j++) {
+                    int64_t slot = (int64_t)b->bt[s * mbps + j / bs] * bs + j % bs;
+                    double d = 0;
+                    for (int e = 0; e < hd; e++) d += (double)q[(int64_t)t * nh * hd + h * hd + e] * kc[slot * row + g * hd + e];
+                    lg[j - lo] = d * scale;
+                    mx = fmax(mx, lg[j - lo]);
+                }
+                double den = use_sinks ? exp(sinks[h] - mx) : 0;
+                double *o = ref + (int64_t)t * nh * hd + h * hd;
+                for (int j = lo; j < hi; j++) {
+                    int64_t slot = (int64_t)b->bt[s * mbps + j / bs] * bs + j % bs;
+                    double w = exp(lg[j - lo] - mx);
+                    den += w;
+                    for (int e = 0; e < hd; e++) o[e] += w * vc[slot * row + g * hd + e];
+                }
+                for (int e = 0; e < hd; e++) o[e] /= den;
+            }
+        }
+    free(lg);
+    return ref;
+}
+
+/* Decode steps of one shape on persistent buffers: the first runs eagerly,
+ * the second is captured as a CUDA graph, the rest replay it. Each step has
+ * new K/V/Q values and one more context token, and must match the reference. */
+static void test_graph_replay(void) {
+    const int nh = 8, nkv = 2, hd = 64, bs = 16, n_steps = 6;
+    int ctx[2] = {90, 33}, nn[2] = {1, 1};
+    step_buf sb;
+    make_step(&sb, 2, ctx, nn, bs, 10); /* blocks for the longest step are assigned below */
+    int ctx_max[2] = {90 + n_steps, 33 + n_steps};
+    step_buf big;
+    make_step(&big, 2, ctx_max, nn, bs, 10);
+    int64_t row = (int64_t)nkv * hd, nslots = (int64_t)big.n_blocks * bs;
+    int64_t ne_c[4] = {big.n_blocks, bs, nkv, hd}, ne_kv[2] = {2, row}, ne_q[2] = {2, (int64_t)nh * hd};
+    float *kc = rnd(nslots * row, 1.0f), *vc = rnd(nslots * row, 1.0f);
+    hr_tensor *tk = upload(HR_BF16, 4, ne_c, kc, "k_cache"), *tv = upload(HR_BF16, 4, ne_c, vc, "v_cache");
+    hr_tensor *tkn = out_new(HR_BF16, 2, ne_kv), *tvn = out_new(HR_BF16, 2, ne_kv), *tq = out_new(HR_BF16, 2, ne_q);
+    hr_tensor *out = out_new(HR_BF16, 2, ne_q);
+    double worst = 0;
+    for (int i = 0; i < n_steps; i++) {
+        /* same block tables as `big`, context one longer each step */
+        step_buf st = big;
+        for (int s = 0; s < 2; s++) {
+            int p = ctx[s] + i;
+            st.pos[s] = p;
+            st.lens[s] = p + 1;
+            st.slots[s] = st.bt[s * st.s.max_blocks_per_seq + p / bs] * bs + p % bs;
+        }
+        st.s.tokens = st.tokens;
+        st.s.positions = st.pos;
+        st.s.slot_mapping = st.slots;
+        st.s.query_start = st.qs;
+        st.s.seq_lens = st.lens;
+        st.s.block_tables = st.bt;
+        st.s.logit_rows = st.rows;
+        float *k = rnd(2 * row, 1.0f), *v = rnd(2 * row, 1.0f), *q = rnd(2 * nh * hd, 1.0f);
+        hr_tensor *sk = upload(HR_BF16, 2, ne_kv, k, "k"), *sv = upload(HR_BF16, 2, ne_kv, v, "v"),
+                  *sq = upload(HR_BF16, 2, ne_q, q, "q");
+        CHECK(be->ops->copy(be, tkn, sk) == HR_OK && be->ops->copy(be, tvn, sv) == HR_OK &&
+              be->ops->copy(be, tq, sq) == HR_OK);
+        hr_attn_params p = {nh, nkv, hd, 1.0f / sqrtf((float)hd), 0, NULL};
+        CHECK(be->ops->step_begin(be, &st.s) == HR_OK);
+        CHECK(be->ops->kv_store(be, tk, tv, tkn, tvn, &st.s) == HR_OK);
+        CHECK(be->ops->attention(be, out, tq, tk, tv, &st.s, &p) == HR_OK);
+        CHECK(be->ops->step_end(be) == HR_OK);
+        for (int t = 0; t < 2; t++)
+            for (int64_t j = 0; j < row; j++) {
+                kc[st.slots[t] * row + j] = k[t * row + j];
+                vc[st.slots[t] * row + j] = v[t * row + j];
+            }
+        double *ref = attn_ref(&st, 2, q, kc, vc, NULL, nh, nkv, hd, bs, 0, false, p.scale);
+        float *got = download(out);
+        double e = rel_l2(got, ref, 2 * nh * hd);
+        CHECK_MSG(e <= TOL_BF16, "graph replay step %d: rel L2 %.3g", i, e);
+        if (!(e <= worst)) worst = e;
+        free(got);
+        free(ref);
+        free(k);
+        free(v);
+        free(q);
+        tfree(sk);
+        tfree(sv);
+        tfree(sq);
+    }
+    if (getenv("HEARTH_TEST_VERBOSE")) printf("  %-40s rel L2 %.3g (worst of %d steps)\n", "graph replay decode", worst, n_steps);
+    free(kc);
+    free(vc);
+    tfree(tk);
+    tfree(tv);
+    tfree(tkn);
+    tfree(tvn);
+    tfree(tq);
+    tfree(out);
+}
+
 static void test_attention(const attn_case *ac) {
     step_buf sb;
     make_step(&sb, ac->n_seqs, ac->ctx, ac->nn, ac->block_size, 10);
@@ -353,41 +463,13 @@ static void test_attention(const attn_case *ac) {
     for (int64_t i = 0; i < nslots * row; i++) bad += gk[i] != kc[i] || gv[i] != vc[i];
     CHECK_MSG(bad == 0, "%s: kv_store: %lld cache values differ", ac->name, (long long)bad);
 
-    double *ref = calloc((size_t)T * nh * hd, sizeof(double));
-    double *lg = malloc(sizeof(double) * 4096);
-    int mbps = sb.s.max_blocks_per_seq;
-    for (int s = 0; s < ac->n_seqs; s++)
-        for (int t = sb.qs[s]; t < sb.qs[s + 1]; t++) {
-            int pos = sb.pos[t], hi = HR_MIN(pos + 1, sb.lens[s]);
-            int lo = ac->window > 0 ? HR_MAX(0, pos - ac->window + 1) : 0;
-            for (int h = 0; h < nh; h++) {
-                int g = h / (nh / nkv);
-                double mx = ac->sinks ? sinks[h] : -INFINITY;
-                for (int j = lo; j < hi; j++) {
-                    int64_t slot = (int64_t)sb.bt[s * mbps + j / bs] * bs + j % bs;
-                    double d = 0;
-                    for (int e = 0; e < hd; e++) d += (double)q[(int64_t)t * nh * hd + h * hd + e] * kc[slot * row + g * hd + e];
-                    lg[j - lo] = d * p.scale;
-                    mx = fmax(mx, lg[j - lo]);
-                }
-                double den = ac->sinks ? exp(sinks[h] - mx) : 0;
-                double *o = ref + (int64_t)t * nh * hd + h * hd;
-                for (int j = lo; j < hi; j++) {
-                    int64_t slot = (int64_t)sb.bt[s * mbps + j / bs] * bs + j % bs;
-                    double w = exp(lg[j - lo] - mx);
-                    den += w;
-                    for (int e = 0; e < hd; e++) o[e] += w * vc[slot * row + g * hd + e];
-                }
-                for (int e = 0; e < hd; e++) o[e] /= den;
-            }
-        }
+    double *ref = attn_ref(&sb, ac->n_seqs, q, kc, vc, sinks, nh, nkv, hd, bs, ac->window, ac->sinks, p.scale);
     float *got = download(out);
     char what[96];
     snprintf(what, sizeof(what), "attention %s", ac->name);
     CHECK_REL(got, ref, (int64_t)T * nh * hd, TOL_BF16, what);
     free(got);
     free(ref);
-    free(lg);
     free(gk);
     free(gv);
     free(kc);
@@ -527,8 +609,8 @@ static void test_moe(hr_route route, bool biases, float limit) {
 static void bench_gemv(int N, int K, int T) {
     int64_t ne_x[2] = {T, K}, ne_w[2] = {N, K}, ne_o[2] = {T, N};
     /* several weight copies so repeated runs do not hit L2 (50 MB on H100) */
-    enum { NW = 4 };
-    hr_tensor *tw[NW];
+    int NW = (double)N * K * 2 > 256e6 ? 1 : 4;
+    hr_tensor *tw[4];
     float *w = rnd((int64_t)N * K, 0.1f), *x = rnd((int64_t)T * K, 1.0f);
     for (int i = 0; i < NW; i++) tw[i] = upload(HR_BF16, 2, ne_w, w, "w");
     hr_tensor *tx = upload(HR_BF16, 2, ne_x, x, "x"), *out = out_new(HR_BF16, 2, ne_o);
@@ -546,7 +628,9 @@ static void bench_gemv(int N, int K, int T) {
     be->ops->sync(be);
     double dt = (hr_time_now() - t0) / iters;
     double bytes = (double)N * K * 2 + (double)T * K * 2 + (double)T * N * 2;
-    printf("BENCH gemv N=%d K=%d T=%d: %.2f us, %.0f GB/s\n", N, K, T, dt * 1e6, bytes / dt / 1e9);
+    const char *mt = getenv("HEARTH_CUDA_GEMV_MAX_T");
+    printf("BENCH linear%s N=%d K=%d T=%d: %.2f us, %.0f GB/s\n", mt ? (atoi(mt) < T ? " cublasLt" : " gemv") : "",
+           N, K, T, dt * 1e6, bytes / dt / 1e9);
     for (int i = 0; i < NW; i++) tfree(tw[i]);
     tfree(tx);
     tfree(out);
@@ -579,6 +663,8 @@ int main(void) {
         return 1;
     }
     CHECK(be->act_dtype == HR_BF16 && be->kv_dtype == HR_BF16);
+    const char *bench = getenv("HEARTH_CUDA_BENCH");
+    if (bench && !strcmp(bench, "only")) goto bench;
 
     test_embed_get_rows();
     test_norms_add(5, 4096, HR_F32);
@@ -600,6 +686,7 @@ int main(void) {
         {1, {0}, {7}, 4, 4, 80, 8, 0, false, "mha hd80"},
     };
     for (size_t i = 0; i < HR_ARRAY_LEN(cases); i++) test_attention(&cases[i]);
+    test_graph_replay();
 
     test_linear(1, 4096, 512, HR_BF16, HR_BF16, false, 0);    /* GEMV, split-K */
     test_linear(3, 1024, 2048, HR_BF16, HR_BF16, true, 0);    /* GEMV NT=4, bias */
@@ -615,13 +702,13 @@ int main(void) {
     test_moe(HR_ROUTE_SOFTMAX_TOPK, false, 0);
     test_moe(HR_ROUTE_TOPK_SOFTMAX, true, 7.0f);
 
-    if (getenv("HEARTH_CUDA_BENCH")) {
+bench:
+    if (bench) {
         bench_copy();
-        bench_gemv(4096, 4096, 1);
-        bench_gemv(14336, 4096, 1);
-        bench_gemv(4096, 14336, 1);
-        bench_gemv(4096, 4096, 8);
-        bench_gemv(14336, 4096, 16);
+        static const int shapes[][2] = {{4096, 4096}, {14336, 4096}, {4096, 14336}, {128256, 4096}};
+        static const int ts[] = {1, 2, 4, 8, 16};
+        for (size_t i = 0; i < HR_ARRAY_LEN(shapes); i++)
+            for (size_t j = 0; j < HR_ARRAY_LEN(ts); j++) bench_gemv(shapes[i][0], shapes[i][1], ts[j]);
     }
     be->ops->free(be); /* not hr_backend_free: keeps backend.c (and the CPU backend) out of this test */
     return test_report("test_cuda_ops");

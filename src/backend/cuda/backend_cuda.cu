@@ -69,8 +69,10 @@ int cu_scratch_reserve(cu_backend *c, size_t bytes) {
     if (c->scratch_top != 0)
         return hr_err_set(&c->base.err, HR_ENOMEM, "cuda: scratch cannot grow while in use (%zu > %zu bytes)", bytes,
                           c->scratch_cap);
+    cu_graph_demote(c);
     size_t cap = HR_MAX(bytes + bytes / 4, CU_SCRATCH_MIN);
     CU_TRY(c, cudaStreamSynchronize(c->stream), "scratch grow sync");
+    cu_graphs_invalidate(c); /* graphs hold the old scratch pointer */
     if (c->scratch) {
         cudaFree(c->scratch);
         c->in_use -= c->scratch_cap;
@@ -113,6 +115,7 @@ static hr_tensor *cu_tensor_new(hr_backend *be, hr_dtype dtype, int ndim, const 
     t->be = be;
     if (name) snprintf(t->name, sizeof(t->name), "%s", name);
     if (t->nbytes) {
+        cu_graph_flush(c); /* no cudaMalloc inside a capture */
         cudaSetDevice(c->device);
         t->data = dev_alloc(c, t->nbytes);
         if (!t->data) {
@@ -136,6 +139,7 @@ static void cu_tensor_free(hr_backend *be, hr_tensor *t) {
 
 static int cu_tensor_set(hr_backend *be, hr_tensor *t, const void *host, size_t offset, size_t nbytes) {
     cu_backend *c = cu_of(be);
+    cu_graph_flush(c);
     if (offset + nbytes > t->nbytes)
         return hr_err_set(&be->err, HR_EINVAL, "cuda tensor_set: range past the end of '%s'", t->name);
     if (!nbytes) return HR_OK;
@@ -148,6 +152,7 @@ static int cu_tensor_set(hr_backend *be, hr_tensor *t, const void *host, size_t 
 
 static int cu_tensor_get(hr_backend *be, const hr_tensor *t, void *host, size_t offset, size_t nbytes) {
     cu_backend *c = cu_of(be);
+    cu_graph_flush(c);
     if (offset + nbytes > t->nbytes)
         return hr_err_set(&be->err, HR_EINVAL, "cuda tensor_get: range past the end of '%s'", t->name);
     if (!nbytes) return HR_OK;
@@ -159,6 +164,7 @@ static int cu_tensor_get(hr_backend *be, const hr_tensor *t, void *host, size_t 
 
 static int cu_tensor_zero(hr_backend *be, hr_tensor *t) {
     cu_backend *c = cu_of(be);
+    cu_graph_flush(c);
     if (t->nbytes) CU_TRY(c, cudaMemsetAsync(t->data, 0, t->nbytes, c->stream), "tensor_zero");
     return HR_OK;
 }
@@ -196,6 +202,7 @@ static int upload_step(cu_backend *c, const hr_step *s) {
     if (total > c->stage_cap) {
         size_t cap = HR_MAX(total + total / 2, (size_t)1 << 16);
         CU_TRY(c, cudaStreamSynchronize(c->stream), "step grow sync");
+        cu_graphs_invalidate(c); /* graphs hold the old step arrays */
         if (c->stage_host) cudaFreeHost(c->stage_host);
         if (c->stage_dev) cudaFree(c->stage_dev);
         c->stage_host = NULL;
@@ -238,6 +245,8 @@ static int upload_step(cu_backend *c, const hr_step *s) {
     d->block_size = s->block_size;
     d->n_logits = s->n_logits;
     d->max_seq_len = max_len;
+    d->ctx_bucket = 64;
+    while (d->ctx_bucket < max_len) d->ctx_bucket *= 2;
     d->tokens = base + o_tok;
     d->positions = base + o_pos;
     d->slots = base + o_slot;
@@ -256,24 +265,31 @@ static int want_step(cu_backend *c, const hr_step *s) {
     if (c->step.host == s && c->step.n_tokens == s->n_tokens && c->step.n_seqs == s->n_seqs &&
         c->step.n_logits == s->n_logits)
         return HR_OK;
+    cu_graph_demote(c);
     return upload_step(c, s);
 }
 
 static int cu_step_begin(hr_backend *be, const hr_step *step) {
     cu_backend *c = cu_of(be);
+    cu_graph_abort(c); /* the previous step failed before step_end */
     cudaSetDevice(c->device);
-    return upload_step(c, step);
+    int rc = upload_step(c, step);
+    if (rc) return rc;
+    return cu_graph_step_begin(c);
 }
 
 static int cu_step_end(hr_backend *be) {
     cu_backend *c = cu_of(be);
+    int rc = cu_graph_step_end(c);
     c->step.host = NULL; /* the caller may reuse the step struct for the next step */
+    if (rc) return rc;
     CU_TRY(c, cudaGetLastError(), "step");
     return HR_OK;
 }
 
 static int cu_sync(hr_backend *be) {
     cu_backend *c = cu_of(be);
+    cu_graph_flush(c);
     CU_TRY(c, cudaStreamSynchronize(c->stream), "sync");
     return HR_OK;
 }
@@ -364,8 +380,10 @@ static const float *rope_table(cu_backend *c, const hr_rope *r, int *rc) {
     int n = r->rot_dim / 2;
     for (int i = 0; i < c->n_rope_tabs; i++)
         if (c->rope_tabs[i].host == r->inv_freq && c->rope_tabs[i].n == n) return c->rope_tabs[i].dev;
+    cu_graph_demote(c); /* the upload below is synchronous */
     int slot = c->n_rope_tabs < (int)HR_ARRAY_LEN(c->rope_tabs) ? c->n_rope_tabs++ : 0;
     float *d = c->rope_tabs[slot].dev;
+    if (d) cu_graphs_invalidate(c); /* a captured graph may read this slot's old table */
     if (d && c->rope_tabs[slot].n < n) {
         cudaStreamSynchronize(c->stream);
         cudaFree(d);
@@ -597,8 +615,174 @@ static int cu_get_rows_op(hr_backend *be, hr_tensor *out, const hr_tensor *x, co
     return HR_OK;
 }
 
+/* ---- logging wrappers (the op table): eager ops run at once; in a graph
+ * capture they also log; in a replay they only log (step_graph.cu) ----- */
+static int w_embed(hr_backend *be, hr_tensor *out, const hr_tensor *table, const hr_step *step) {
+    cu_op *o = cu_graph_log(cu_of(be), CU_OP_EMBED);
+    if (o) {
+        o->n_t = 2;
+        o->t[0] = *out;
+        o->t[1] = *table;
+        if (cu_of(be)->mode == CU_REPLAY) return HR_OK;
+    }
+    return cu_embed_op(be, out, table, step);
+}
+
+static int w_rmsnorm(hr_backend *be, hr_tensor *out, const hr_tensor *x, const hr_tensor *w, float eps) {
+    cu_op *o = cu_graph_log(cu_of(be), CU_OP_RMSNORM);
+    if (o) {
+        o->n_t = 3;
+        o->t[0] = *out;
+        o->t[1] = *x;
+        o->t[2] = *w;
+        o->p.eps = eps;
+        if (cu_of(be)->mode == CU_REPLAY) return HR_OK;
+    }
+    return cu_rmsnorm_op(be, out, x, w, eps);
+}
+
+static int w_add_rmsnorm(hr_backend *be, hr_tensor *out, hr_tensor *res, const hr_tensor *x, const hr_tensor *w,
+                         float eps) {
+    cu_op *o = cu_graph_log(cu_of(be), CU_OP_ADD_RMSNORM);
+    if (o) {
+        o->n_t = 4;
+        o->t[0] = *out;
+        o->t[1] = *res;
+        o->t[2] = *x;
+        o->t[3] = *w;
+        o->p.eps = eps;
+        if (cu_of(be)->mode == CU_REPLAY) return HR_OK;
+    }
+    return cu_add_rmsnorm_op(be, out, res, x, w, eps);
+}
+
+static int w_add(hr_backend *be, hr_tensor *out, const hr_tensor *a, const hr_tensor *b) {
+    cu_op *o = cu_graph_log(cu_of(be), CU_OP_ADD);
+    if (o) {
+        o->n_t = 3;
+        o->t[0] = *out;
+        o->t[1] = *a;
+        o->t[2] = *b;
+        if (cu_of(be)->mode == CU_REPLAY) return HR_OK;
+    }
+    return cu_add_op(be, out, a, b);
+}
+
+static int w_linear(hr_backend *be, hr_tensor *out, const hr_tensor *x, const hr_linear *l) {
+    cu_op *o = cu_graph_log(cu_of(be), CU_OP_LINEAR);
+    if (o) {
+        o->n_t = 2;
+        o->t[0] = *out;
+        o->t[1] = *x;
+        o->p.lin = *l;
+        if (cu_of(be)->mode == CU_REPLAY) return HR_OK;
+    }
+    return cu_linear_op(be, out, x, l);
+}
+
+static int w_rope(hr_backend *be, hr_tensor *x, int n_heads, const hr_rope *r, const hr_step *step) {
+    cu_op *o = cu_graph_log(cu_of(be), CU_OP_ROPE);
+    if (o) {
+        o->n_t = 1;
+        o->t[0] = *x;
+        o->i0 = n_heads;
+        o->p.rope = *r;
+        if (cu_of(be)->mode == CU_REPLAY) return HR_OK;
+    }
+    return cu_rope_op(be, x, n_heads, r, step);
+}
+
+static int w_kv_store(hr_backend *be, hr_tensor *kc, hr_tensor *vc, const hr_tensor *k, const hr_tensor *v,
+                      const hr_step *step) {
+    cu_op *o = cu_graph_log(cu_of(be), CU_OP_KV_STORE);
+    if (o) {
+        o->n_t = 4;
+        o->t[0] = *kc;
+        o->t[1] = *vc;
+        o->t[2] = *k;
+        o->t[3] = *v;
+        if (cu_of(be)->mode == CU_REPLAY) return HR_OK;
+    }
+    return cu_kv_store_op(be, kc, vc, k, v, step);
+}
+
+static int w_attention(hr_backend *be, hr_tensor *out, const hr_tensor *q, const hr_tensor *kc, const hr_tensor *vc,
+                       const hr_step *step, const hr_attn_params *p) {
+    cu_op *o = cu_graph_log(cu_of(be), CU_OP_ATTENTION);
+    if (o) {
+        o->n_t = 4;
+        o->t[0] = *out;
+        o->t[1] = *q;
+        o->t[2] = *kc;
+        o->t[3] = *vc;
+        o->p.attn = *p;
+        if (cu_of(be)->mode == CU_REPLAY) return HR_OK;
+    }
+    return cu_attention_op(be, out, q, kc, vc, step, p);
+}
+
+static int w_swiglu(hr_backend *be, hr_tensor *out, const hr_tensor *gate, const hr_tensor *up, const hr_act *act) {
+    cu_op *o = cu_graph_log(cu_of(be), CU_OP_SWIGLU);
+    if (o) {
+        o->n_t = 3;
+        o->t[0] = *out;
+        o->t[1] = *gate;
+        o->t[2] = *up;
+        o->p.act = *act;
+        if (cu_of(be)->mode == CU_REPLAY) return HR_OK;
+    }
+    return cu_swiglu_op(be, out, gate, up, act);
+}
+
+static int w_moe(hr_backend *be, hr_tensor *out, const hr_tensor *x, const hr_moe *m) {
+    cu_op *o = cu_graph_log(cu_of(be), CU_OP_MOE);
+    if (o) {
+        o->n_t = 2;
+        o->t[0] = *out;
+        o->t[1] = *x;
+        o->p.moe = *m;
+        if (cu_of(be)->mode == CU_REPLAY) return HR_OK;
+    }
+    return cu_moe_op(be, out, x, m);
+}
+
+static int w_get_rows(hr_backend *be, hr_tensor *out, const hr_tensor *x, const hr_step *step) {
+    cu_op *o = cu_graph_log(cu_of(be), CU_OP_GET_ROWS);
+    if (o) {
+        o->n_t = 2;
+        o->t[0] = *out;
+        o->t[1] = *x;
+        if (cu_of(be)->mode == CU_REPLAY) return HR_OK;
+    }
+    return cu_get_rows_op(be, out, x, step);
+}
+
+/* The logged step is the current one (step_begin uploaded it; step_end has
+ * not yet cleared it). */
+int cu_exec_op(cu_backend *c, const cu_op *o) {
+    hr_backend *be = &c->base;
+    const hr_step *st = c->step.host;
+    hr_tensor t[4];
+    memcpy(t, o->t, sizeof(t));
+    switch (o->kind) {
+    case CU_OP_EMBED: return cu_embed_op(be, &t[0], &t[1], st);
+    case CU_OP_RMSNORM: return cu_rmsnorm_op(be, &t[0], &t[1], &t[2], o->p.eps);
+    case CU_OP_ADD_RMSNORM: return cu_add_rmsnorm_op(be, &t[0], &t[1], &t[2], &t[3], o->p.eps);
+    case CU_OP_ADD: return cu_add_op(be, &t[0], &t[1], &t[2]);
+    case CU_OP_LINEAR: return cu_linear_op(be, &t[0], &t[1], &o->p.lin);
+    case CU_OP_ROPE: return cu_rope_op(be, &t[0], o->i0, &o->p.rope, st);
+    case CU_OP_KV_STORE: return cu_kv_store_op(be, &t[0], &t[1], &t[2], &t[3], st);
+    case CU_OP_ATTENTION: return cu_attention_op(be, &t[0], &t[1], &t[2], &t[3], st, &o->p.attn);
+    case CU_OP_SWIGLU: return cu_swiglu_op(be, &t[0], &t[1], &t[2], &o->p.act);
+    case CU_OP_MOE: return cu_moe_op(be, &t[0], &t[1], &o->p.moe);
+    case CU_OP_GET_ROWS: return cu_get_rows_op(be, &t[0], &t[1], st);
+    }
+    return hr_err_set(&be->err, HR_EINVAL, "cuda: unknown logged op %d", (int)o->kind);
+}
+
 static int cu_copy_op(hr_backend *be, hr_tensor *dst, const hr_tensor *src) {
     cu_backend *c = cu_of(be);
+    cu_graph_flush(c);
     if (dst->nbytes != src->nbytes || dst->dtype != src->dtype)
         return hr_err_set(&be->err, HR_EINVAL, "cuda copy: size/dtype mismatch");
     CU_TRY(c, cudaMemcpyAsync(dst->data, src->data, src->nbytes, cudaMemcpyDeviceToDevice, c->stream), "copy");
@@ -618,6 +802,7 @@ static int cu_mem_info(hr_backend *be, size_t *in_use, size_t *peak, size_t *tot
 static void cu_free_backend(hr_backend *be) {
     cu_backend *c = cu_of(be);
     if (!c) return;
+    cu_graphs_free(c);
     if (c->stream) cudaStreamSynchronize(c->stream);
     for (int i = 0; i < c->n_free; i++) cudaFree(c->free_list[i].p);
     free(c->free_list);
@@ -646,17 +831,17 @@ static hr_backend_ops make_ops(void) {
     o.step_begin = cu_step_begin;
     o.step_end = cu_step_end;
     o.sync = cu_sync;
-    o.embed = cu_embed_op;
-    o.rmsnorm = cu_rmsnorm_op;
-    o.add_rmsnorm = cu_add_rmsnorm_op;
-    o.add = cu_add_op;
-    o.linear = cu_linear_op;
-    o.rope = cu_rope_op;
-    o.kv_store = cu_kv_store_op;
-    o.attention = cu_attention_op;
-    o.swiglu = cu_swiglu_op;
-    o.moe = cu_moe_op;
-    o.get_rows = cu_get_rows_op;
+    o.embed = w_embed;
+    o.rmsnorm = w_rmsnorm;
+    o.add_rmsnorm = w_add_rmsnorm;
+    o.add = w_add;
+    o.linear = w_linear;
+    o.rope = w_rope;
+    o.kv_store = w_kv_store;
+    o.attention = w_attention;
+    o.swiglu = w_swiglu;
+    o.moe = w_moe;
+    o.get_rows = w_get_rows;
     o.copy = cu_copy_op;
     o.mem_info = cu_mem_info;
     return o;
@@ -681,6 +866,7 @@ extern "C" hr_backend *hr_backend_cuda_create(int device_index, hr_err *err) {
     c->base.kv_dtype = HR_BF16;
     c->base.impl = c;
     c->device = device_index;
+    cu_graphs_init(c);
     if ((e = cudaSetDevice(device_index)) != cudaSuccess) goto cuda_fail;
     if ((e = cudaDeviceGetAttribute(&c->n_sm, cudaDevAttrMultiProcessorCount, device_index)) != cudaSuccess)
         goto cuda_fail;

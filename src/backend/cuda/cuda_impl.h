@@ -21,9 +21,48 @@ typedef struct cu_step {
     const hr_step *host;   /* identity of the uploaded step (pointer + counts) */
     int n_tokens, n_seqs, mbps, block_size, n_logits;
     int max_seq_len;       /* host-side maxima: launch shapes without a sync */
+    int ctx_bucket;        /* power of two >= max_seq_len (>= 64): attention splits depend on it only */
     int32_t *tokens, *positions, *slots, *query_start, *seq_lens, *block_tables, *logit_rows;
     int32_t *tok_seq;      /* [n_tokens] sequence index of each token (host-computed) */
 } cu_step;
+
+/* ---- decode-step CUDA graphs (step_graph.cu) ------------------------------
+ * Between step_begin and step_end every op is also logged by value. A step
+ * shape seen before is captured into a graph on its second sighting and
+ * replayed from the third: in replay the ops only log, and step_end launches
+ * the graph if the log equals the captured one (same buffers and params),
+ * else runs the logged ops eagerly and drops the graph. */
+typedef enum { CU_OP_EMBED, CU_OP_RMSNORM, CU_OP_ADD_RMSNORM, CU_OP_ADD, CU_OP_LINEAR, CU_OP_ROPE, CU_OP_KV_STORE,
+               CU_OP_ATTENTION, CU_OP_SWIGLU, CU_OP_MOE, CU_OP_GET_ROWS } cu_op_kind;
+
+typedef struct cu_op {
+    cu_op_kind kind;
+    int n_t;
+    hr_tensor t[4];        /* copies: the forward pass passes stack views */
+    union {
+        hr_linear lin;
+        hr_rope rope;
+        hr_attn_params attn;
+        hr_act act;
+        hr_moe moe;
+        float eps;
+    } p;
+    int i0;                /* rope: n_heads */
+} cu_op;
+
+typedef enum { CU_EAGER = 0, CU_CAPTURE, CU_REPLAY } cu_mode;
+
+typedef struct cu_graph {
+    int key[6];
+    int seen;
+    bool failed;
+    uint64_t last_use;
+    cudaGraphExec_t exec;
+    cu_op *log;
+    int n_log;
+} cu_graph;
+
+#define CU_MAX_GRAPHS 48
 
 typedef struct cu_free_block {
     void *p;
@@ -56,6 +95,15 @@ typedef struct cu_backend {
     cudaEvent_t stage_done;
     bool stage_pending;
     cu_step step;
+
+    /* graphs: the current step's mode, op log and cache entry */
+    bool graphs_on;
+    cu_mode mode;
+    cu_op *log;
+    int n_log, cap_log;
+    int cur;               /* index into graphs, -1 = none */
+    cu_graph graphs[CU_MAX_GRAPHS];
+    uint64_t use_clock;
 
     /* inv_freq tables uploaded once per distinct host pointer */
     struct { const float *host; int n; float *dev; } rope_tabs[16];
@@ -139,6 +187,21 @@ size_t cu_linear_scratch(const cu_backend *c, const cu_gemv_args *a, float input
 /* out = x @ w^T (+ bias), choosing GEMV, cuBLASLt or the scalar path. Uses scratch
  * above the current top and releases it before returning. */
 int cu_linear_raw(cu_backend *c, cu_gemv_args a, float input_scale);
+/* Graph cache (step_graph.cu). */
+void cu_graphs_init(cu_backend *c);
+void cu_graphs_free(cu_backend *c);
+void cu_graphs_invalidate(cu_backend *c);   /* buffers moved: every graph is stale */
+void cu_graph_abort(cu_backend *c);         /* a step left unfinished (op error): drop capture/log */
+void cu_graph_flush(cu_backend *c);         /* a sync mid-step: run what was logged, eagerly */
+/* An op that must do something a capture forbids (allocate, upload, sync):
+ * ends the capture and runs the ops before it eagerly; the caller goes on eagerly. */
+void cu_graph_demote(cu_backend *c);
+int cu_graph_step_begin(cu_backend *c);     /* after the step upload: choose eager/capture/replay */
+int cu_graph_step_end(cu_backend *c);       /* launch, or finish capture, or run the log */
+cu_op *cu_graph_log(cu_backend *c, cu_op_kind kind); /* NULL when eager */
+/* Runs one logged op eagerly (backend_cuda.cu). */
+int cu_exec_op(cu_backend *c, const cu_op *o);
+
 /* A failed CUDA call: sets be->err and returns HR_EIO (or HR_EUNSUP / HR_ENOMEM). */
 int cu_fail(cu_backend *c, cudaError_t e, const char *what);
 

@@ -146,7 +146,7 @@ __global__ void attn_combine_kernel(cu_attn_args a, int splits, const float *par
 int cu_attn_splits(const cu_attn_args *a, int n_sm) {
     int G = a->n_heads / a->n_kv_heads, n_hc = HR_CDIV(G, AT_HB);
     int64_t blocks = (int64_t)a->step.n_tokens * a->n_kv_heads * n_hc, target = 2 * (int64_t)n_sm;
-    int ctx = a->step.max_seq_len;
+    int ctx = a->step.ctx_bucket; /* not max_seq_len: a graph captured for this bucket stays valid */
     if (a->window > 0) ctx = HR_MIN(ctx, a->window);
     if (blocks >= target || ctx <= 64) return 1;
     int64_t s = HR_CDIV(target, blocks);

@@ -8,12 +8,13 @@
 #include "backend/cuda/cu_types.cuh"
 
 #define GV_WARPS 8
-#define GV_ROWS 4
-#define GV_ROWS_PER_BLOCK (GV_WARPS * GV_ROWS)
+/* rows per warp: fewer when many tokens share the weights, so the
+ * accumulators (rows x tokens) stay in registers */
+#define GV_ROWS(nt) ((nt) >= 8 ? 2 : 4)
 
 __device__ __forceinline__ uint4 ld_stream(const void *p) {
     uint4 r;
-    asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0,%1,%2,%3}, [%4];"
+    asm("ld.global.nc.L1::no_allocate.v4.u32 {%0,%1,%2,%3}, [%4];"
                  : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w)
                  : "l"(p));
     return r;
@@ -68,9 +69,9 @@ template <typename TX, int VEC> __device__ __forceinline__ void load_x(const TX 
 
 template <typename TX, typename TW, int NT>
 __global__ void __launch_bounds__(GV_WARPS * 32) gemv_kernel(cu_gemv_args a, int64_t klen, float *part) {
-    constexpr int VEC = 16 / sizeof(TW);
+    constexpr int VEC = 16 / sizeof(TW), ROWS = GV_ROWS(NT);
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-    const int64_t n0 = ((int64_t)blockIdx.x * GV_WARPS + warp) * GV_ROWS;
+    const int64_t n0 = ((int64_t)blockIdx.x * GV_WARPS + warp) * ROWS;
     if (n0 >= a.N) return; /* no block-level barrier below */
     const int64_t k0 = (int64_t)blockIdx.z * klen, k1 = min(a.K, k0 + klen);
 
@@ -93,44 +94,55 @@ __global__ void __launch_bounds__(GV_WARPS * 32) gemv_kernel(cu_gemv_args a, int
         nt = (int)min((int64_t)NT, (int64_t)a.T - t0);
     }
 
-    const TW *wr[GV_ROWS];
+    const TW *wr[ROWS];
 #pragma unroll
-    for (int r = 0; r < GV_ROWS; r++) wr[r] = w + min(n0 + r, a.N - 1) * a.K; /* clamp: tail rows recompute row N-1, never stored */
+    for (int r = 0; r < ROWS; r++) wr[r] = w + min(n0 + r, a.N - 1) * a.K; /* clamp: tail rows recompute row N-1, never stored */
 
-    float acc[GV_ROWS][NT];
+    float acc[ROWS][NT];
 #pragma unroll
-    for (int r = 0; r < GV_ROWS; r++)
+    for (int r = 0; r < ROWS; r++)
 #pragma unroll
         for (int t = 0; t < NT; t++) acc[r][t] = 0.0f;
 
-    for (int64_t k = k0 + (int64_t)lane * VEC; k < k1; k += 32 * VEC) {
-        uint4 wv[GV_ROWS];
+    /* two warp-wide K steps per iteration: 2 x ROWS 16-byte loads in flight per lane */
+    for (int64_t k = k0 + (int64_t)lane * VEC; k < k1; k += 64 * VEC) {
+        const bool two = k + 32 * VEC < k1;
+        uint4 wv[2][ROWS];
 #pragma unroll
-        for (int r = 0; r < GV_ROWS; r++) wv[r] = ld_stream(wr[r] + k);
-        float wf[GV_ROWS][VEC];
+        for (int r = 0; r < ROWS; r++) wv[0][r] = ld_stream(wr[r] + k);
+        if (two) {
 #pragma unroll
-        for (int r = 0; r < GV_ROWS; r++) unpack16<TW>(wv[r], wf[r]);
+            for (int r = 0; r < ROWS; r++) wv[1][r] = ld_stream(wr[r] + k + 32 * VEC);
+        }
 #pragma unroll
-        for (int t = 0; t < NT; t++) {
-            if (t < nt) {
-                float xv[VEC];
-                load_x<TX, VEC>(x + t * a.ldx + k, xv);
+        for (int u = 0; u < 2; u++) {
+            if (u == 1 && !two) break;
+            const int64_t ku = k + u * 32 * VEC;
+            float wf[ROWS][VEC];
 #pragma unroll
-                for (int r = 0; r < GV_ROWS; r++)
+            for (int r = 0; r < ROWS; r++) unpack16<TW>(wv[u][r], wf[r]);
 #pragma unroll
-                    for (int v = 0; v < VEC; v++) acc[r][t] = fmaf(wf[r][v], xv[v], acc[r][t]);
+            for (int t = 0; t < NT; t++) {
+                if (t < nt) {
+                    float xv[VEC];
+                    load_x<TX, VEC>(x + t * a.ldx + ku, xv);
+#pragma unroll
+                    for (int r = 0; r < ROWS; r++)
+#pragma unroll
+                        for (int v = 0; v < VEC; v++) acc[r][t] = fmaf(wf[r][v], xv[v], acc[r][t]);
+                }
             }
         }
     }
 
 #pragma unroll
-    for (int r = 0; r < GV_ROWS; r++)
+    for (int r = 0; r < ROWS; r++)
 #pragma unroll
         for (int t = 0; t < NT; t++) acc[r][t] = warp_sum(acc[r][t]);
 
     if (lane != 0) return;
 #pragma unroll
-    for (int r = 0; r < GV_ROWS; r++) {
+    for (int r = 0; r < ROWS; r++) {
         int64_t n = n0 + r;
         if (n >= a.N) break;
 #pragma unroll
@@ -176,7 +188,10 @@ static int pick_nt(int T, hr_dtype tx) {
     return T <= 2 ? 2 : T <= 4 ? 4 : T <= 8 ? 8 : 16;
 }
 
-static int64_t grid_rows(const cu_gemv_args *a) { return HR_CDIV(a->N, GV_ROWS_PER_BLOCK); }
+static int64_t grid_rows(const cu_gemv_args *a) {
+    int nt = a->expert ? 1 : pick_nt(a->T, a->tx);
+    return HR_CDIV(a->N, (int64_t)GV_WARPS * GV_ROWS(nt));
+}
 static int64_t grid_t(const cu_gemv_args *a) { return a->expert ? a->T : HR_CDIV(a->T, pick_nt(a->T, a->tx)); }
 
 int cu_gemv_splits(const cu_gemv_args *a, int n_sm) {

@@ -1,17 +1,33 @@
 /* The linear op's dispatch: out[T, N] = x[T, K] @ w[N, K]^T (+ bias).
- *   T <= 16 (decode), or weights that are not BF16: the weight-streaming GEMV
- *     (gemm/gemv.cu), split over K when its grid is too small;
- *   T > 16 with BF16 weights and activations: cuBLASLt (tensor cores), bias in
- *     a small kernel after it;
+ *   T = 1 (decode; up to 4 for lm_head-sized weights), or weights that are not
+ *     BF16: the weight-streaming GEMV (gemm/gemv.cu), split over K when its
+ *     grid is too small;
+ *   larger T with BF16 weights and activations: cuBLASLt (tensor cores), bias
+ *     in a small kernel after it;
  *   anything else: the scalar fallback.
  * W8A8 FP8 (input_scale > 0): x is first rounded to e4m3(x/s) (exact in BF16)
  * and the product is scaled by s, which equals rounding x to e4m3(x/s)*s. */
 #include "backend/cuda/cu_types.cuh"
 
-#define GEMV_MAX_T 16
+#include <stdlib.h>
+
+/* Largest token count that takes the GEMV for BF16 weights. Measured on H100
+ * (docs/CUDA.md): the FP32-FMA GEMV streams weights at 88-100% of the copy
+ * bandwidth at T = 1 but turns FMA-bound from T = 4; cuBLASLt (tensor cores)
+ * stays flat in T. So: T = 1, and up to 4 for very tall weights (lm_head),
+ * where the GEMV still wins. HEARTH_CUDA_GEMV_MAX_T overrides (benchmarks). */
+static int gemv_max_t(int64_t N) {
+    static int v = -2;
+    if (v == -2) {
+        const char *e = getenv("HEARTH_CUDA_GEMV_MAX_T");
+        v = e ? HR_MAX(atoi(e), 0) : -1;
+    }
+    if (v >= 0) return v;
+    return N >= 32768 ? 4 : 1;
+}
 
 static bool use_lt(const cu_gemv_args *a) {
-    return a->T > GEMV_MAX_T && a->tw == HR_BF16 && a->tx == HR_BF16 && !a->expert &&
+    return a->T > gemv_max_t(a->N) && a->tw == HR_BF16 && a->tx == HR_BF16 && !a->expert &&
            (a->to == HR_BF16 || a->to == HR_F32);
 }
 
