@@ -251,6 +251,63 @@ def chat_cases(name, src):
     return cases
 
 
+def harmony_check(src):
+    """gpt-oss: hearth's rendering of the published template against the
+    openai-harmony reference renderer (render_conversation_for_completion).
+    Known template-vs-harmony difference: the template ends developer
+    instructions with an extra "\n\n"; those cases are reported, not failed
+    (hearth must still equal jinja2 there, which compare() checks)."""
+    os.environ.setdefault("TIKTOKEN_ENCODINGS_BASE", os.path.join(FIXTURES, "tokenizers", "tiktoken"))
+    try:
+        from datetime import datetime
+
+        from openai_harmony import (Conversation, DeveloperContent, HarmonyEncodingName, Message, ReasoningEffort,
+                                    Role, SystemContent, load_harmony_encoding)
+        enc = load_harmony_encoding(HarmonyEncodingName.HARMONY_GPT_OSS)
+    except Exception as e:  # package or o200k_base file unavailable
+        print("note: openai-harmony comparison skipped: %s" % e)
+        return
+    today = datetime.now().strftime("%Y-%m-%d")
+    efforts = {"low": ReasoningEffort.LOW, "medium": ReasoningEffort.MEDIUM, "high": ReasoningEffort.HIGH}
+    convs = [
+        [{"role": "user", "content": "What is 2+2?"}],
+        [{"role": "user", "content": "2+2?"}, {"role": "assistant", "content": "4", "thinking": "simple sum"},
+         {"role": "user", "content": "3+3? \u00e9\U0001F44D"}],
+        [{"role": "system", "content": "Be nice."}, {"role": "user", "content": "hi"},
+         {"role": "assistant", "content": "hello"}, {"role": "user", "content": "bye"}],
+        [{"role": "developer", "content": "Answer briefly."}, {"role": "user", "content": "What is 2+2?"}],
+    ]
+    cases, expect = [], []
+    for effort, eff in efforts.items():
+        for msgs in convs:
+            hm = [Message.from_role_and_content(Role.SYSTEM, SystemContent.new().with_reasoning_effort(eff)
+                                                .with_conversation_start_date(today))]
+            for m in msgs:
+                if m["role"] in ("developer", "system"):  # the template turns a system message into developer instructions
+                    hm.append(Message.from_role_and_content(Role.DEVELOPER, DeveloperContent.new().with_instructions(m["content"])))
+                elif m["role"] == "user":
+                    hm.append(Message.from_role_and_content(Role.USER, m["content"]))
+                elif m["role"] == "assistant":
+                    if m.get("thinking"):
+                        hm.append(Message.from_role_and_content(Role.ASSISTANT, m["thinking"]).with_channel("analysis"))
+                    hm.append(Message.from_role_and_content(Role.ASSISTANT, m["content"]).with_channel("final"))
+            toks = enc.render_conversation_for_completion(Conversation.from_messages(hm), Role.ASSISTANT)
+            expect.append((effort, msgs[0]["role"], enc.decode(toks)))
+            cases.append((src, {"messages": msgs, "tools": None, "documents": None, "add_generation_prompt": True,
+                                "reasoning_effort": effort}))
+    got = render_c(cases)
+    same = known = 0
+    for (effort, first, want), g in zip(expect, got):
+        if g.get("out") == want:
+            same += 1
+        elif first in ("developer", "system"):
+            known += 1
+        else:
+            fail("gpt-oss vs openai-harmony (%s, first %s):\n--- harmony:\n%r\n--- hearth:\n%r" % (effort, first, want, g))
+    print("gpt-oss vs openai-harmony: %d equal, %d differ only by the template's developer-message '\\n\\n'"
+          % (same, known))
+
+
 def mutate(src, rng):
     pieces = ["{{", "}}", "{%", "%}", "{%-", "-%}", "(", ")", "[", "]", "|", "'", " if ", " else ", " in ",
               "loop.index", "x", "\n", " ", ",", ".", "~", "+", "-", "not ", " is ", "none", "0"]
@@ -293,6 +350,9 @@ def main():
         st = {"total": 0, "match": 0, "both_error": 0, "unsupported": 0}
         compare("template", chat_cases(name, templates[name]), name in REQUIRED, st)
         summary[name] = st
+
+    if "openai-gpt-oss-120b" in templates:
+        harmony_check(templates["openai-gpt-oss-120b"])
 
     rng = random.Random(1234)
     base = list(corpus.CASES) + [templates[k] for k in sorted(templates) if k in REQUIRED]
