@@ -3,7 +3,8 @@
  * comparison. Build by hand against a release build directory:
  *   gcc -O2 -D_GNU_SOURCE -Isrc tests/backend/bench_cpu_linear.c \
  *       build-cpu/libhr_backend.a build-cpu/libhr_quant.a build-cpu/libhr_core.a -lpthread -lm -o /tmp/bench_lin
- *   /tmp/bench_lin [threads] [N] [K]        (HEARTH_CPU_ISA=scalar|avx2|avx512 to pick kernels) */
+ *   /tmp/bench_lin [threads] [N] [K] [bf16|f16|f32]   (HEARTH_CPU_ISA=scalar|avx2|avx512 to pick kernels)
+ * Reports the best of several runs (the machine may be shared). */
 #include <immintrin.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -37,12 +38,20 @@ int main(int argc, char **argv) {
     hr_backend *be = hr_backend_cpu_create(threads, &err);
     if (!be) return fprintf(stderr, "%s\n", err.msg), 1;
     int64_t new[2] = {N, K};
-    hr_tensor *w = be->ops->tensor_new(be, HR_BF16, 2, new, "w");
-    uint16_t *wh = (uint16_t *)w->data;
-    for (int64_t i = 0; i < N * K; i++) wh[i] = hr_f32_to_bf16((float)((i * 2654435761u) % 1000) / 1000.0f - 0.5f);
+    const char *dts = argc > 4 ? argv[4] : "bf16";
+    hr_dtype dt = !strcmp(dts, "f32") ? HR_F32 : !strcmp(dts, "f16") ? HR_F16 : HR_BF16;
+    hr_tensor *w = be->ops->tensor_new(be, dt, 2, new, "w");
+    for (int64_t i = 0; i < N * K; i++) {
+        float v = (float)((i * 2654435761u) % 1000) / 1000.0f - 0.5f;
+        if (dt == HR_F32)
+            ((float *)w->data)[i] = v;
+        else
+            ((uint16_t *)w->data)[i] = dt == HR_F16 ? hr_f32_to_f16(v) : hr_f32_to_bf16(v);
+    }
+    size_t wbytes = w->nbytes;
     int Ts[] = {1, 8, 64};
-    printf("isa %s, threads %d, W [%lld, %lld] BF16 (%.1f MB)\n", hr_backend_cpu_isa(be),
-           hr_threadpool_size(cpu_of(be)->pool), (long long)N, (long long)K, N * K * 2 / 1e6);
+    printf("isa %s, threads %d, W [%lld, %lld] %s (%.1f MB)\n", hr_backend_cpu_isa(be),
+           hr_threadpool_size(cpu_of(be)->pool), (long long)N, (long long)K, hr_dtype_name(dt), wbytes / 1e6);
     for (int ti = 0; ti < 3; ti++) {
         int T = Ts[ti];
         int64_t nex[2] = {T, K}, neo[2] = {T, N};
@@ -50,16 +59,19 @@ int main(int argc, char **argv) {
         for (int64_t i = 0; i < T * K; i++) ((float *)x->data)[i] = (float)(i % 7) * 0.1f;
         hr_linear l = {.w = w};
         be->ops->linear(be, o, x, &l);
-        int iters = T == 1 ? 50 : 10;
-        double t0 = hr_time_now();
-        for (int i = 0; i < iters; i++) be->ops->linear(be, o, x, &l);
-        double dt = (hr_time_now() - t0) / iters;
-        printf("T=%-3d %8.3f ms  weights %6.1f GB/s  %7.1f GFLOP/s\n", T, dt * 1e3, N * K * 2 / dt / 1e9,
+        int iters = T == 1 ? 100 : 10;
+        double dt = 1e30;
+        for (int i = 0; i < iters; i++) {
+            double t0 = hr_time_now();
+            be->ops->linear(be, o, x, &l);
+            dt = HR_MIN(dt, hr_time_now() - t0);
+        }
+        printf("T=%-3d %8.3f ms  weights %6.1f GB/s  %7.1f GFLOP/s\n", T, dt * 1e3, wbytes / dt / 1e9,
                2.0 * T * N * K / dt / 1e9);
         be->ops->tensor_free(be, x);
         be->ops->tensor_free(be, o);
     }
-    printf("single-thread streaming read: %.1f GB/s\n", read_gbps((size_t)N * K * 2));
+    printf("single-thread streaming read: %.1f GB/s\n", read_gbps(wbytes));
     be->ops->tensor_free(be, w);
     hr_backend_free(be);
     return 0;

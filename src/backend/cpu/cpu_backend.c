@@ -4,6 +4,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include "backend/cpu/cpu.h"
@@ -72,6 +73,45 @@ const float *cpu_vec_f32(hr_backend *be, const char *op, const hr_tensor *w, int
 
 /* ---------------------------------------------------------------- tensors */
 
+/* Tensors of at least CPU_HUGE bytes (weights, KV caches) are mapped
+ * directly, 2 MiB aligned and advised as transparent huge pages: decode
+ * streams every weight once per token, and 4 KiB pages would cost a TLB miss
+ * every 4 KiB. Fresh anonymous pages are already zero. The size decides the
+ * path at free time too, so nothing else needs recording. */
+#define CPU_HUGE ((size_t)2 << 20)
+
+static size_t alloc_size(size_t nbytes) {
+    size_t a = HR_CDIV(nbytes ? nbytes : 1, CPU_ALIGN) * CPU_ALIGN;
+    return a >= CPU_HUGE ? HR_CDIV(a, CPU_HUGE) * CPU_HUGE : a;
+}
+
+static void *host_alloc(size_t size) {
+    if (size < CPU_HUGE) {
+        void *p = aligned_alloc(CPU_ALIGN, size);
+        if (p) memset(p, 0, size);
+        return p;
+    }
+    /* over-map by one huge page, then trim to a 2 MiB aligned window */
+    size_t span = size + CPU_HUGE;
+    char *raw = mmap(NULL, span, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (raw == MAP_FAILED) return NULL;
+    char *p = (char *)(((uintptr_t)raw + CPU_HUGE - 1) & ~(uintptr_t)(CPU_HUGE - 1));
+    if (p > raw) munmap(raw, (size_t)(p - raw));
+    if (raw + span > p + size) munmap(p + size, (size_t)(raw + span - (p + size)));
+#ifdef MADV_HUGEPAGE
+    madvise(p, size, MADV_HUGEPAGE); /* advisory: failure only costs speed */
+#endif
+    return p;
+}
+
+static void host_free(void *p, size_t size) {
+    if (!p) return;
+    if (size < CPU_HUGE)
+        free(p);
+    else
+        munmap(p, size);
+}
+
 static hr_tensor *cpu_tensor_new(hr_backend *be, hr_dtype dtype, int ndim, const int64_t *ne, const char *name) {
     if (ndim < 1 || ndim > HR_MAX_DIMS || hr_dtype_size(dtype) == 0) {
         hr_err_set(&be->err, HR_EINVAL, "cpu: bad tensor '%s' (ndim %d, dtype %d)", name ? name : "", ndim, dtype);
@@ -92,10 +132,9 @@ static hr_tensor *cpu_tensor_new(hr_backend *be, hr_dtype dtype, int ndim, const
     }
     if (name) snprintf(t->name, sizeof t->name, "%s", name);
     t->nbytes = (size_t)hr_tensor_nelem(t) * hr_dtype_size(dtype);
-    size_t alloc = HR_CDIV(t->nbytes ? t->nbytes : 1, CPU_ALIGN) * CPU_ALIGN;
-    t->data = aligned_alloc(CPU_ALIGN, alloc);
+    size_t alloc = alloc_size(t->nbytes);
+    t->data = host_alloc(alloc);
     if (!t->data) goto oom;
-    memset(t->data, 0, alloc);
     cpu_backend *c = cpu_of(be);
     size_t now = __atomic_add_fetch(&c->mem_in_use, alloc, __ATOMIC_RELAXED);
     size_t peak = __atomic_load_n(&c->mem_peak, __ATOMIC_RELAXED);
@@ -111,9 +150,9 @@ oom:
 
 static void cpu_tensor_free(hr_backend *be, hr_tensor *t) {
     if (!t) return;
-    size_t alloc = HR_CDIV(t->nbytes ? t->nbytes : 1, CPU_ALIGN) * CPU_ALIGN;
+    size_t alloc = alloc_size(t->nbytes);
     __atomic_sub_fetch(&cpu_of(be)->mem_in_use, alloc, __ATOMIC_RELAXED);
-    free(t->data);
+    host_free(t->data, alloc);
     free(t);
 }
 
