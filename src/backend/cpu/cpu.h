@@ -6,7 +6,8 @@
  * Vectorisation and dispatch. Only the inner loops that dominate time are
  * ISA-specific, gathered in one table (cpu_kernels): the linear/GEMM tile
  * (weights F32/BF16/F16 converted to float32 in registers, float32
- * accumulation), and the dot/axpy of attention. cpu_kernels_avx512.c (AVX-512F
+ * accumulation), and attention's block-of-keys dot products and weighted
+ * value sums. cpu_kernels_avx512.c (AVX-512F
  * with masked tails) and cpu_kernels_avx2.c (AVX2+FMA+F16C) are compiled with
  * those flags; cpu_kernels_scalar.c is plain C. hr_backend_cpu_create picks
  * the best one __builtin_cpu_supports allows, unless $HEARTH_CPU_ISA
@@ -28,8 +29,11 @@ typedef void (*cpu_gemm_fn)(float *out, int ldo, const float *x, int ldx, int T,
 typedef struct cpu_kernels {
     const char *name; /* "scalar", "avx2", "avx512" */
     cpu_gemm_fn gemm;
-    float (*dot)(const float *a, const float *b, int n);
-    void (*axpy)(float *y, float a, const float *x, int n); /* y += a * x */
+    /* attention over one block of keys/values, rows `stride` floats apart:
+     * out[i] = dot(q, k + i * stride) for i < n (vectors of d floats) */
+    void (*dot_rows)(const float *q, const float *k, size_t stride, int n, int d, float *out);
+    /* acc[0..d) += sum_i w[i] * v[i * stride + 0..d) */
+    void (*axpy_rows)(float *acc, const float *w, const float *v, size_t stride, int n, int d);
 } cpu_kernels;
 
 #define CPU_TB 4 /* tokens per register block in the GEMM tile */

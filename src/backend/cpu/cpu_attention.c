@@ -123,37 +123,44 @@ typedef struct {
 
 static inline int window_lo(int p, int window) { return window > 0 ? HR_MAX(0, p - window + 1) : 0; }
 
+/* Positions pos.. that share pos's cache block, up to last: returns how many
+ * and sets *slot to pos's slot. Keys of one block are rows n_kv * hd apart. */
+static inline int block_run(const attn_job *j, const int32_t *bt, int pos, int last, size_t *slot) {
+    int off = pos % j->bs;
+    *slot = (size_t)bt[pos / j->bs] * j->bs + off;
+    return HR_MIN(j->bs - off, last - pos + 1);
+}
+
 static void attn_items(void *ctx, int b, int e, int tid) {
     const attn_job *j = ctx;
     float *scores = j->c->scratch[tid];
+    size_t stride = (size_t)j->n_kv * j->hd;
     for (int it = b; it < e; it++) {
         int t = it / j->n_heads, h = it % j->n_heads;
         int s = j->tok_seq[t], p = j->step->positions[t];
         int kvh = h / j->group, hd = j->hd;
         const int32_t *bt = j->step->block_tables + (size_t)s * j->step->max_blocks_per_seq;
         const float *q = j->q + t * j->ldq + (size_t)h * hd;
-        int lo = window_lo(p, j->window), n = p - lo + 1;
-        float *acc = scores + n;
+        int lo = window_lo(p, j->window), span = p - lo + 1;
+        float *acc = scores + span;
 
-        float m = -INFINITY;
-        for (int i = 0; i < n; i++) {
-            int pos = lo + i;
-            size_t slot = (size_t)bt[pos / j->bs] * j->bs + pos % j->bs;
-            float sc = j->k->dot(q, j->kc + (slot * j->n_kv + kvh) * hd, hd) * j->scale;
-            scores[i] = sc;
-            m = fmaxf(m, sc);
+        size_t slot;
+        for (int pos = lo, n; pos <= p; pos += n) {
+            n = block_run(j, bt, pos, p, &slot);
+            j->k->dot_rows(q, j->kc + (slot * j->n_kv + kvh) * hd, stride, n, hd, scores + (pos - lo));
         }
-        if (j->sinks) m = fmaxf(m, j->sinks[h]);
+        float m = -INFINITY;
+        for (int i = 0; i < span; i++) m = fmaxf(m, scores[i] *= j->scale);
+        if (j->sinks) m = fmaxf(m, j->sinks[h]); /* the sink joins the max, contributes no value */
         double denom = j->sinks ? exp((double)(j->sinks[h] - m)) : 0.0;
-        for (int i = 0; i < n; i++) {
+        for (int i = 0; i < span; i++) {
             scores[i] = expf(scores[i] - m);
             denom += scores[i];
         }
         memset(acc, 0, (size_t)hd * sizeof(float));
-        for (int i = 0; i < n; i++) {
-            int pos = lo + i;
-            size_t slot = (size_t)bt[pos / j->bs] * j->bs + pos % j->bs;
-            j->k->axpy(acc, scores[i], j->vc + (slot * j->n_kv + kvh) * hd, hd);
+        for (int pos = lo, n; pos <= p; pos += n) {
+            n = block_run(j, bt, pos, p, &slot);
+            j->k->axpy_rows(acc, scores + (pos - lo), j->vc + (slot * j->n_kv + kvh) * hd, stride, n, hd);
         }
         float inv = (float)(1.0 / denom);
         float *o = j->out + t * j->ldo + (size_t)h * hd;

@@ -105,30 +105,38 @@ static void gemm_avx2(float *out, int ldo, const float *x, int ldx, int T, const
     }
 }
 
-static float dot_avx2(const float *a, const float *b, int n) {
-    __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
-    int i = 0;
-    for (; i + 16 <= n; i += 16) {
-        s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
-        s1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 8), _mm256_loadu_ps(b + i + 8), s1);
+static void dot_rows_avx2(const float *q, const float *k, size_t stride, int n, int d, float *out) {
+    for (int i = 0; i < n; i++) {
+        const float *kr = k + (size_t)i * stride;
+        __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
+        int c = 0;
+        for (; c + 16 <= d; c += 16) {
+            s0 = _mm256_fmadd_ps(_mm256_loadu_ps(q + c), _mm256_loadu_ps(kr + c), s0);
+            s1 = _mm256_fmadd_ps(_mm256_loadu_ps(q + c + 8), _mm256_loadu_ps(kr + c + 8), s1);
+        }
+        for (; c + 8 <= d; c += 8) s0 = _mm256_fmadd_ps(_mm256_loadu_ps(q + c), _mm256_loadu_ps(kr + c), s0);
+        float s = hsum(_mm256_add_ps(s0, s1));
+        for (; c < d; c++) s += q[c] * kr[c];
+        out[i] = s;
     }
-    for (; i + 8 <= n; i += 8) s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
-    float s = hsum(_mm256_add_ps(s0, s1));
-    for (; i < n; i++) s += a[i] * b[i];
-    return s;
 }
 
-static void axpy_avx2(float *y, float a, const float *x, int n) {
-    __m256 av = _mm256_set1_ps(a);
-    int i = 0;
-    for (; i + 8 <= n; i += 8)
-        _mm256_storeu_ps(y + i, _mm256_fmadd_ps(av, _mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i)));
-    for (; i < n; i++) y[i] += a * x[i];
+/* One 8-wide slice of acc stays in a register across all n rows. */
+static void axpy_rows_avx2(float *acc, const float *w, const float *v, size_t stride, int n, int d) {
+    int c = 0;
+    for (; c + 8 <= d; c += 8) {
+        __m256 a = _mm256_loadu_ps(acc + c);
+        for (int i = 0; i < n; i++)
+            a = _mm256_fmadd_ps(_mm256_set1_ps(w[i]), _mm256_loadu_ps(v + (size_t)i * stride + c), a);
+        _mm256_storeu_ps(acc + c, a);
+    }
+    for (; c < d; c++)
+        for (int i = 0; i < n; i++) acc[c] += w[i] * v[(size_t)i * stride + c];
 }
 
 const cpu_kernels cpu_kernels_avx2 = {
     .name = "avx2",
     .gemm = gemm_avx2,
-    .dot = dot_avx2,
-    .axpy = axpy_avx2,
+    .dot_rows = dot_rows_avx2,
+    .axpy_rows = axpy_rows_avx2,
 };

@@ -143,36 +143,39 @@ static void gemm_avx512(float *out, int ldo, const float *x, int ldx, int T, con
     }
 }
 
-static float dot_avx512(const float *a, const float *b, int n) {
-    __m512 s0 = _mm512_setzero_ps(), s1 = _mm512_setzero_ps();
-    int i = 0;
-    for (; i + 32 <= n; i += 32) {
-        s0 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i), _mm512_loadu_ps(b + i), s0);
-        s1 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i + 16), _mm512_loadu_ps(b + i + 16), s1);
+static inline __mmask16 tail_mask(int left) { return left >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << left) - 1); }
+
+static void dot_rows_avx512(const float *q, const float *k, size_t stride, int n, int d, float *out) {
+    for (int i = 0; i < n; i++) {
+        const float *kr = k + (size_t)i * stride;
+        __m512 s0 = _mm512_setzero_ps(), s1 = _mm512_setzero_ps();
+        int c = 0;
+        for (; c + 32 <= d; c += 32) {
+            s0 = _mm512_fmadd_ps(_mm512_loadu_ps(q + c), _mm512_loadu_ps(kr + c), s0);
+            s1 = _mm512_fmadd_ps(_mm512_loadu_ps(q + c + 16), _mm512_loadu_ps(kr + c + 16), s1);
+        }
+        for (; c < d; c += 16) {
+            __mmask16 m = tail_mask(d - c);
+            s0 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, q + c), _mm512_maskz_loadu_ps(m, kr + c), s0);
+        }
+        out[i] = _mm512_reduce_add_ps(_mm512_add_ps(s0, s1));
     }
-    for (; i < n; i += 16) {
-        int left = n - i;
-        __mmask16 m = left >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << left) - 1);
-        s0 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, a + i), _mm512_maskz_loadu_ps(m, b + i), s0);
-    }
-    return _mm512_reduce_add_ps(_mm512_add_ps(s0, s1));
 }
 
-static void axpy_avx512(float *y, float a, const float *x, int n) {
-    __m512 av = _mm512_set1_ps(a);
-    int i = 0;
-    for (; i + 16 <= n; i += 16)
-        _mm512_storeu_ps(y + i, _mm512_fmadd_ps(av, _mm512_loadu_ps(x + i), _mm512_loadu_ps(y + i)));
-    if (i < n) {
-        __mmask16 m = (__mmask16)((1u << (n - i)) - 1);
-        _mm512_mask_storeu_ps(y + i, m,
-                              _mm512_fmadd_ps(av, _mm512_maskz_loadu_ps(m, x + i), _mm512_maskz_loadu_ps(m, y + i)));
+/* One 16-wide slice of acc stays in a register across all n rows. */
+static void axpy_rows_avx512(float *acc, const float *w, const float *v, size_t stride, int n, int d) {
+    for (int c = 0; c < d; c += 16) {
+        __mmask16 m = tail_mask(d - c);
+        __m512 a = _mm512_maskz_loadu_ps(m, acc + c);
+        for (int i = 0; i < n; i++)
+            a = _mm512_fmadd_ps(_mm512_set1_ps(w[i]), _mm512_maskz_loadu_ps(m, v + (size_t)i * stride + c), a);
+        _mm512_mask_storeu_ps(acc + c, m, a);
     }
 }
 
 const cpu_kernels cpu_kernels_avx512 = {
     .name = "avx512",
     .gemm = gemm_avx512,
-    .dot = dot_avx512,
-    .axpy = axpy_avx512,
+    .dot_rows = dot_rows_avx512,
+    .axpy_rows = axpy_rows_avx512,
 };

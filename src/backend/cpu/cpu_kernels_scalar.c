@@ -30,19 +30,23 @@ static void gemm_scalar(float *out, int ldo, const float *x, int ldx, int T, con
     }
 }
 
-static float dot_scalar(const float *a, const float *b, int n) {
-    float s = 0;
-    for (int i = 0; i < n; i++) s += a[i] * b[i];
-    return s;
+static void dot_rows_scalar(const float *q, const float *k, size_t stride, int n, int d, float *out) {
+    for (int i = 0; i < n; i++) {
+        const float *kr = k + (size_t)i * stride;
+        float s = 0;
+        for (int c = 0; c < d; c++) s += q[c] * kr[c];
+        out[i] = s;
+    }
 }
 
-static void axpy_scalar(float *y, float a, const float *x, int n) {
-    for (int i = 0; i < n; i++) y[i] += a * x[i];
+static void axpy_rows_scalar(float *acc, const float *w, const float *v, size_t stride, int n, int d) {
+    for (int i = 0; i < n; i++)
+        for (int c = 0; c < d; c++) acc[c] += w[i] * v[(size_t)i * stride + c];
 }
 
 const cpu_kernels cpu_kernels_scalar = {
     .name = "scalar",
     .gemm = gemm_scalar,
-    .dot = dot_scalar,
-    .axpy = axpy_scalar,
+    .dot_rows = dot_rows_scalar,
+    .axpy_rows = axpy_rows_scalar,
 };
