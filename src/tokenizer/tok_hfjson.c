@@ -363,8 +363,14 @@ int tok_load_hf_json(const char *path, hr_tokenizer **out, hr_err *err) {
     hr_tokenizer *t = NULL;
     int rc;
     *out = NULL;
-    json_t *root = json_load_file(path, 0, &je);
+    json_t *root = json_load_file(path, JSON_ALLOW_NUL, &je); /* tekken.json spells byte 0 as "\u0000" */
     if (!root) return hr_err_set(err, HR_EINVAL, "%s: JSON error line %d: %s", path, je.line, je.text);
+    if (json_is_array(json_object_get(root, "vocab")) && json_is_object(json_object_get(root, "config"))) {
+        rc = tok_load_tekken(root, path, &t, err);
+        json_decref(root);
+        *out = t;
+        return rc;
+    }
     json_t *model = json_object_get(root, "model");
     if (!json_is_object(model)) {
         rc = hr_err_set(err, HR_EINVAL, "%s: no model object", path);

@@ -139,6 +139,7 @@ struct hr_tokenizer {
     int n_added;
     int added_first[257]; /* added[added_first[c] .. added_first[c+1]) start with byte c */
     bool has_added_normalized;
+    bool no_special_text; /* tekken: special-token text is never matched in input */
     pcre2_code *word_re; /* Rust regex's \w, for single_word tokens */
 
     tok_step *norm, *pre, *dec;
@@ -175,6 +176,9 @@ void tok_bpe_word(const hr_tokenizer *t, const char *w, size_t n, tok_ids *out);
 int tok_load_hf_json(const char *path, hr_tokenizer **out, hr_err *err);
 int tok_load_tiktoken(const char *path, const char *encoding, hr_tokenizer **out, hr_err *err);
 int tok_load_gguf(const char *path, hr_tokenizer **out, hr_err *err);
+/* root: a parsed tekken.json (borrowed). */
+struct json_t;
+int tok_load_tekken(struct json_t *root, const char *path, hr_tokenizer **out, hr_err *err);
 /* Reads tokenizer_config.json next to a tokenizer (chat_template, bos/eos). */
 void tok_read_config(hr_tokenizer *t, const char *dir);
 

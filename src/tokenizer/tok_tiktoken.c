@@ -1,8 +1,10 @@
 /* tiktoken encodings: a rank file (base64 token, space, rank per line) plus
  * a table giving each named encoding's split pattern and special tokens
  * (cl100k_base, o200k_base, o200k_harmony as in tiktoken_ext/openai_public.py;
- * llama3 for Meta's tiktoken-format tokenizer.model). Also resolves
+ * llama3 for Meta's tiktoken-format tokenizer.model), Mistral's tekken.json
+ * (the same BPE with ids shifted past its special tokens). Also resolves
  * $TIKTOKEN_ENCODINGS_BASE the way vLLM's gpt-oss recipe uses it. */
+#include <jansson.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -210,4 +212,95 @@ int hr_tokenizer_load_encoding(const char *encoding, hr_tokenizer **out, hr_err 
     if (!f) return hr_err_set(err, HR_ENOTFOUND, "encoding %s: %s not found (TIKTOKEN_ENCODINGS_BASE)", encoding, p);
     fclose(f);
     return tok_load_tiktoken(p, encoding, out, err);
+}
+
+/* Mistral tekken.json (mistral-common's Tekkenizer): ranks listed in "vocab"
+ * (base64 token_bytes), ids = rank + num_special, the vocab cut to
+ * default_vocab_size - num_special; special tokens from "special_tokens", or
+ * for files without them (<= v7) mistral-common's fixed list, then fillers
+ * <SPECIAL_i>. Special-token text is not matched in input (Tekkenizer
+ * encodes plain text only). */
+static const char *const tekken_legacy[] = {
+    "<unk>", "<s>", "</s>", "[INST]", "[/INST]", "[AVAILABLE_TOOLS]", "[/AVAILABLE_TOOLS]", "[TOOL_RESULTS]",
+    "[/TOOL_RESULTS]", "[TOOL_CALLS]", "[IMG]", "<pad>", "[IMG_BREAK]", "[IMG_END]", "[PREFIX]", "[MIDDLE]",
+    "[SUFFIX]", "[SYSTEM_PROMPT]", "[/SYSTEM_PROMPT]", "[TOOL_CONTENT]",
+};
+
+int tok_load_tekken(json_t *root, const char *path, hr_tokenizer **out, hr_err *err) {
+    hr_tokenizer *t = NULL;
+    int rc = HR_OK;
+    json_t *cfg = json_object_get(root, "config"), *vocab = json_object_get(root, "vocab");
+    const char *pat = json_string_value(json_object_get(cfg, "pattern"));
+    json_int_t vsize = json_integer_value(json_object_get(cfg, "default_vocab_size"));
+    json_int_t nsp = json_integer_value(json_object_get(cfg, "default_num_special_tokens"));
+    json_t *specials = json_object_get(root, "special_tokens");
+    *out = NULL;
+    if (!pat || !json_is_array(vocab) || nsp <= 0 || vsize <= nsp || vsize > 16 * 1024 * 1024 ||
+        (size_t)(vsize - nsp) > json_array_size(vocab))
+        return hr_err_set(err, HR_EINVAL, "%s: not a tekken tokenizer (config.pattern, vocab, default_vocab_size, "
+                          "default_num_special_tokens)", path);
+    t = tok_alloc((int)vsize);
+    t->model = TOK_MODEL_TIKTOKEN;
+    unsigned char buf[1024];
+    for (json_int_t i = 0; i < vsize - nsp; i++) {
+        json_t *e = json_array_get(vocab, (size_t)i);
+        const char *b64 = json_string_value(json_object_get(e, "token_bytes"));
+        long bl = b64 && strlen(b64) < 4 * sizeof(buf) / 3 ? b64_decode(b64, strlen(b64), buf) : -1;
+        if (bl <= 0 || json_integer_value(json_object_get(e, "rank")) != i) {
+            rc = hr_err_set(err, HR_EINVAL, "%s: vocab entry %lld malformed", path, (long long)i);
+            goto fail;
+        }
+        tok_set_token(t, (int32_t)(i + nsp), (const char *)buf, (size_t)bl, true);
+    }
+    for (int b = 0; b < 256; b++) {
+        char c = (char)b;
+        if (tok_smap_get(&t->vocab, &c, 1) < 0) {
+            rc = hr_err_set(err, HR_EINVAL, "%s: vocab lacks the single byte 0x%02x", path, b);
+            goto fail;
+        }
+    }
+    for (json_int_t i = 0; i < nsp; i++) {
+        char s[64];
+        const char *name = NULL;
+        if (json_is_array(specials)) {
+            size_t k;
+            json_t *e;
+            json_array_foreach(specials, k, e) if (json_integer_value(json_object_get(e, "rank")) == i) name =
+                json_string_value(json_object_get(e, "token_str"));
+        } else if (i < (json_int_t)HR_ARRAY_LEN(tekken_legacy))
+            name = tekken_legacy[i];
+        if (!name) {
+            snprintf(s, sizeof(s), "<SPECIAL_%lld>", (long long)i);
+            name = s;
+        }
+        add_special(t, name, (int32_t)i);
+    }
+    t->bos = hr_tokenizer_token_id(t, "<s>");
+    t->eos = hr_tokenizer_token_id(t, "</s>");
+    if (t->bos >= 0) t->bos_str = hr_xstrdup(t->tok[t->bos]);
+    if (t->eos >= 0) t->eos_str = hr_xstrdup(t->tok[t->eos]);
+    if (t->bos >= 0) { /* Tekkenizer.encode(s, bos=True, eos=False) */
+        t->has_post = true;
+        t->post = hr_xmalloc(2 * sizeof(int32_t));
+        t->post[0] = t->bos;
+        t->post[1] = -1;
+        t->n_post = 2;
+    }
+    tok_step *st = hr_xcalloc(1, sizeof(tok_step));
+    t->pre = st;
+    t->n_pre = 1;
+    st->type = TOK_P_SPLIT;
+    st->behavior = TOK_SPLIT_REMOVED;
+    st->invert = true;
+    if (!(st->re = tok_regex_compile(pat, strlen(pat), err))) {
+        rc = err->code;
+        goto fail;
+    }
+    t->no_special_text = true;
+    if ((rc = tok_finish(t, err))) goto fail;
+    *out = t;
+    return HR_OK;
+fail:
+    hr_tokenizer_free(t);
+    return rc;
 }

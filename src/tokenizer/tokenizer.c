@@ -557,7 +557,7 @@ int hr_tokenizer_encode(const hr_tokenizer *t, const char *text, size_t len, con
     /* Python str in, so bytes are decoded with errors="replace" first. */
     tok_utf8_sanitize(text ? text : "", text ? len : 0, &clean);
 
-    bool parse_special = t->model == TOK_MODEL_TIKTOKEN ? opts->parse_special : true;
+    bool parse_special = t->model == TOK_MODEL_TIKTOKEN ? opts->parse_special && !t->no_special_text : true;
     size_t orig0 = SIZE_MAX;
     split_added(t, clean.p, clean.len, false, parse_special, 0, &a, &orig0);
 
@@ -916,6 +916,12 @@ int hr_tokenizer_load_model(const char *path, hr_tokenizer **out, hr_err *err) {
         if (rc == HR_OK) tok_read_config(*out, path);
         return rc;
     }
+    snprintf(p, sizeof(p), "%s/tekken.json", path);
+    if (is_file(p)) {
+        int rc = tok_load_hf_json(p, out, err); /* recognises the tekken layout */
+        if (rc == HR_OK) tok_read_config(*out, path);
+        return rc;
+    }
     static const char *const tk[] = {"o200k_base.tiktoken", "cl100k_base.tiktoken", "tokenizer.model"};
     for (size_t i = 0; i < HR_ARRAY_LEN(tk); i++) {
         snprintf(p, sizeof(p), "%s/%s", path, tk[i]);
@@ -925,5 +931,5 @@ int hr_tokenizer_load_model(const char *path, hr_tokenizer **out, hr_err *err) {
             return rc;
         }
     }
-    return hr_err_set(err, HR_ENOTFOUND, "no tokenizer.json, *.tiktoken or tokenizer.model in %s", path);
+    return hr_err_set(err, HR_ENOTFOUND, "no tokenizer.json, tekken.json, *.tiktoken or tokenizer.model in %s", path);
 }

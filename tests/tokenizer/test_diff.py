@@ -376,6 +376,15 @@ def main():
                 check_tokenizer("mistral " + f, ["--tokenizer", os.path.join(td, "tokenizer.json")],
                                 lambda s: mt.encode(s, add_special_tokens=False).ids,
                                 lambda ids: mt.decode(ids, skip_special_tokens=False), texts)
+        # tekken.json (Mistral NeMo / Pixtral era), mistral-common's own Tekkenizer as the reference
+        from mistral_common.tokens.tokenizers.tekken import Tekkenizer
+        for f in ("tekken_240718.json", "tekken_240911.json"):
+            tk2 = Tekkenizer.from_file(os.path.join(mdir, f))
+            check_tokenizer("mistral " + f, ["--tokenizer", os.path.join(mdir, f)],
+                            lambda s: tk2.encode(s, bos=False, eos=False), lambda ids: tk2.decode(ids),
+                            texts, decode_args=["--tokenizer", os.path.join(mdir, f), "--skip-special-tokens"])
+            got = hearth_jsonl(["--tokenizer", os.path.join(mdir, f), "--add-special-tokens"], texts[:50])
+            compare("mistral " + f + " bos", texts[:50], got, [tk2.encode(s, bos=True, eos=False) for s in texts[:50]])
     except ImportError as e:
         log(f"NOTE mistral-common/sentencepiece not installed ({e}); Mistral tokenizers not compared")
 
