@@ -596,8 +596,23 @@ static void test_tensors(void) {
     }
 }
 
+/* add over several parallel blocks (n not a multiple of the block), in place */
+static void test_add_big(void) {
+    int bad = 0, n = 70001;
+    float *a = rand_f32((size_t)n, 1.0), *b = rand_f32((size_t)n, 1.0), *o = malloc(sizeof(float) * n);
+    int64_t ne[1] = {n};
+    hr_tensor *ta = mk(HR_F32, 1, ne, a), *tb = mk(HR_F32, 1, ne, b);
+    CHECK_EQ_INT(be->ops->add(be, ta, ta, tb), HR_OK);
+    be->ops->tensor_get(be, ta, o, 0, ta->nbytes);
+    for (int i = 0; i < n; i++) CHECK_CLOSE(o[i], a[i] + b[i], 0, "add");
+    CHECK_MSG(bad == 0, "[%s] add n=%d: %d wrong", isa_now, n, bad);
+    rm(ta), rm(tb);
+    free(a), free(b), free(o);
+}
+
 static void run_all(void) {
     test_tensors();
+    test_add_big();
     test_linear_all();
     if (!strcmp(isa_now, "scalar")) test_fp8_round(); /* ISA-independent */
     test_norm(3, 1, HR_F32, false);

@@ -292,14 +292,28 @@ static int cpu_add_rmsnorm(hr_backend *be, hr_tensor *out, hr_tensor *residual, 
 
 /* ---------------------------------------------------------------- add */
 
+typedef struct {
+    float *out;
+    const float *a, *b;
+    int64_t n;
+} add_job;
+
+#define ADD_BLOCK 4096
+
+static void add_range(void *ctx, int b, int e, int tid) {
+    (void)tid;
+    const add_job *j = ctx;
+    int64_t i1 = HR_MIN(j->n, (int64_t)e * ADD_BLOCK);
+    for (int64_t i = (int64_t)b * ADD_BLOCK; i < i1; i++) j->out[i] = j->a[i] + j->b[i];
+}
+
 static int cpu_add(hr_backend *be, hr_tensor *out, const hr_tensor *a, const hr_tensor *b) {
     int rc = cpu_check(be, "add", a, "a", HR_F32, 1);
     if (rc) return rc;
     int64_t n = hr_tensor_nelem(a);
     if ((rc = cpu_check(be, "add", b, "b", HR_F32, n)) || (rc = cpu_check(be, "add", out, "out", HR_F32, n))) return rc;
-    float *o = out->data;
-    const float *pa = a->data, *pb = b->data;
-    for (int64_t i = 0; i < n; i++) o[i] = pa[i] + pb[i];
+    add_job j = {out->data, a->data, b->data, n};
+    hr_parallel_for(cpu_of(be)->pool, (int)HR_CDIV(n, ADD_BLOCK), CPU_ELEMS_PER_TASK / ADD_BLOCK, add_range, &j);
     return HR_OK;
 }
 
