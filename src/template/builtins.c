@@ -80,6 +80,45 @@ static bool cp_is_alnum(uint32_t c) {
 
 enum { CASE_UPPER, CASE_LOWER, CASE_TITLE_METHOD, CASE_CAPITALIZE, CASE_TITLE_FILTER };
 
+/* Unconditional special casings of Python's str.upper()/lower() that towupper
+ * cannot express (one code point becomes several). */
+static const char *upper_special(uint32_t c) {
+    switch (c) {
+    case 0xDF: return "SS";
+    case 0x149: return "\xCA\xBCN";
+    case 0xFB00: return "FF";
+    case 0xFB01: return "FI";
+    case 0xFB02: return "FL";
+    case 0xFB03: return "FFI";
+    case 0xFB04: return "FFL";
+    case 0xFB05: case 0xFB06: return "ST";
+    default: return NULL;
+    }
+}
+
+/* Python's final-sigma rule in lower(): Σ preceded by a cased letter and
+ * not followed by one becomes ς. */
+static bool final_sigma(const char *p, size_t n, size_t at, size_t len) {
+    bool before = false, after = false;
+    for (size_t q = at; q > 0;) {
+        size_t r = q - 1;
+        while (r > 0 && ((unsigned char)p[r] & 0xC0) == 0x80) r--;
+        uint32_t cp;
+        tpl_utf8_decode(p + r, q - r, &cp);
+        if (cp == '\'' || cp == 0xAD || cp == 0x2019 || (cp >= 0x300 && cp <= 0x36F)) { q = r; continue; } /* case-ignorable */
+        before = cp_is_cased(cp);
+        break;
+    }
+    for (size_t q = at + len; q < n;) {
+        uint32_t cp;
+        size_t k = tpl_utf8_decode(p + q, n - q, &cp);
+        if (cp == '\'' || cp == 0xAD || cp == 0x2019 || (cp >= 0x300 && cp <= 0x36F)) { q += k; continue; }
+        after = cp_is_cased(cp);
+        break;
+    }
+    return before && !after;
+}
+
 static tv case_map(tv s, int mode) {
     tbuf b = {0};
     tbuf_put(&b, "", 0);
@@ -88,9 +127,20 @@ static tv case_map(tv s, int mode) {
         uint32_t cp;
         size_t k = tpl_utf8_decode(s.u.s->data + i, s.u.s->len - i, &cp);
         uint32_t o = cp;
+        const char *sp;
         switch (mode) {
-        case CASE_UPPER: o = cp_upper(cp); break;
-        case CASE_LOWER: o = cp_lower(cp); break;
+        case CASE_UPPER:
+            if ((sp = upper_special(cp)) != NULL) {
+                tbuf_puts(&b, sp);
+                i += k;
+                continue;
+            }
+            o = cp_upper(cp);
+            break;
+        case CASE_LOWER:
+            if (cp == 0x130) { tbuf_puts(&b, "i\xCC\x87"); i += k; continue; } /* İ -> i + combining dot */
+            o = cp == 0x3A3 && final_sigma(s.u.s->data, s.u.s->len, i, k) ? 0x3C2 : cp_lower(cp);
+            break;
         case CASE_TITLE_METHOD:
             o = prev_cased ? cp_lower(cp) : cp_upper(cp);
             prev_cased = cp_is_cased(cp);
@@ -807,14 +857,31 @@ static int f_sort(tctx *c, const tnode *at, tv v, targs *a, tv *out) {
     tv items;
     int rc = as_list(c, at, v, &items);
     if (rc) return rc;
+    /* attribute="a,b": jinja2's make_multi_attrgetter sorts by a list of keys */
+    tv parts = tv_none();
+    if (attr.t == TV_STR && strchr(attr.u.s->data, ',')) {
+        tv sep = tv_str_cstr(",");
+        parts = str_split(attr, &sep, -1, false);
+        tv_unref(sep);
+    }
     size_t n = items.u.l->n;
     sort_item *si = hr_xcalloc(n + 1, sizeof(sort_item));
     size_t k = 0;
     for (; k < n && !rc; k++) {
         si[k].val = items.u.l->items[k];
-        rc = sort_key(c, at, si[k].val, attr, cs, &si[k].key);
-        if (rc) break;
+        if (parts.t == TV_NONE) {
+            rc = sort_key(c, at, si[k].val, attr, cs, &si[k].key);
+        } else {
+            si[k].key = tv_list_new(TL_LIST, parts.u.l->n);
+            for (size_t j = 0; j < parts.u.l->n && !rc; j++) {
+                tv kj;
+                rc = sort_key(c, at, si[k].val, parts.u.l->items[j], cs, &kj);
+                if (!rc) tv_list_push(si[k].key, kj);
+            }
+        }
+        if (rc) { k++; break; }
     }
+    tv_unref(parts);
     if (!rc) rc = merge_sort(c, at, si, n, reverse);
     if (!rc) {
         tv res = tv_list_new(TL_LIST, n);
@@ -925,11 +992,26 @@ static int f_round(tctx *c, const tnode *at, tv v, targs *a, tv *out) {
     int64_t p = ival(prec);
     if (!strcmp(m, "common")) {
         if (is_int(v) && p >= 0) { *out = tv_int(ival(v)); return HR_OK; }
-        if (is_int(v)) return tpl_fail(c, at, HR_EUNSUP, "unsupported: round(int, negative precision)");
-        if (p < 0 || p > 30 || !isfinite(v.u.f)) {
-            if (!isfinite(v.u.f)) { *out = tv_float(v.u.f); return HR_OK; }
-            return tpl_fail(c, at, HR_EUNSUP, "unsupported: round precision %lld", (long long)p);
+        if (is_int(v)) { /* round half to even at 10**-p */
+            if (p < -18) { *out = tv_int(0); return HR_OK; }
+            int64_t m = 1;
+            for (int64_t i = 0; i < -p; i++) m *= 10;
+            int64_t x = ival(v), q = x / m, r = x % m;
+            if (r < 0) { q -= 1; r += m; }
+            if (2 * r > m || (2 * r == m && (q & 1))) q += 1;
+            int64_t res;
+            if (__builtin_mul_overflow(q, m, &res)) return tpl_fail(c, at, HR_EUNSUP, "unsupported: integer beyond 64 bits");
+            *out = tv_int(res);
+            return HR_OK;
         }
+        if (!isfinite(v.u.f)) { *out = tv_float(v.u.f); return HR_OK; }
+        if (p < 0) {
+            if (p < -308) { *out = tv_float(copysign(0.0, v.u.f)); return HR_OK; }
+            double scale = pow(10.0, (double)-p);
+            *out = tv_float(nearbyint(v.u.f / scale) * scale);
+            return HR_OK;
+        }
+        if (p > 30) { *out = tv_float(v.u.f); return HR_OK; }
         /* glibc printf rounds the exact binary value half-to-even, as
          * CPython's round() does through its correctly rounded dtoa. */
         char buf[512];
@@ -1178,12 +1260,11 @@ int tpl_filter(tctx *c, const tnode *at, const char *name, tv v, targs *a, tv *o
             if (attr.t != TV_NONE) rc = attr_path(c, at, items.u.l->items[i], attr, &it);
             else it = tv_ref(items.u.l->items[i]);
             if (rc) break;
-            if (acc.t == TV_STR) rc = tpl_fail(c, at, HR_EINVAL, "sum() can't sum strings");
-            else if (tv_is_num(acc) && tv_is_num(it)) {
-                tv r = (acc.t != TV_FLOAT && it.t != TV_FLOAT) ? tv_int(ival(acc) + ival(it)) : tv_float(tv_num(acc) + tv_num(it));
-                acc = r;
-            } else {
-                rc = tpl_fail(c, at, HR_EUNSUP, "unsupported: sum of %s and %s", tv_type_name(acc), tv_type_name(it));
+            if (acc.t == TV_STR) rc = tpl_fail(c, at, HR_EINVAL, "sum() can't sum strings [use ''.join(seq) instead]");
+            else {
+                tv r;
+                rc = tpl_binop(c, at, OP_ADD, acc, it, &r);
+                if (!rc) { tv_unref(acc); acc = r; }
             }
             tv_unref(it);
         }

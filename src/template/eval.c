@@ -386,7 +386,7 @@ static void float_divmod(double x, double y, double *div, double *mod) {
     *mod = m;
 }
 
-static int arith(tctx *c, const tnode *at, int op, tv a, tv b, tv *out) {
+int tpl_binop(tctx *c, const tnode *at, int op, tv a, tv b, tv *out) {
     static const char *const names[] = {"", "+", "-", "*", "/", "//", "%", "**"};
     const char *on = names[op];
     bool num = tv_is_num(a) && tv_is_num(b);
@@ -660,7 +660,7 @@ int tpl_eval(tctx *c, const tnode *n, tv *out) {
     case E_BINOP:
         if ((rc = tpl_eval(c, n->a, &a))) return rc;
         if ((rc = tpl_eval(c, n->b, &b))) break;
-        rc = arith(c, n, n->op, a, b, out);
+        rc = tpl_binop(c, n, n->op, a, b, out);
         break;
     case E_CONCAT: {
         tbuf buf = {0};

@@ -198,6 +198,7 @@ int tpl_call_value(tctx *c, const tnode *at, tv callee, targs *a, tv *out);
 int tpl_iterate(tctx *c, const tnode *at, tv v, tv *list_out);  /* list_out: a TL_LIST */
 int tpl_compare(tctx *c, const tnode *at, int op, tv a, tv b, bool *res);
 int tpl_order(tctx *c, const tnode *at, tv a, tv b, int *res);   /* <0, 0, >0 */
+int tpl_binop(tctx *c, const tnode *at, int op, tv a, tv b, tv *out); /* OP_ADD .. OP_POW */
 int tpl_getattr(tctx *c, const tnode *at, tv obj, const char *name, tv *out);
 int tpl_getitem(tctx *c, const tnode *at, tv obj, tv key, tv *out);
 

@@ -434,6 +434,15 @@ int tv_repr(tv v, tbuf *b, hr_err *err) {
         tbuf_putc(b, '}');
         return HR_OK;
     }
+    case TV_NS: { /* jinja2.utils.Namespace.__repr__ */
+        tbuf_puts(b, "<Namespace ");
+        tv d = v;
+        d.t = TV_DICT;
+        int rc = tv_repr(d, b, err);
+        if (rc) return rc;
+        tbuf_putc(b, '>');
+        return HR_OK;
+    }
     default: return tv_to_str(v, b, err);
     }
 }
@@ -446,7 +455,7 @@ int tv_to_str(tv v, tbuf *b, hr_err *err) {
     case TV_INT: tbuf_printf(b, "%lld", (long long)v.u.i); return HR_OK;
     case TV_FLOAT: tv_float_repr(v.u.f, b); return HR_OK;
     case TV_STR: tbuf_put(b, v.u.s->data, v.u.s->len); return HR_OK;
-    case TV_LIST: case TV_DICT: return tv_repr(v, b, err);
+    case TV_LIST: case TV_DICT: case TV_NS: return tv_repr(v, b, err);
     default: return unprintable(v, err);
     }
 }

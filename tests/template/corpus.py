@@ -162,6 +162,53 @@ CASES = [
     "{{ range(3) }}",
 ]
 
+CASES += [
+    # more scoping
+    "{% for x in lst %}{% set outer = loop %}{% for y in 'ab' %}{{ outer.index }}{{ loop.index }}{{ loop.depth }} {% endfor %}{% endfor %}",
+    "{% macro show() %}{{ late }}{{ n }}{% endmacro %}{% set late = 'L' %}{{ show() }}|{% macro m2() %}{% set n = 99 %}{{ n }}{% endmacro %}{{ m2() }}{{ n }}",
+    "{% macro m(a) %}{{ caller(a * 2) }}{% endmacro %}{% call(v) m(21) %}[{{ v }}]{% endcall %}",
+    "{% for x in lst %}{% if loop.first %}{% set first_x = x %}{% endif %}{% endfor %}{{ first_x }}",
+    "{% set ns = namespace(total=0) %}{% for p in people %}{% set ns.total = ns.total + p.age %}{% endfor %}{{ ns.total }}{{ ns }}",
+    "{% for m in messages %}{% if m.role == 'system' %}{% set sys = m.content %}{% endif %}{% endfor %}{{ sys }}|{% set x = 1 %}{% if t %}{% set x = 2 %}{% endif %}{{ x }}",
+    # literals and dicts
+    "{{ {1: 'a', 'k': 2, none: 3, true: 4} }}|{{ {'a': 1, 'a': 2} }}|{{ {(1, 2): 'tup'} }}|{{ {1: 'a'}[1] }}|{{ {1.0: 'f'}[1] }}",
+    "{{ {'b': 1, 'a': {'d': [1, 2], 'c': none}} | tojson(sort_keys=true) }}|{{ {'x': '\u00e9\U0001F600\x1f\x7f'} | tojson(ensure_ascii=true) }}|{{ {2: 'int key', 1.5: 'f'} | tojson }}",
+    "{{ [[1, [2, {}]], {'a': []}] | tojson(indent=2) }}|{{ {'k': 'v'} | tojson(indent='\t') }}|{{ 1.0 | tojson }}|{{ 1e100 | tojson }}",
+    # strings and unicode
+    "{{ 'Stra\u00dfe' | upper }}|{{ '\u00e9COLE \u00c0' | lower }}|{{ '\u00e9cole \u00e0 paris' | title }}|{{ '\u00e9T\u00c9' | capitalize }}|{{ '\u03a3\u03bf\u03c6\u03af\u03b1' | upper }}",
+    "{{ '\U0001F44D\u00e9a' | length }}|{{ '\U0001F44D\u00e9a'[0] }}|{{ '\U0001F44D\u00e9a'[1:] }}|{{ '\u00e9' < '\u00ea' }}|{{ 'a' < '\u00e9' }}|{{ ['\u00e9', 'e', 'z'] | sort }}",
+    "{{ '  x\u00a0' | trim }}|{{ '\u3000x\u3000'.strip() }}|{{ 'a\u2028b'.splitlines() }}|{{ 'x\ty z'.split() }}|{{ '\u00e9'.isalpha() }}",
+    "{{ 'ab' * -1 }}|{{ 'ab' * 0 }}|{{ [1] * 2 + [3] }}|{{ 'x' + 'y' * 2 }}|{{ ('a', 'b') + ('c',) }}|{{ lst + [4] }}",
+    "{{ s[-100:3] }}|{{ s[3:-100] }}|{{ s[::-2] }}|{{ s[8:2:-1] }}|{{ lst[-1:-4:-1] }}|{{ lst[:-1] }}|{{ s[none:2] }}|{{ (1, 2, 3)[1:] }}",
+    "{{ lst | string }}|{{ d | string }}|{{ d | join(',') }}|{{ d | list }}|{{ d.items() | list | first }}|{{ none | string }}|{{ t | string }}",
+    # numbers
+    "{{ 0.1 + 0.7 }}|{{ 1 / 3 * 3 }}|{{ 2 ** 62 }}|{{ 10 ** 15 * 1.0 }}|{{ 123456789.123456789 }}|{{ 5e-324 }}|{{ 1.7976931348623157e308 }}|{{ -1e-10 }}",
+    "{{ 7 // -2 }}|{{ -7 % -2 }}|{{ 7.5 % -2 }}|{{ -0.0 }}|{{ 0.0 == -0.0 }}|{{ 1 == true }}|{{ 2 == true }}|{{ 0 in [false] }}|{{ 1.5 | int }}|{{ -1.5 | int }}",
+    "{{ 1.25 | round(1) }}|{{ 1.35 | round(1) }}|{{ 0.5 | round }}|{{ 1.5 | round }}|{{ -2.5 | round }}|{{ 1234.5678 | round(-2) }}|{{ 7 | round(2) }}",
+    # tests and comparisons
+    "{{ none is sameas none }}{{ 1 is sameas 1 }}{{ lst is sameas lst }}{{ [] is sameas [] }}{{ 'x' is in 'xyz' }}{{ 3 is in lst }}{{ 1 is number }}{{ 1.0 is integer }}",
+    "{{ 'abc' is lower }}{{ 'aBc' is lower }}{{ '123' is lower }}{{ d is iterable }}{{ none is iterable }}{{ t is sameas true }}{{ 5 is gt 3 }}{{ 5 is lessthan 3 }}",
+    "{{ [1, 2] == [1, 2] }}|{{ [1, 2] == (1, 2) }}|{{ {'a': 1} == {'a': 1.0} }}|{{ (1, 2) < (1, 3) }}|{{ [1, 'a'] != [1, 'b'] }}|{{ 'a' == 'a ' }}",
+    # filters with attribute paths and defaults
+    "{{ nested | attr('x') }}|{{ people | map(attribute='tags.0') | list }}|{{ people | selectattr('tags.0', 'defined') | map(attribute='name') | join }}|{{ [nested] | map(attribute='x.y.1') | list }}",
+    "{{ people | map(attribute='age') | unique | list }}|{{ people | sort(attribute='age,name') | map(attribute='name') | list }}|{{ people | max(attribute='name') }}",
+    "{{ messages | map(attribute='role') | join(', ') }}|{{ messages | rejectattr('role', 'in', ['system', 'user']) | map(attribute='content') | list }}",
+    "{{ lst | sum(start=10) }}|{{ [0.1, 0.2] | sum }}|{{ [] | max }}|{{ [[1], [2]] | sum(start=[]) }}",
+    "{{ 'abc' | batch(2) | list }}|{{ range(7) | batch(3, 0) | map('sum') | list }}|{{ 'x' | center(4) }}|{{ 'xy' | center(5) }}",
+    "{{ '' | default('empty', true) }}|{{ 0 | default('zero', boolean=true) }}|{{ none | default('n') }}|{{ false | d(true) }}|{{ nope | default(none) }}",
+    # loop.changed / cycle / previtem
+    "{% for p in people | sort(attribute='age') %}{% if loop.changed(p.age) %}[{{ p.age }}]{% endif %}{{ p.name }}{{ loop.cycle('a', 'b', 'c') }} {% endfor %}",
+    "{% for x in [] %}{% else %}E{{ loop is defined }}{% endfor %}|{% for i in range(3) %}{{ loop.nextitem | default('end') }}{% endfor %}",
+    # whitespace: lstrip with tabs / comment line / var on own line
+    "a\n\t  {% if t %}\n\tx\n\t{% endif %}\n\t{# note #}\n  {{ 'v' }}\nz",
+    "{% for i in range(2) %}\n    {%- if i %}\n  one\n    {%- else %}\n  zero\n    {%- endif %}\n{% endfor %}",
+    "{{- ' lead' -}}\n\n   {%- if t -%}   \n\n  in  \n\n  {%- endif -%}  \n trail",
+    "  {#- c -#}  x  {#+ c2 +#}\n  y",
+    # errors that must stay errors
+    "{{ lst[1:2:0] }}", "{{ {[1]: 2} }}", "{{ 'a' * 'b' }}", "{{ -'a' }}", "{{ 2 ** 100000 }}", "{{ lst | sum(attribute='x') }}",
+    "{{ d | dictsort(by='bogus') }}", "{{ 3 | round(1, 'bogus') }}", "{{ (1, 2) | join(1) }}", "{{ 'abc'.split('') }}",
+]
+
 # Corpus entries that hearth may refuse as "unsupported" (jinja2 prints them):
 # str.format and printing a range object. Anything else must match.
 ALLOWED_UNSUPPORTED = {"{{ s.format() }}", "{{ range(3) }}"}
