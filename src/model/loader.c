@@ -555,16 +555,21 @@ static int model_dims(hr_model *m, hr_err *err) {
     return HR_OK;
 }
 
+static bool be_supports(hr_backend *be, hr_dtype dt) {
+    return !be->ops->supports_weight || be->ops->supports_weight(be, dt);
+}
+
+/* Storage types: the checkpoint's own (bf16/f16) unless opts asks otherwise;
+ * dequantized weights in F32 so the quantized goldens' tolerance holds, or in
+ * the first type the backend takes (F32, BF16). */
 static void pick_dtypes(loader *L, const hr_model_opts *opts, hr_dtype ckpt) {
     hr_backend *be = L->m->be;
     bool explicit_dt = opts && opts->weight_dtype != HR_DTYPE_COUNT;
     hr_dtype want = explicit_dt ? opts->weight_dtype : ckpt;
     if (want != HR_BF16 && want != HR_F16) want = HR_F32;
-    if (want != HR_F32 && be->ops->supports_weight && !be->ops->supports_weight(be, want)) want = HR_F32;
+    if (!be_supports(be, want)) want = be_supports(be, HR_F32) ? HR_F32 : HR_BF16;
     L->wdt = want;
-    /* dequantized weights stay F32 unless asked otherwise, so the reference
-     * tolerance of the quantized goldens holds */
-    L->qdt = explicit_dt ? want : HR_F32;
+    L->qdt = explicit_dt || !be_supports(be, HR_F32) ? want : HR_F32;
 }
 
 int hr_model_load_hf(hr_model *m, const char *dir, const hr_model_opts *opts, hr_err *err) {
