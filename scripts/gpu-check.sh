@@ -71,6 +71,11 @@ echo "test_cuda_ops rc=$r"
 if [ "$BENCH" = 1 ]; then
     echo "== the same shapes through cuBLASLt (HEARTH_CUDA_GEMV_MAX_T=0)"
     HEARTH_CUDA_BENCH=only HEARTH_CUDA_GEMV_MAX_T=0 "$BIN/backend_test_cuda_ops" 2>&1 | grep BENCH | tee -a "$OUTDIR/test_cuda_ops.log"
+    echo "== GEMV split-K targets (T = 1)"
+    for b in 0 1 4 8; do
+        HEARTH_CUDA_BENCH=only HEARTH_CUDA_BENCH_T1=1 HEARTH_CUDA_GEMV_BPSM=$b "$BIN/backend_test_cuda_ops" 2>&1 |
+            grep "BENCH linear" | tee -a "$OUTDIR/test_cuda_ops.log"
+    done
 fi
 unset HEARTH_CUDA_BENCH
 

@@ -629,6 +629,8 @@ static void bench_gemv(int N, int K, int T) {
     double dt = (hr_time_now() - t0) / iters;
     double bytes = (double)N * K * 2 + (double)T * K * 2 + (double)T * N * 2;
     const char *mt = getenv("HEARTH_CUDA_GEMV_MAX_T");
+    const char *bpsm = getenv("HEARTH_CUDA_GEMV_BPSM");
+    if (bpsm) printf("[split-K target %s blocks/SM] ", bpsm);
     printf("BENCH linear%s N=%d K=%d T=%d: %.2f us, %.0f GB/s\n", mt ? (atoi(mt) < T ? " cublasLt" : " gemv") : "",
            N, K, T, dt * 1e6, bytes / dt / 1e9);
     for (int i = 0; i < NW; i++) tfree(tw[i]);
@@ -705,10 +707,13 @@ int main(void) {
 bench:
     if (bench) {
         bench_copy();
-        static const int shapes[][2] = {{4096, 4096}, {14336, 4096}, {4096, 14336}, {128256, 4096}};
-        static const int ts[] = {1, 2, 4, 8, 16};
+        static const int shapes[][2] = {{4096, 4096}, {1024, 4096}, {14336, 4096}, {4096, 14336}, {128256, 4096}};
+        static const int ts_all[] = {1, 2, 4, 8, 16}, ts_one[] = {1};
+        const char *only1 = getenv("HEARTH_CUDA_BENCH_T1");
+        const int *ts = only1 ? ts_one : ts_all;
+        size_t n_ts = only1 ? 1 : HR_ARRAY_LEN(ts_all);
         for (size_t i = 0; i < HR_ARRAY_LEN(shapes); i++)
-            for (size_t j = 0; j < HR_ARRAY_LEN(ts); j++) bench_gemv(shapes[i][0], shapes[i][1], ts[j]);
+            for (size_t j = 0; j < n_ts; j++) bench_gemv(shapes[i][0], shapes[i][1], ts[j]);
     }
     be->ops->free(be); /* not hr_backend_free: keeps backend.c (and the CPU backend) out of this test */
     return test_report("test_cuda_ops");

@@ -5,6 +5,8 @@
  * not fill the GPU, K is split across blockIdx.z and a second kernel reduces
  * the float partials and applies bias. Plus a scalar fallback for shapes the
  * vector path cannot take (K not a multiple of the vector, odd dtypes). */
+#include <stdlib.h>
+
 #include "backend/cuda/cu_types.cuh"
 
 #define GV_WARPS 8
@@ -194,9 +196,19 @@ static int64_t grid_rows(const cu_gemv_args *a) {
 }
 static int64_t grid_t(const cu_gemv_args *a) { return a->expert ? a->T : HR_CDIV(a->T, pick_nt(a->T, a->tx)); }
 
+/* Blocks per SM the split-K aims for; HEARTH_CUDA_GEMV_BPSM overrides (0 = never split). */
+static int blocks_per_sm(void) {
+    static int v = -1;
+    if (v < 0) {
+        const char *e = getenv("HEARTH_CUDA_GEMV_BPSM");
+        v = e ? HR_MAX(atoi(e), 0) : 2;
+    }
+    return v;
+}
+
 int cu_gemv_splits(const cu_gemv_args *a, int n_sm) {
     if (a->expert) return 1;
-    int64_t blocks = grid_rows(a) * grid_t(a), target = 2 * (int64_t)n_sm;
+    int64_t blocks = grid_rows(a) * grid_t(a), target = (int64_t)blocks_per_sm() * n_sm;
     if (blocks >= target) return 1;
     int64_t iters = a->K / (32 * vec_of(a->tw)); /* warp-wide vector steps over K */
     int64_t s = HR_CDIV(target, blocks);
