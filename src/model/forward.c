@@ -68,11 +68,31 @@ static int check_step(const hr_model *m, const hr_step *s, hr_err *err) {
                           m->kv_block_size);
     if (s->query_start[0] != 0 || s->query_start[s->n_seqs] != s->n_tokens)
         return hr_err_set(err, HR_EINVAL, "forward: query_start does not cover the %d tokens", s->n_tokens);
+    for (int q = 0; q < s->n_seqs; q++)
+        if (s->query_start[q + 1] < s->query_start[q])
+            return hr_err_set(err, HR_EINVAL, "forward: query_start is not ascending at sequence %d", q);
     for (int i = 0; i < s->n_tokens; i++) {
         if (s->tokens[i] < 0 || s->tokens[i] >= m->vocab)
             return hr_err_set(err, HR_EINVAL, "forward: token id %d out of range [0, %d)", s->tokens[i], m->vocab);
         if (s->slot_mapping[i] < 0 || s->slot_mapping[i] >= m->kv_blocks * m->kv_block_size)
             return hr_err_set(err, HR_EINVAL, "forward: slot %d out of range", s->slot_mapping[i]);
+    }
+    /* every block a sequence reads must exist: the backend trusts the tables */
+    for (int q = 0; q < s->n_seqs; q++) {
+        int len = s->seq_lens[q], nb = (len + s->block_size - 1) / s->block_size;
+        if (len < s->query_start[q + 1] - s->query_start[q] || nb > s->max_blocks_per_seq)
+            return hr_err_set(err, HR_EINVAL, "forward: sequence %d: %d tokens do not fit its %d-block table", q, len,
+                              s->max_blocks_per_seq);
+        for (int b = 0; b < nb; b++) {
+            int32_t blk = s->block_tables[(size_t)q * (size_t)s->max_blocks_per_seq + (size_t)b];
+            if (blk < 0 || blk >= m->kv_blocks)
+                return hr_err_set(err, HR_EINVAL, "forward: sequence %d: block %d of its table is %d (cache has %d)", q,
+                                  b, blk, m->kv_blocks);
+        }
+        for (int t = s->query_start[q]; t < s->query_start[q + 1]; t++)
+            if (s->positions[t] < 0 || s->positions[t] >= len)
+                return hr_err_set(err, HR_EINVAL, "forward: token %d: position %d outside its sequence of %d", t,
+                                  s->positions[t], len);
     }
     for (int i = 0; i < s->n_logits; i++)
         if (!s->logit_rows || s->logit_rows[i] < 0 || s->logit_rows[i] >= s->n_tokens)

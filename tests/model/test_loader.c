@@ -113,6 +113,15 @@ int main(void) {
         /* a token outside the vocabulary is refused, not read out of bounds */
         tok[1] = 10;
         CHECK(hr_model_forward(m, &st, lg, &err) == HR_EINVAL && strstr(err.msg, "10"));
+        tok[1] = 5;
+        /* a block outside the cache, or a context longer than the table, is refused */
+        bt[0] = 4;
+        CHECK(hr_model_forward(m, &st, lg, &err) == HR_EINVAL && strstr(err.msg, "block"));
+        bt[0] = 1;
+        len = 17;
+        CHECK(hr_model_forward(m, &st, lg, &err) == HR_EINVAL);
+        len = 3;
+        CHECK(hr_model_forward(m, &st, lg, &err) == HR_OK);
         hr_model_free(m);
     }
 
