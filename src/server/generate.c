@@ -632,7 +632,7 @@ static int build_prompts(gen_ctx *g, json_t *body, srv_error *e) {
         }
     }
     for (int p = 0; p < np; p++)
-        if (context_check(s, g->prompt_lens[p], g->req.max_tokens, e)) return -1;
+        if (context_check(s, g->prompt_lens[p], g->req.max_tokens_set ? g->req.max_tokens : 0, e)) return -1;
     return 0;
 }
 
@@ -667,6 +667,10 @@ static int submit_all(gen_ctx *g, srv_error *e) {
         /* n > 1 with a seed: choice j samples with seed + j, as vLLM's
          * parallel sampling does, so the choices differ but reproduce */
         if (rq.sampling.has_seed) rq.sampling.seed += (uint64_t)(i % g->req.n);
+        /* generation_config's max_new_tokens is a default: like vLLM, cap it
+         * to what the context leaves instead of rejecting the request */
+        if (!g->req.max_tokens_set && rq.max_tokens > 0 && s->max_model_len > 0)
+            rq.max_tokens = HR_MIN(rq.max_tokens, s->max_model_len - rq.n_prompt);
         pthread_mutex_lock(&g->s->mu);
         g->s->refs++; /* the engine's reference, dropped by its final event */
         pthread_mutex_unlock(&g->s->mu);

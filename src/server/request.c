@@ -306,6 +306,7 @@ static int parse_sampling(json_t *root, int vocab_size, const hr_config *cfg, sr
     if (rc) {
         if (i < 1) return srv_error_set(e, 400, NULL, mt_key, "%s must be at least 1, got %lld", mt_key, i);
         r->max_tokens = i > INT32_MAX ? INT32_MAX : (int)i;
+        r->max_tokens_set = true;
     }
     if ((rc = get_int(root, "min_tokens", &i, e)) < 0) return -1;
     if (rc) {
@@ -392,6 +393,17 @@ int srv_parse_gen_request(srv_api api, const char *body, size_t len, int vocab_s
         if (get_bool(root, "echo", &r->echo, e) < 0) return -1;
         json_t *suffix = json_object_get(root, "suffix");
         if (suffix && !json_is_null(suffix)) return srv_error_set(e, 400, NULL, "suffix", "'suffix' is not supported");
+    }
+    /* structured output is not implemented: refuse rather than return text
+     * the client would take for valid JSON */
+    json_t *rf = json_object_get(root, "response_format");
+    if (rf && !json_is_null(rf)) {
+        json_t *type = json_object_get(rf, "type");
+        if (!json_is_object(rf) || !json_is_string(type))
+            return srv_error_set(e, 400, NULL, "response_format", "'response_format' must be {\"type\": ...}");
+        if (strcmp(json_string_value(type), "text") != 0)
+            return srv_error_set(e, 400, NULL, "response_format", "response_format type '%.40s' is not supported",
+                                 json_string_value(type));
     }
     if (parse_sampling(root, vocab_size, cfg, pool, r, e)) return -1;
     if (r->n * r->n_prompts > MAX_N)

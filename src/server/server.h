@@ -143,6 +143,7 @@ typedef struct srv_gen_req {
     int n_prompts;
     hr_sampling_params sp;
     int max_tokens;          /* -1 = up to the context limit */
+    bool max_tokens_set;     /* from the request (else a default: clamped to the context, never an error) */
     int n;
     bool stream, include_usage, echo;
     bool logprobs;           /* chat: logprobs=true; completions: logprobs given */

@@ -68,6 +68,8 @@ static const bad_case k_bad[] = {
     {SRV_API_CHAT, "{" M ", \"stream\": true, \"stream_options\": {\"include_usage\": 1}}", "stream_options"},
     {SRV_API_CHAT, "{" M ", \"ignore_eos\": 1}", "ignore_eos"},
     {SRV_API_CHAT, "{" M ", \"tools\": {}}", "tools"},
+    {SRV_API_CHAT, "{" M ", \"response_format\": {\"type\": \"json_object\"}}", "response_format"},
+    {SRV_API_CHAT, "{" M ", \"response_format\": \"json\"}", "response_format"},
     {SRV_API_COMPLETIONS, "{}", "prompt"},
     {SRV_API_COMPLETIONS, "{\"prompt\": 5}", "prompt"},
     {SRV_API_COMPLETIONS, "{\"prompt\": []}", "prompt"},
@@ -126,6 +128,7 @@ static void test_chat_ok(void) {
         CHECK(r.sp.has_seed && r.sp.seed == (uint64_t)-3);
         CHECK_EQ_INT(r.n, 2);
         CHECK_EQ_INT(r.max_tokens, 9);
+        CHECK(r.max_tokens_set);
         CHECK_EQ_INT(r.n_stops, 2);
         CHECK_STREQ(r.stops[0], "x");
         CHECK_STREQ(r.stops[1], "yz");
@@ -164,11 +167,20 @@ static void test_defaults(void) {
         CHECK(r.sp.min_p == 0.0f);                /* unset in both: neutral */
         CHECK_NEAR(r.sp.repetition_penalty, 1.1, 1e-6);
         CHECK_EQ_INT(r.max_tokens, -1);
+        CHECK(!r.max_tokens_set);
         CHECK_EQ_INT(r.n, 1);
         CHECK(!r.stream && !r.logprobs && r.sp.logprobs == -1);
         CHECK_EQ_INT(r.n_prompts, 1);
         CHECK_STREQ(r.prompts[0].text, "hello");
     }
+    srv_gen_req_free(&r);
+    srv_pool_free(pool);
+
+    /* generation_config max_new_tokens is a default, not a request */
+    cfg.gen_max_new_tokens = 100;
+    pool = srv_pool_new();
+    rc = srv_parse_gen_request(SRV_API_COMPLETIONS, body, strlen(body), VOCAB, &cfg, pool, &r, &e);
+    CHECK(rc == 0 && r.max_tokens == 100 && !r.max_tokens_set);
     srv_gen_req_free(&r);
     srv_pool_free(pool);
 
