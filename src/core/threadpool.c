@@ -64,14 +64,26 @@ static inline void cpu_relax(void) {
 #endif
 }
 
+/* The pool and tid of the job this thread is running: a parallel_for on the
+ * same pool called from inside a job runs inline under the same tid (its
+ * per-thread scratch stays valid) instead of deadlocking on the busy pool. */
+static _Thread_local hr_threadpool *tp_current_pool;
+static _Thread_local int tp_current_tid;
+
 /* Claims chunks until the range is exhausted. */
 static void run_chunks(hr_threadpool *p, int tid) {
+    hr_threadpool *outer_pool = tp_current_pool;
+    int outer_tid = tp_current_tid;
+    tp_current_pool = p;
+    tp_current_tid = tid;
     for (;;) {
         int b = atomic_fetch_add_explicit(&p->cursor, p->chunk, memory_order_relaxed);
         if (b >= p->n) break;
         int e = b + p->chunk < p->n ? b + p->chunk : p->n;
         p->fn(p->ctx, b, e, tid);
     }
+    tp_current_pool = outer_pool;
+    tp_current_tid = outer_tid;
 }
 
 static inline uint32_t gen_of(uint64_t st) { return (uint32_t)(st >> 32); }
@@ -175,6 +187,10 @@ void hr_parallel_for(hr_threadpool *p, int n, int grain, hr_parallel_fn fn, void
     if (n <= 0) return;
     if (grain < 1) grain = 1;
     int nt = p ? p->n_threads : 1;
+    if (p && p == tp_current_pool) { /* nested inside one of this pool's jobs */
+        fn(ctx, 0, n, tp_current_tid);
+        return;
+    }
     if (nt == 1 || n <= grain) {
         fn(ctx, 0, n, 0);
         return;

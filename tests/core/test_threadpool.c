@@ -61,6 +61,26 @@ static void reduce(void *ctx, int b, int e, int tid) {
     for (int i = b; i < e; i++) r->partial[tid][0] += r->v[i];
 }
 
+/* A parallel_for inside a job on the same pool runs inline with the outer tid. */
+typedef struct {
+    hr_threadpool *pool;
+    atomic_int inner_items, bad_tid;
+} nest;
+
+static void inner(void *ctx, int b, int e, int tid) {
+    nest *n = ctx;
+    atomic_fetch_add(&n->inner_items, e - b);
+    (void)tid;
+}
+
+static void outer(void *ctx, int b, int e, int tid) {
+    nest *n = ctx;
+    for (int i = b; i < e; i++) {
+        hr_parallel_for(n->pool, 10, 1, inner, n);
+        if (tid < 0 || tid >= hr_threadpool_size(n->pool)) atomic_fetch_add(&n->bad_tid, 1);
+    }
+}
+
 int main(void) {
     int sizes[] = {1, 2, 5};
     for (unsigned k = 0; k < (sizeof sizes / sizeof sizes[0]); k++) {
@@ -69,6 +89,12 @@ int main(void) {
         if (!pool) continue;
         CHECK_EQ_INT(hr_threadpool_size(pool), sizes[k]);
         run_pool(pool, sizes[k]);
+        nest ns = {.pool = pool};
+        atomic_init(&ns.inner_items, 0);
+        atomic_init(&ns.bad_tid, 0);
+        hr_parallel_for(pool, 100, 1, outer, &ns);
+        CHECK_EQ_INT(atomic_load(&ns.inner_items), 1000);
+        CHECK_EQ_INT(atomic_load(&ns.bad_tid), 0);
 
         static float v[100000];
         for (int i = 0; i < 100000; i++) v[i] = (float)(i % 97) - 40.0f;
