@@ -746,6 +746,11 @@ static enum MHD_Result route_generate(srv_conn *cn, srv_api api) {
             return MHD_NO;
         }
     }
+    for (int i = 0; i < g->s->n_choices; i++)
+        if (g->s->choices[i].finish_reason && !strcmp(g->s->choices[i].finish_reason, "error")) {
+            srv_error_set(&e, 500, NULL, NULL, "The engine failed while generating (see the server log)");
+            goto fail;
+        }
     json_t *resp = full_response(g);
     gen_ctx_free(g);
     return srv_reply_json(cn->c, MHD_HTTP_OK, resp);
