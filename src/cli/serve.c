@@ -26,27 +26,26 @@
 #endif
 
 static void usage(FILE *f) {
-    fprintf(f,
-            "usage: hearth serve MODEL [options]\n"
-            "  MODEL                          HF directory, .gguf file, HF id, or synthetic:NAME\n"
-            "  --host H                       bind address (default 0.0.0.0)\n"
-            "  --port P                       (default 8000)\n"
-            "  --served-model-name NAME       the `model` clients send (default: MODEL)\n"
-            "  --api-key KEY                  require 'Authorization: Bearer KEY' (also $HEARTH_API_KEY)\n"
-            "  --device cpu|cuda|auto         (default auto)\n"
-            "  --threads N                    CPU worker threads (default: all cores)\n"
-            "  --max-model-len N              context limit (default: the model's)\n"
-            "  --max-num-seqs N               sequences per step (default 256)\n"
-            "  --max-num-batched-tokens N     token budget per step\n"
-            "  --block-size N                 tokens per KV block (default 16)\n"
-            "  --kv-cache-memory BYTES        KV pool size (suffixes K, M, G)\n"
-            "  --gpu-memory-utilization F     KV pool as a fraction of free memory\n"
-            "  --enable-prefix-caching / --no-enable-prefix-caching   (default on)\n"
-            "  --max-waiting-requests N       queue limit before 429 (default 0 = unlimited)\n"
-            "  --max-request-bytes N          request body limit, 413 beyond (default 16M)\n"
-            "  --chat-template FILE           Jinja chat template overriding the tokenizer's\n"
-            "  --timeout-keep-alive S         idle connection timeout (default 60)\n"
-            "  --shutdown-grace S             seconds in-flight requests get on SIGTERM (default 10)\n");
+    fprintf(f, "usage: hearth serve MODEL [options]\n"
+               "  MODEL                          HF directory, .gguf file, HF id, or synthetic:NAME\n"
+               "  --host H                       bind address (default 0.0.0.0)\n"
+               "  --port P                       (default 8000)\n"
+               "  --served-model-name NAME       the `model` clients send (default: MODEL)\n"
+               "  --api-key KEY                  require 'Authorization: Bearer KEY' (also $HEARTH_API_KEY)\n"
+               "  --device cpu|cuda|auto         (default auto)\n"
+               "  --threads N                    CPU worker threads (default: all cores)\n"
+               "  --max-model-len N              context limit (default: the model's)\n"
+               "  --max-num-seqs N               sequences per step (default 256)\n"
+               "  --max-num-batched-tokens N     token budget per step\n"
+               "  --block-size N                 tokens per KV block (default 16)\n"
+               "  --kv-cache-memory BYTES        KV pool size (suffixes K, M, G)\n"
+               "  --gpu-memory-utilization F     KV pool as a fraction of free memory\n"
+               "  --enable-prefix-caching / --no-enable-prefix-caching   (default on)\n"
+               "  --max-waiting-requests N       queue limit before 429 (default 0 = unlimited)\n"
+               "  --max-request-bytes N          request body limit, 413 beyond (default 16M)\n"
+               "  --chat-template FILE           Jinja chat template overriding the tokenizer's\n"
+               "  --timeout-keep-alive S         idle connection timeout (default 60)\n"
+               "  --shutdown-grace S             seconds in-flight requests get on SIGTERM (default 10)\n");
 }
 
 /* "123", "64M", "1.5G", "512KiB" -> bytes; -1 on junk. */
@@ -57,11 +56,24 @@ static long long parse_size(const char *s) {
     if (errno || end == s || v < 0) return -1;
     double mul = 1;
     switch (toupper((unsigned char)*end)) {
-    case 'K': mul = 1024.0; end++; break;
-    case 'M': mul = 1024.0 * 1024; end++; break;
-    case 'G': mul = 1024.0 * 1024 * 1024; end++; break;
-    case 'T': mul = 1024.0 * 1024 * 1024 * 1024; end++; break;
-    default: break;
+    case 'K':
+        mul = 1024.0;
+        end++;
+        break;
+    case 'M':
+        mul = 1024.0 * 1024;
+        end++;
+        break;
+    case 'G':
+        mul = 1024.0 * 1024 * 1024;
+        end++;
+        break;
+    case 'T':
+        mul = 1024.0 * 1024 * 1024 * 1024;
+        end++;
+        break;
+    default:
+        break;
     }
     if (!strcasecmp(end, "iB") || !strcasecmp(end, "B")) end += strlen(end);
     if (*end) return -1;
@@ -104,8 +116,14 @@ static int parse_args(int argc, char **argv, serve_args *a) {
             a->model = arg;
             continue;
         }
-        if (!strcmp(arg, "--enable-prefix-caching")) { a->eo.enable_prefix_caching = true; continue; }
-        if (!strcmp(arg, "--no-enable-prefix-caching")) { a->eo.enable_prefix_caching = false; continue; }
+        if (!strcmp(arg, "--enable-prefix-caching")) {
+            a->eo.enable_prefix_caching = true;
+            continue;
+        }
+        if (!strcmp(arg, "--no-enable-prefix-caching")) {
+            a->eo.enable_prefix_caching = false;
+            continue;
+        }
         /* --flag value or --flag=value */
         char name[64];
         const char *val;
@@ -122,13 +140,17 @@ static int parse_args(int argc, char **argv, serve_args *a) {
             val = argv[++i];
         }
         long long n;
-        if (!strcmp(name, "--host")) a->so.host = val;
+        if (!strcmp(name, "--host"))
+            a->so.host = val;
         else if (!strcmp(name, "--port")) {
             if (parse_int(name, val, 0, 65535, &n)) return 2;
             a->so.port = (int)n;
-        } else if (!strcmp(name, "--served-model-name")) a->so.served_model_name = val;
-        else if (!strcmp(name, "--api-key")) a->so.api_key = val;
-        else if (!strcmp(name, "--device")) a->device = val;
+        } else if (!strcmp(name, "--served-model-name"))
+            a->so.served_model_name = val;
+        else if (!strcmp(name, "--api-key"))
+            a->so.api_key = val;
+        else if (!strcmp(name, "--device"))
+            a->device = val;
         else if (!strcmp(name, "--threads")) {
             if (parse_int(name, val, 0, 4096, &n)) return 2;
             a->threads = (int)n;
@@ -161,7 +183,8 @@ static int parse_args(int argc, char **argv, serve_args *a) {
         } else if (!strcmp(name, "--max-request-bytes")) {
             if (parse_int(name, val, 1, (long long)1 << 40, &n)) return 2;
             a->so.max_request_bytes = (size_t)n;
-        } else if (!strcmp(name, "--chat-template")) a->chat_template_file = val;
+        } else if (!strcmp(name, "--chat-template"))
+            a->chat_template_file = val;
         else if (!strcmp(name, "--timeout-keep-alive")) {
             if (parse_int(name, val, 1, 86400, &n)) return 2;
             a->so.timeout_s = (int)n;
@@ -234,8 +257,8 @@ int cmd_serve(int argc, char **argv) {
     hr_engine_get_stats(engine, &st);
     fprintf(stderr, "INFO:     hearth %s serving %s as '%s' (max_model_len %d, %d KV blocks)\n", HEARTH_VERSION,
             a.model, a.so.served_model_name ? a.so.served_model_name : a.model, st.max_model_len, st.kv_blocks_total);
-    fprintf(stderr, "INFO:     hearth running on http://%s:%d (Press CTRL+C to quit)\n",
-            a.so.host, hr_server_port(srv));
+    fprintf(stderr, "INFO:     hearth running on http://%s:%d (Press CTRL+C to quit)\n", a.so.host,
+            hr_server_port(srv));
     fprintf(stderr, "INFO:     Application startup complete.\n");
     fflush(stderr);
 

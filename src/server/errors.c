@@ -8,10 +8,14 @@
 
 static const char *type_for(int status) {
     switch (status) {
-    case 401: return "authentication_error";
-    case 429: return "rate_limit_error";
-    case 503: return "service_unavailable";
-    default: return status >= 500 ? "server_error" : "invalid_request_error";
+    case 401:
+        return "authentication_error";
+    case 429:
+        return "rate_limit_error";
+    case 503:
+        return "service_unavailable";
+    default:
+        return status >= 500 ? "server_error" : "invalid_request_error";
     }
 }
 

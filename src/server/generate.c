@@ -28,8 +28,8 @@ typedef struct gen_item {
     int choice;
     bool has_token;
     hr_sample_result tok;
-    bool last_of_event;        /* the final token of an event carrying finish */
-    hr_finish_reason finish;   /* != NONE: the choice's end (after its token) */
+    bool last_of_event;      /* the final token of an event carrying finish */
+    hr_finish_reason finish; /* != NONE: the choice's end (after its token) */
 } gen_item;
 
 typedef struct gen_session gen_session;
@@ -49,8 +49,8 @@ typedef struct gen_choice {
     int n_tokens;
     hr_detok *detok;
     srv_stop stop;
-    srv_buf text;     /* stream: not yet sent; otherwise everything */
-    json_t *lp;       /* logprobs entries not yet sent (chat: content array) */
+    srv_buf text;                                            /* stream: not yet sent; otherwise everything */
+    json_t *lp;                                              /* logprobs entries not yet sent (chat: content array) */
     json_t *lp_tokens, *lp_token_lps, *lp_tops, *lp_offsets; /* completions format */
     int text_offset;
     bool echoed, finish_sent;
@@ -274,10 +274,14 @@ static void finish_choice(gen_ctx *g, gen_choice *ch, const char *reason) {
 
 static const char *reason_str(hr_finish_reason f) {
     switch (f) {
-    case HR_FINISH_STOP: return "stop";
-    case HR_FINISH_LENGTH: return "length";
-    case HR_FINISH_ERROR: return "error";
-    default: return "abort";
+    case HR_FINISH_STOP:
+        return "stop";
+    case HR_FINISH_LENGTH:
+        return "length";
+    case HR_FINISH_ERROR:
+        return "error";
+    default:
+        return "abort";
     }
 }
 
@@ -354,8 +358,8 @@ static json_t *usage_json(gen_ctx *g) {
         if (i % g->req.n == 0) cached += ch->n_cached_tokens; /* once per prompt */
     }
     pthread_mutex_unlock(&g->s->mu);
-    return json_pack("{s:i,s:i,s:i,s:{s:i}}", "prompt_tokens", prompt, "completion_tokens", completion,
-                     "total_tokens", prompt + completion, "prompt_tokens_details", "cached_tokens", cached);
+    return json_pack("{s:i,s:i,s:i,s:{s:i}}", "prompt_tokens", prompt, "completion_tokens", completion, "total_tokens",
+                     prompt + completion, "prompt_tokens_details", "cached_tokens", cached);
 }
 
 /* llama-server style speed figures: prompt_ms is prefill (scheduled -> first
@@ -433,7 +437,8 @@ static json_t *full_response(gen_ctx *g) {
         if (!chat) prepend_echo(g, ch);
         json_t *c = json_pack("{s:i}", "index", i);
         if (chat)
-            json_object_set_new(c, "message", json_pack("{s:s,s:o}", "role", "assistant", "content", text_json(&ch->text)));
+            json_object_set_new(c, "message",
+                                json_pack("{s:s,s:o}", "role", "assistant", "content", text_json(&ch->text)));
         else
             json_object_set_new(c, "text", text_json(&ch->text));
         json_object_set_new(c, "logprobs", take_logprobs(g, ch));
@@ -477,8 +482,11 @@ static void stream_step(gen_ctx *g) {
         bool report_finish = ch->finished && ch->finish_reason && !ch->finish_sent;
         if (!ch->text.len && !has_lp && !report_finish) continue;
         json_t *payload;
-        if (chat) payload = ch->text.len || !ch->finished ? json_pack("{s:o}", "content", text_json(&ch->text)) : json_object();
-        else payload = text_json(&ch->text);
+        if (chat)
+            payload =
+                ch->text.len || !ch->finished ? json_pack("{s:o}", "content", text_json(&ch->text)) : json_object();
+        else
+            payload = text_json(&ch->text);
         srv_buf_consume(&ch->text, ch->text.len);
         if (report_finish) ch->finish_sent = true;
         if (pending) emit(g, pending);
@@ -534,8 +542,8 @@ static void stream_free(void *cls) { gen_ctx_free(cls); }
 
 /* ------------------------------------------------------------- prompts */
 
-static int encode(hr_server *s, srv_pool *pool, const char *text, bool add_special, bool parse_special,
-                  int32_t **ids, int *n, srv_error *e) {
+static int encode(hr_server *s, srv_pool *pool, const char *text, bool add_special, bool parse_special, int32_t **ids,
+                  int *n, srv_error *e) {
     hr_encode_opts eo = {.add_special_tokens = add_special, .parse_special = parse_special};
     int32_t *raw = NULL;
     size_t nr = 0;
@@ -597,7 +605,8 @@ static int build_prompts(gen_ctx *g, json_t *body, srv_error *e) {
     g->prompt_ids = srv_pool_alloc(pool, (size_t)np * sizeof(int32_t *));
     g->prompt_lens = srv_pool_alloc(pool, (size_t)np * sizeof(int));
     g->prompt_texts = srv_pool_alloc(pool, (size_t)np * sizeof(char *));
-    if (!g->prompt_ids || !g->prompt_lens || !g->prompt_texts) return srv_error_set(e, 500, NULL, NULL, "out of memory");
+    if (!g->prompt_ids || !g->prompt_lens || !g->prompt_texts)
+        return srv_error_set(e, 500, NULL, NULL, "out of memory");
     if (g->req.api == SRV_API_CHAT) {
         json_t *agp = json_object_get(body, "add_generation_prompt");
         json_t *kw = json_object_get(body, "chat_template_kwargs");
@@ -703,8 +712,8 @@ static enum MHD_Result route_generate(srv_conn *cn, srv_api api) {
     g->conn_fd = ci ? ci->connect_fd : -1;
     srv_new_id(s, api == SRV_API_CHAT ? "chatcmpl-" : "cmpl-", g->id, sizeof g->id);
 
-    if (srv_parse_gen_request(api, cn->body.p ? cn->body.p : "", cn->body.len, s->vocab_size, s->cfg, g->pool,
-                              &g->req, &e))
+    if (srv_parse_gen_request(api, cn->body.p ? cn->body.p : "", cn->body.len, s->vocab_size, s->cfg, g->pool, &g->req,
+                              &e))
         goto fail;
     if (!model_ok(s, g->req.model)) {
         srv_error_set(&e, 404, "model_not_found", "model", "The model `%.200s` does not exist.", g->req.model);
@@ -723,8 +732,8 @@ static enum MHD_Result route_generate(srv_conn *cn, srv_api api) {
                 if (g->req.include_usage) json_object_set_new(o, "usage", json_null());
                 emit(g, o);
             }
-        struct MHD_Response *r = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 16 * 1024, stream_reader, g,
-                                                                   stream_free);
+        struct MHD_Response *r =
+            MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 16 * 1024, stream_reader, g, stream_free);
         if (!r) {
             gen_ctx_free(g);
             return MHD_NO;
@@ -838,8 +847,8 @@ enum MHD_Result srv_route_tokenize(srv_conn *cn) {
             json_array_append_new(strs, str_or_replacement(t ? t : ""));
         }
     }
-    resp = json_pack("{s:i,s:i,s:o,s:o}", "count", n, "max_model_len", s->max_model_len, "tokens", tokens,
-                     "token_strs", strs);
+    resp = json_pack("{s:i,s:i,s:o,s:o}", "count", n, "max_model_len", s->max_model_len, "tokens", tokens, "token_strs",
+                     strs);
     json_decref(root);
     json_decref(msgs);
     free(text);

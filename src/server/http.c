@@ -29,11 +29,8 @@ static const struct {
 };
 
 void hr_server_opts_default(hr_server_opts *o) {
-    *o = (hr_server_opts){.host = "0.0.0.0",
-                          .port = 8000,
-                          .max_request_bytes = 16u << 20,
-                          .version = "0.0.0",
-                          .timeout_s = 60};
+    *o = (hr_server_opts){
+        .host = "0.0.0.0", .port = 8000, .max_request_bytes = 16u << 20, .version = "0.0.0", .timeout_s = 60};
 }
 
 void srv_new_id(hr_server *s, const char *prefix, char *out, size_t n) {
@@ -127,14 +124,22 @@ static enum MHD_Result route_metrics(srv_conn *cn) {
 
 static enum MHD_Result dispatch(srv_conn *cn) {
     switch (cn->route) {
-    case R_HEALTH: return route_health(cn);
-    case R_VERSION: return route_version(cn);
-    case R_MODELS: return route_models(cn);
-    case R_METRICS: return route_metrics(cn);
-    case R_CHAT: return srv_route_chat(cn);
-    case R_COMPLETIONS: return srv_route_completions(cn);
-    case R_TOKENIZE: return srv_route_tokenize(cn);
-    case R_DETOKENIZE: return srv_route_detokenize(cn);
+    case R_HEALTH:
+        return route_health(cn);
+    case R_VERSION:
+        return route_version(cn);
+    case R_MODELS:
+        return route_models(cn);
+    case R_METRICS:
+        return route_metrics(cn);
+    case R_CHAT:
+        return srv_route_chat(cn);
+    case R_COMPLETIONS:
+        return srv_route_completions(cn);
+    case R_TOKENIZE:
+        return srv_route_tokenize(cn);
+    case R_DETOKENIZE:
+        return srv_route_detokenize(cn);
     }
     return MHD_NO;
 }
@@ -161,8 +166,8 @@ static bool authorized(hr_server *s, struct MHD_Connection *c) {
 static int find_route(const char *url, const char *method, bool *method_ok) {
     for (int i = 0; i < (int)HR_ARRAY_LEN(k_routes); i++)
         if (!strcmp(url, k_routes[i].path)) {
-            *method_ok = !strcmp(method, k_routes[i].method) ||
-                         (!strcmp(method, "HEAD") && !strcmp(k_routes[i].method, "GET"));
+            *method_ok =
+                !strcmp(method, k_routes[i].method) || (!strcmp(method, "HEAD") && !strcmp(k_routes[i].method, "GET"));
             return i;
         }
     return -1;
@@ -195,8 +200,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         if (!method_ok) return reply_405(c, k_routes[r].method);
         const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Length");
         if (cl && strtoull(cl, NULL, 10) > s->max_request_bytes) {
-            srv_error_set(&e, 413, "request_too_large", NULL, "Request body of %.30s bytes exceeds the limit of %zu bytes",
-                          cl, s->max_request_bytes);
+            srv_error_set(&e, 413, "request_too_large", NULL,
+                          "Request body of %.30s bytes exceeds the limit of %zu bytes", cl, s->max_request_bytes);
             return srv_reply_error(c, &e);
         }
         cn->route = r;
@@ -288,14 +293,11 @@ int hr_server_start(hr_engine *engine, const hr_tokenizer *tok, const hr_config 
     unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION | MHD_USE_POLL | MHD_USE_ITC |
                      MHD_USE_ERROR_LOG;
     if (ai->ai_family == AF_INET6) flags |= MHD_USE_IPv6;
-    s->daemon = MHD_start_daemon(flags, (uint16_t)o->port, NULL, NULL, on_request, s,
-                                 MHD_OPTION_SOCK_ADDR, ai->ai_addr,
-                                 MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)s->timeout_s,
-                                 MHD_OPTION_CONNECTION_LIMIT, 4096u,
-                                 MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(256 * 1024),
-                                 MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
-                                 MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
-                                 MHD_OPTION_END);
+    s->daemon =
+        MHD_start_daemon(flags, (uint16_t)o->port, NULL, NULL, on_request, s, MHD_OPTION_SOCK_ADDR, ai->ai_addr,
+                         MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)s->timeout_s, MHD_OPTION_CONNECTION_LIMIT, 4096u,
+                         MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(256 * 1024), MHD_OPTION_NOTIFY_COMPLETED,
+                         on_completed, s, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL, MHD_OPTION_END);
     if (!s->daemon) {
         hr_err_set(err, HR_EIO, "cannot listen on %s:%d (port in use?)", s->host, o->port);
         goto fail;

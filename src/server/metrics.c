@@ -6,13 +6,13 @@
 
 #include "server/server.h"
 
-static const double k_ttft_bounds[] = {0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75,
-                                       1.0, 2.5, 5.0, 7.5, 10.0, 20.0, 40.0, 80.0, 160.0, 640.0, 2560.0};
-static const double k_itl_bounds[] = {0.001, 0.0025, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15,
-                                      0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0, 20.0, 40.0, 80.0};
-static const double k_latency_bounds[] = {0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.3, 0.5, 0.8, 1.0, 1.5,
-                                          2.0, 2.5, 5.0, 10.0, 15.0, 20.0, 30.0, 40.0, 50.0, 60.0, 120.0,
-                                          240.0, 480.0, 960.0, 1920.0, 7680.0};
+static const double k_ttft_bounds[] = {0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1,  0.25,  0.5,   0.75,
+                                       1.0,   2.5,   5.0,  7.5,  10.0, 20.0, 40.0, 80.0, 160.0, 640.0, 2560.0};
+static const double k_itl_bounds[] = {0.001, 0.0025, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.075, 0.1,  0.15, 0.2, 0.3,
+                                      0.4,   0.5,    0.75,  1.0,    2.5,  5.0,   7.5,  10.0,  20.0, 40.0, 80.0};
+static const double k_latency_bounds[] = {0.001, 0.005, 0.01, 0.025, 0.05,  0.1,   0.3,   0.5,    0.8,
+                                          1.0,   1.5,   2.0,  2.5,   5.0,   10.0,  15.0,  20.0,   30.0,
+                                          40.0,  50.0,  60.0, 120.0, 240.0, 480.0, 960.0, 1920.0, 7680.0};
 
 void srv_histogram_init(srv_histogram *h, const double *bounds, int n_bounds) {
     HR_ASSERT(n_bounds < (int)HR_ARRAY_LEN(h->counts));
@@ -55,10 +55,14 @@ void srv_metrics_finished(srv_metrics *m, int srv_finish) {
 /* Label values escape backslash, double quote and newline (exposition format). */
 static void put_label(srv_buf *b, const char *v) {
     for (; *v; v++) {
-        if (*v == '\\') srv_buf_puts(b, "\\\\");
-        else if (*v == '"') srv_buf_puts(b, "\\\"");
-        else if (*v == '\n') srv_buf_puts(b, "\\n");
-        else srv_buf_append(b, v, 1);
+        if (*v == '\\')
+            srv_buf_puts(b, "\\\\");
+        else if (*v == '"')
+            srv_buf_puts(b, "\\\"");
+        else if (*v == '\n')
+            srv_buf_puts(b, "\\n");
+        else
+            srv_buf_append(b, v, 1);
     }
 }
 
@@ -69,8 +73,10 @@ static void header(srv_buf *b, const char *name, const char *type, const char *h
 static void sample(srv_buf *b, const char *name, const char *extra_label, const char *model, double v) {
     srv_buf_printf(b, "%s{%s%smodel_name=\"", name, extra_label ? extra_label : "", extra_label ? "," : "");
     put_label(b, model);
-    if (v == floor(v) && fabs(v) < 1e15) srv_buf_printf(b, "\"} %.1f\n", v);
-    else srv_buf_printf(b, "\"} %.9g\n", v);
+    if (v == floor(v) && fabs(v) < 1e15)
+        srv_buf_printf(b, "\"} %.1f\n", v);
+    else
+        srv_buf_printf(b, "\"} %.9g\n", v);
 }
 
 static void histogram(srv_buf *b, const char *name, const char *help, const srv_histogram *h, const char *model) {
@@ -80,8 +86,10 @@ static void histogram(srv_buf *b, const char *name, const char *help, const srv_
     uint64_t cum = 0;
     for (int i = 0; i <= h->n_bounds; i++) {
         cum += h->counts[i];
-        if (i < h->n_bounds) snprintf(le, sizeof le, "le=\"%g\"", h->bounds[i]);
-        else snprintf(le, sizeof le, "le=\"+Inf\"");
+        if (i < h->n_bounds)
+            snprintf(le, sizeof le, "le=\"%g\"", h->bounds[i]);
+        else
+            snprintf(le, sizeof le, "le=\"+Inf\"");
         sample(b, bucket, le, model, (double)cum);
     }
     char n[160];
@@ -120,13 +128,10 @@ void srv_metrics_render(srv_metrics *m, const hr_engine_stats *st, const char *m
         snprintf(l, sizeof l, "finished_reason=\"%s\"", reasons[i]);
         sample(b, "hearth:request_success_total", l, model, (double)m->success[i]);
     }
-    histogram(b, "hearth:time_to_first_token_seconds", "Histogram of time to first token in seconds.", &m->ttft,
-              model);
-    histogram(b, "hearth:inter_token_latency_seconds", "Histogram of inter-token latency in seconds.", &m->itl,
-              model);
-    histogram(b, "hearth:e2e_request_latency_seconds", "Histogram of e2e request latency in seconds.", &m->e2e,
-              model);
-    histogram(b, "hearth:request_queue_time_seconds",
-              "Histogram of time spent in WAITING phase for request.", &m->queue, model);
+    histogram(b, "hearth:time_to_first_token_seconds", "Histogram of time to first token in seconds.", &m->ttft, model);
+    histogram(b, "hearth:inter_token_latency_seconds", "Histogram of inter-token latency in seconds.", &m->itl, model);
+    histogram(b, "hearth:e2e_request_latency_seconds", "Histogram of e2e request latency in seconds.", &m->e2e, model);
+    histogram(b, "hearth:request_queue_time_seconds", "Histogram of time spent in WAITING phase for request.",
+              &m->queue, model);
     pthread_mutex_unlock(&m->mu);
 }

@@ -8,8 +8,8 @@
 
 #include "server/server.h"
 
-#define MAX_N 128        /* choices per request (n x prompts) */
-#define MAX_STOPS 64
+#define MAX_N        128 /* choices per request (n x prompts) */
+#define MAX_STOPS    64
 #define MAX_STOP_IDS 256
 
 static bool is_int(const json_t *v) { return json_is_integer(v); }
@@ -96,7 +96,8 @@ static int parse_prompts(json_t *p, int vocab_size, srv_pool *pool, srv_gen_req 
     for (size_t i = 0; i < n; i++) {
         json_t *v = json_array_get(p, i);
         r->prompts[i] = (srv_prompt){0};
-        if (json_is_string(v)) r->prompts[i].text = json_string_value(v);
+        if (json_is_string(v))
+            r->prompts[i].text = json_string_value(v);
         else if (json_is_array(v) && json_array_size(v) > 0 && json_is_integer(json_array_get(v, 0))) {
             if (parse_ids(v, vocab_size, "prompt", pool, &r->prompts[i].ids, &r->prompts[i].n_ids, e)) return -1;
         } else
@@ -190,7 +191,8 @@ static int parse_stop(json_t *root, srv_pool *pool, srv_gen_req *r, srv_error *e
     if (!r->stops) return srv_error_set(e, 500, NULL, NULL, "out of memory");
     for (size_t i = 0; i < n; i++) {
         json_t *v = json_array_get(s, i);
-        if (!json_is_string(v)) return srv_error_set(e, 400, NULL, "stop", "'stop' must be a string or a list of strings");
+        if (!json_is_string(v))
+            return srv_error_set(e, 400, NULL, "stop", "'stop' must be a string or a list of strings");
         if (json_string_length(v)) r->stops[r->n_stops++] = json_string_value(v);
     }
     return 0;
@@ -259,7 +261,8 @@ static int parse_sampling(json_t *root, int vocab_size, const hr_config *cfg, sr
     }
     if ((rc = get_int(root, "top_k", &i, e)) < 0) return -1;
     if (rc) {
-        if (i < -1) return srv_error_set(e, 400, NULL, "top_k", "top_k must be -1 or 0 (disable), or at least 1, got %lld", i);
+        if (i < -1)
+            return srv_error_set(e, 400, NULL, "top_k", "top_k must be -1 or 0 (disable), or at least 1, got %lld", i);
         sp->top_k = i > INT32_MAX ? 0 : (int)i;
     }
     if ((rc = get_num(root, "min_p", &d, e)) < 0) return -1;
@@ -282,7 +285,8 @@ static int parse_sampling(json_t *root, int vocab_size, const hr_config *cfg, sr
     if ((rc = get_num(root, "repetition_penalty", &d, e)) < 0) return -1;
     if (rc) {
         if (!(d > 0 && d <= 100))
-            return srv_error_set(e, 400, NULL, "repetition_penalty", "repetition_penalty must be in (0, 100], got %g", d);
+            return srv_error_set(e, 400, NULL, "repetition_penalty", "repetition_penalty must be in (0, 100], got %g",
+                                 d);
         sp->repetition_penalty = (float)d;
     }
     if ((rc = get_int(root, "seed", &i, e)) < 0) return -1;
@@ -355,8 +359,8 @@ static int parse_sampling(json_t *root, int vocab_size, const hr_config *cfg, sr
         if (json_is_boolean(lp) || get_int(root, "logprobs", &i, e) < 0)
             return srv_error_set(e, 400, NULL, "logprobs", "'logprobs' must be an integer");
         if (i < 0 || i > HR_MAX_TOP_LOGPROBS)
-            return srv_error_set(e, 400, NULL, "logprobs", "logprobs must be in [0, %d], got %lld",
-                                 HR_MAX_TOP_LOGPROBS, i);
+            return srv_error_set(e, 400, NULL, "logprobs", "logprobs must be in [0, %d], got %lld", HR_MAX_TOP_LOGPROBS,
+                                 i);
         r->logprobs = true;
         r->top_logprobs = (int)i;
     }
@@ -406,13 +410,13 @@ int srv_parse_gen_request(srv_api api, const char *body, size_t len, int vocab_s
                                  json_string_value(type));
     }
     if (parse_sampling(root, vocab_size, cfg, pool, r, e)) return -1;
-    if (r->n * r->n_prompts > MAX_N)
-        return srv_error_set(e, 400, NULL, "n", "n x prompts must be at most %d", MAX_N);
+    if (r->n * r->n_prompts > MAX_N) return srv_error_set(e, 400, NULL, "n", "n x prompts must be at most %d", MAX_N);
 
     if (get_bool(root, "stream", &r->stream, e) < 0) return -1;
     json_t *so = json_object_get(root, "stream_options");
     if (so && !json_is_null(so)) {
-        if (!json_is_object(so)) return srv_error_set(e, 400, NULL, "stream_options", "'stream_options' must be an object");
+        if (!json_is_object(so))
+            return srv_error_set(e, 400, NULL, "stream_options", "'stream_options' must be an object");
         if (!r->stream)
             return srv_error_set(e, 400, NULL, "stream_options", "stream_options can only be set when stream is true");
         json_t *iu = json_object_get(so, "include_usage");

@@ -47,10 +47,10 @@ void srv_buf_free(srv_buf *b);
  *   {"error": {"message", "type", "param", "code"}}
  * ====================================================================== */
 typedef struct srv_error {
-    int status;         /* HTTP status; 0 = no error */
-    const char *type;   /* "invalid_request_error", ... (static string) */
-    const char *code;   /* static string or NULL */
-    char param[64];     /* offending field, "" = null */
+    int status;       /* HTTP status; 0 = no error */
+    const char *type; /* "invalid_request_error", ... (static string) */
+    const char *code; /* static string or NULL */
+    char param[64];   /* offending field, "" = null */
     char message[512];
 } srv_error;
 
@@ -78,9 +78,9 @@ void srv_sse_done(srv_buf *b); /* "data: [DONE]\n\n" */
 typedef struct srv_stop {
     const char *const *stops; /* borrowed; empty strings are ignored */
     int n_stops;
-    srv_buf pending;          /* held-back text */
+    srv_buf pending; /* held-back text */
     bool stopped;
-    int which;                /* index of the matched stop string */
+    int which; /* index of the matched stop string */
 } srv_stop;
 
 void srv_stop_init(srv_stop *m, const char *const *stops, int n_stops);
@@ -99,7 +99,7 @@ void srv_stop_flush(srv_stop *m, srv_buf *out);
 typedef struct srv_histogram {
     const double *bounds; /* ascending upper bounds (le), +Inf implied */
     int n_bounds;
-    uint64_t counts[64];  /* per bucket (not cumulative); [n_bounds] = +Inf */
+    uint64_t counts[64]; /* per bucket (not cumulative); [n_bounds] = +Inf */
     uint64_t count;
     double sum;
 } srv_histogram;
@@ -136,23 +136,23 @@ typedef struct srv_prompt {
 
 typedef struct srv_gen_req {
     srv_api api;
-    const char *model;       /* NULL when absent */
-    json_t *messages;        /* chat: normalized copy (content as strings), owned */
-    json_t *tools;           /* chat: borrowed from the body, or NULL */
-    srv_prompt *prompts;     /* completions */
+    const char *model;   /* NULL when absent */
+    json_t *messages;    /* chat: normalized copy (content as strings), owned */
+    json_t *tools;       /* chat: borrowed from the body, or NULL */
+    srv_prompt *prompts; /* completions */
     int n_prompts;
     hr_sampling_params sp;
-    int max_tokens;          /* -1 = up to the context limit */
-    bool max_tokens_set;     /* from the request (else a default: clamped to the context, never an error) */
+    int max_tokens;      /* -1 = up to the context limit */
+    bool max_tokens_set; /* from the request (else a default: clamped to the context, never an error) */
     int n;
     bool stream, include_usage, echo;
-    bool logprobs;           /* chat: logprobs=true; completions: logprobs given */
+    bool logprobs; /* chat: logprobs=true; completions: logprobs given */
     int top_logprobs;
     const char **stops;
     int n_stops;
     int32_t *stop_ids;
     int n_stop_ids;
-    json_t *body_;           /* the parsed body the fields above point into */
+    json_t *body_; /* the parsed body the fields above point into */
 } srv_gen_req;
 
 /* Parses and validates body (len bytes) for api. vocab_size bounds token ids
@@ -180,7 +180,7 @@ typedef struct hr_server_opts {
     size_t max_request_bytes;      /* default 16 MiB */
     const char *chat_template;     /* template source (NULL = the tokenizer's) */
     const char *version;
-    int timeout_s;                 /* idle connection timeout (default 60) */
+    int timeout_s; /* idle connection timeout (default 60) */
 } hr_server_opts;
 
 void hr_server_opts_default(hr_server_opts *o);

@@ -60,8 +60,13 @@ static void *fake_loop(void *arg) {
             fake_req *r = &e->reqs[i];
             if (!r->live) continue;
             double now = hr_time_now();
-            hr_event ev = {.id = r->id, .n_prompt_tokens = 4, .n_cached_tokens = 0, .t_arrival = now - 0.01,
-                           .t_scheduled = now - 0.005, .t_first_token = now, .t_now = now};
+            hr_event ev = {.id = r->id,
+                           .n_prompt_tokens = 4,
+                           .n_cached_tokens = 0,
+                           .t_arrival = now - 0.01,
+                           .t_scheduled = now - 0.005,
+                           .t_first_token = now,
+                           .t_now = now};
             hr_sample_result res = {0};
             if (r->aborted) {
                 ev.finish = HR_FINISH_ABORT;
@@ -94,16 +99,22 @@ int hr_engine_submit(hr_engine *e, const hr_request *req, hr_event_cb cb, void *
     pthread_mutex_lock(&e->mu);
     int live = 0, slot = -1;
     for (int i = 0; i < FAKE_MAX; i++) {
-        if (e->reqs[i].live) live++;
-        else if (slot < 0) slot = i;
+        if (e->reqs[i].live)
+            live++;
+        else if (slot < 0)
+            slot = i;
     }
     if (live >= e->max_live || slot < 0) {
         pthread_mutex_unlock(&e->mu);
         return hr_err_set(err, HR_EFULL, "too many requests waiting (%d)", live);
     }
     fake_req *r = &e->reqs[slot];
-    *r = (fake_req){.id = ++e->next_id, .first = req->prompt[0], .max_tokens = req->max_tokens, .live = true,
-                    .cb = cb, .user = user};
+    *r = (fake_req){.id = ++e->next_id,
+                    .first = req->prompt[0],
+                    .max_tokens = req->max_tokens,
+                    .live = true,
+                    .cb = cb,
+                    .user = user};
     r->n_stop = HR_MIN(req->n_stop_ids, 8);
     if (r->n_stop) memcpy(r->stop_ids, req->stop_ids, (size_t)r->n_stop * sizeof(int32_t));
     *id = r->id;
@@ -153,8 +164,7 @@ int tpl_render_chat(const char *source, json_t *messages, json_t *tools, bool ad
     json_t *m;
     json_array_foreach(messages, i, m) {
         const char *c = json_string_value(json_object_get(m, "content"));
-        srv_buf_printf(&b, "<|im_start|>%s\n%s<|im_end|>\n", json_string_value(json_object_get(m, "role")),
-                       c ? c : "");
+        srv_buf_printf(&b, "<|im_start|>%s\n%s<|im_end|>\n", json_string_value(json_object_get(m, "role")), c ? c : "");
     }
     if (add_generation_prompt) srv_buf_puts(&b, "<|im_start|>assistant\n");
     *out = b.p ? b.p : hr_xstrdup("");
@@ -213,8 +223,10 @@ static http_resp request(const char *method, const char *path, const char *body,
     srv_buf q = {0};
     srv_buf_printf(&q, "%s %s HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n%s", method, path,
                    extra_headers ? extra_headers : "");
-    if (body) srv_buf_printf(&q, "Content-Type: application/json\r\nContent-Length: %zu\r\n\r\n%s", strlen(body), body);
-    else srv_buf_puts(&q, "\r\n");
+    if (body)
+        srv_buf_printf(&q, "Content-Type: application/json\r\nContent-Length: %zu\r\n\r\n%s", strlen(body), body);
+    else
+        srv_buf_puts(&q, "\r\n");
     send_all(fd, q.p, q.len);
     srv_buf_free(&q);
     srv_buf raw = {0};
@@ -232,8 +244,10 @@ static http_resp request(const char *method, const char *path, const char *body,
         r.headers = strndup(raw.p, (size_t)(he - raw.p));
         const char *b = he + 4;
         size_t bn = raw.len - (size_t)(b - raw.p);
-        if (strcasestr(r.headers, "transfer-encoding: chunked")) dechunk(b, bn, &r.body);
-        else srv_buf_append(&r.body, b, bn);
+        if (strcasestr(r.headers, "transfer-encoding: chunked"))
+            dechunk(b, bn, &r.body);
+        else
+            srv_buf_append(&r.body, b, bn);
     }
     if (!r.body.p) srv_buf_puts(&r.body, "");
     srv_buf_free(&raw);
@@ -316,7 +330,8 @@ static void test_errors(void) {
     } cases[] = {
         {"GET", "/v1/models", NULL, NULL, 401, "authentication_error"},
         {"GET", "/metrics", NULL, "Authorization: Bearer wrong\r\n", 401, "authentication_error"},
-        {"POST", "/v1/completions", "{\"prompt\": \"a\"}", "Authorization: Basic sekret\r\n", 401, "authentication_error"},
+        {"POST", "/v1/completions", "{\"prompt\": \"a\"}", "Authorization: Basic sekret\r\n", 401,
+         "authentication_error"},
         {"GET", "/nope", NULL, NULL, 401, "authentication_error"}, /* auth before routing */
         {"GET", "/nope", NULL, auth, 404, "invalid_request_error"},
         {"GET", "/v1/completions", NULL, auth, 405, "invalid_request_error"},
@@ -325,10 +340,12 @@ static void test_errors(void) {
         {"POST", "/v1/completions", "{\"prompt\": \"a\", \"temperature\": -1}", auth, 400, "invalid_request_error"},
         {"POST", "/v1/completions", "{\"prompt\": \"a\", \"model\": \"other\"}", auth, 404, "invalid_request_error"},
         {"POST", "/v1/chat/completions", "{\"messages\": 3}", auth, 400, "invalid_request_error"},
-        {"POST", "/v1/completions", "{\"prompt\": [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, "
-                                    "21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31, 32, 33, 34, 35, 36, 37, 38, 39, 40, 41, "
-                                    "42, 43, 44, 45, 46, 47, 48, 49, 50, 51, 52, 53, 54, 55, 56, 57, 58, 59, 60, 61, 62, "
-                                    "63, 64, 65]}", auth, 400, "invalid_request_error"}, /* > max_model_len 64 */
+        {"POST", "/v1/completions",
+         "{\"prompt\": [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, "
+         "21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31, 32, 33, 34, 35, 36, 37, 38, 39, 40, 41, "
+         "42, 43, 44, 45, 46, 47, 48, 49, 50, 51, 52, 53, 54, 55, 56, 57, 58, 59, 60, 61, 62, "
+         "63, 64, 65]}",
+         auth, 400, "invalid_request_error"}, /* > max_model_len 64 */
         {"POST", "/v1/completions", "{\"prompt\": [1, 2], \"max_tokens\": 63}", auth, 400, "invalid_request_error"},
         {"POST", "/tokenize", "{\"prompt\": 5}", auth, 400, "invalid_request_error"},
         {"POST", "/detokenize", "{\"tokens\": [99999]}", auth, 400, "invalid_request_error"},
@@ -398,8 +415,7 @@ static void test_completion(void) {
     char stop[16] = {0};
     if (wl >= 8) memcpy(stop, want + wl / 2, 4);
     char body[256];
-    snprintf(body, sizeof body, "{\"prompt\": [%d], \"max_tokens\": 40, \"stop\": [\"zzzz\", \"%s\"]}", first,
-             stop);
+    snprintf(body, sizeof body, "{\"prompt\": [%d], \"max_tokens\": 40, \"stop\": [\"zzzz\", \"%s\"]}", first, stop);
     int n_ab = aborts(&fake);
     r = request("POST", "/v1/completions", body, auth);
     j = body_json(&r);
@@ -407,8 +423,8 @@ static void test_completion(void) {
     const char *text = json_string_value(json_object_get(c0, "text")) ?: "";
     const char *at = strstr(want, stop);
     size_t cutpos = at ? strlen(want) - strlen(at) : 0;
-    CHECK_MSG(at && strlen(text) == cutpos && !strncmp(text, want, strlen(text)), "'%s' vs '%s' stop '%s'",
-              text, want, stop);
+    CHECK_MSG(at && strlen(text) == cutpos && !strncmp(text, want, strlen(text)), "'%s' vs '%s' stop '%s'", text, want,
+              stop);
     CHECK_STREQ(json_string_value(json_object_get(c0, "finish_reason")) ?: "", "stop");
     CHECK(aborts(&fake) > n_ab);
     json_decref(j);
@@ -445,11 +461,12 @@ static void test_completion(void) {
 
 static void test_stream(void) {
     const char *auth = "Authorization: Bearer sekret\r\n";
-    http_resp r = request("POST", "/v1/chat/completions",
-                          "{\"messages\": [{\"role\": \"user\", \"content\": \"hi\"}], \"max_tokens\": 5, \"stream\": true,"
-                          " \"stream_options\": {\"include_usage\": true}, \"n\": 2, \"logprobs\": true,"
-                          " \"top_logprobs\": 1}",
-                          auth);
+    http_resp r =
+        request("POST", "/v1/chat/completions",
+                "{\"messages\": [{\"role\": \"user\", \"content\": \"hi\"}], \"max_tokens\": 5, \"stream\": true,"
+                " \"stream_options\": {\"include_usage\": true}, \"n\": 2, \"logprobs\": true,"
+                " \"top_logprobs\": 1}",
+                auth);
     CHECK_EQ_INT(r.status, 200);
     CHECK(r.headers && strcasestr(r.headers, "content-type: text/event-stream"));
     json_t *ev[256];
@@ -507,7 +524,9 @@ static void test_stream(void) {
     CHECK_STREQ(t.p ?: "", want);
     CHECK(n > 0 && json_is_object(json_object_get(ev[n - 1], "timings")));
     CHECK(n > 0 && !strcmp(json_string_value(json_object_get(json_array_get(json_object_get(ev[n - 1], "choices"), 0),
-                                                             "finish_reason")) ?: "", "length"));
+                                                             "finish_reason"))
+                               ?: "",
+                           "length"));
     for (int i = 0; i < n; i++) json_decref(ev[i]);
     free(want);
     srv_buf_free(&t);
@@ -528,9 +547,10 @@ static void test_disconnect_and_full(hr_server *srv) {
     int fd = connect_srv();
     const char *b = "{\"prompt\": [90], \"stream\": true}"; /* endless until aborted */
     char req[512];
-    snprintf(req, sizeof req,
-             "POST /v1/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer sekret\r\nContent-Length: %zu\r\n\r\n%s",
-             strlen(b), b);
+    snprintf(
+        req, sizeof req,
+        "POST /v1/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer sekret\r\nContent-Length: %zu\r\n\r\n%s",
+        strlen(b), b);
     send_all(fd, req, strlen(req));
     char buf[512];
     CHECK(recv(fd, buf, sizeof buf, 0) > 0);

@@ -27,7 +27,8 @@ static const bad_case k_bad[] = {
     {SRV_API_CHAT, "{\"messages\": [{\"content\": \"x\"}]}", "messages"},
     {SRV_API_CHAT, "{\"messages\": [{\"role\": \"user\", \"content\": 5}]}", "messages"},
     {SRV_API_CHAT, "{\"messages\": [{\"role\": \"user\", \"content\": [{\"type\": \"image_url\"}]}]}", "messages"},
-    {SRV_API_CHAT, "{\"messages\": [{\"role\": \"user\", \"content\": [{\"type\": \"text\", \"text\": 3}]}]}", "messages"},
+    {SRV_API_CHAT, "{\"messages\": [{\"role\": \"user\", \"content\": [{\"type\": \"text\", \"text\": 3}]}]}",
+     "messages"},
 #define M "\"messages\": [{\"role\": \"user\", \"content\": \"hi\"}]"
     {SRV_API_CHAT, "{" M ", \"model\": 5}", "model"},
     {SRV_API_CHAT, "{" M ", \"temperature\": -1}", "temperature"},
@@ -94,8 +95,8 @@ static void test_bad(void) {
         CHECK_MSG(rc == -1, "case %zu accepted: %s", i, k_bad[i].body);
         CHECK_MSG(e.status == 400, "case %zu: status %d", i, e.status);
         CHECK_MSG(e.type && !strcmp(e.type, "invalid_request_error"), "case %zu: type %s", i, e.type);
-        CHECK_MSG(!strcmp(e.param, k_bad[i].param), "case %zu (%s): param '%s' != '%s' (%s)", i, k_bad[i].body,
-                  e.param, k_bad[i].param, e.message);
+        CHECK_MSG(!strcmp(e.param, k_bad[i].param), "case %zu (%s): param '%s' != '%s' (%s)", i, k_bad[i].body, e.param,
+                  k_bad[i].param, e.message);
         CHECK_MSG(e.message[0], "case %zu: empty message", i);
         srv_gen_req_free(&r);
         srv_pool_free(pool);
@@ -105,7 +106,8 @@ static void test_bad(void) {
 static void test_chat_ok(void) {
     const char *body =
         "{\"model\": \"m\", \"messages\": [{\"role\": \"system\", \"content\": \"s\"},"
-        " {\"role\": \"user\", \"content\": [{\"type\": \"text\", \"text\": \"a\"}, {\"type\": \"text\", \"text\": \"b\"}]}],"
+        " {\"role\": \"user\", \"content\": [{\"type\": \"text\", \"text\": \"a\"}, {\"type\": \"text\", \"text\": "
+        "\"b\"}]}],"
         " \"temperature\": 0, \"top_p\": 0.5, \"top_k\": 7, \"min_p\": 0.1, \"seed\": -3, \"n\": 2,"
         " \"max_completion_tokens\": 9, \"stop\": [\"x\", \"\", \"yz\"], \"stop_token_ids\": [4, 5],"
         " \"logprobs\": true, \"top_logprobs\": 3, \"logit_bias\": {\"7\": -100, \"9\": 2.5},"
@@ -161,10 +163,10 @@ static void test_defaults(void) {
     int rc = srv_parse_gen_request(SRV_API_COMPLETIONS, body, strlen(body), VOCAB, &cfg, pool, &r, &e);
     CHECK_MSG(rc == 0, "%s", e.message);
     if (rc == 0) {
-        CHECK_NEAR(r.sp.temperature, 0.6, 1e-6);  /* generation_config */
-        CHECK_NEAR(r.sp.top_p, 0.7, 1e-6);        /* request wins */
+        CHECK_NEAR(r.sp.temperature, 0.6, 1e-6); /* generation_config */
+        CHECK_NEAR(r.sp.top_p, 0.7, 1e-6);       /* request wins */
         CHECK_EQ_INT(r.sp.top_k, 20);
-        CHECK(r.sp.min_p == 0.0f);                /* unset in both: neutral */
+        CHECK(r.sp.min_p == 0.0f); /* unset in both: neutral */
         CHECK_NEAR(r.sp.repetition_penalty, 1.1, 1e-6);
         CHECK_EQ_INT(r.max_tokens, -1);
         CHECK(!r.max_tokens_set);
@@ -207,8 +209,8 @@ static void test_prompt_shapes(void) {
         srv_pool *pool = srv_pool_new();
         srv_gen_req r;
         srv_error e = {0};
-        int rc = srv_parse_gen_request(SRV_API_COMPLETIONS, cases[i].body, strlen(cases[i].body), VOCAB, NULL, pool,
-                                       &r, &e);
+        int rc =
+            srv_parse_gen_request(SRV_API_COMPLETIONS, cases[i].body, strlen(cases[i].body), VOCAB, NULL, pool, &r, &e);
         CHECK_MSG(rc == 0, "case %zu: %s", i, e.message);
         if (rc == 0) {
             CHECK_EQ_INT(r.n_prompts, cases[i].n_prompts);
@@ -226,8 +228,9 @@ static void test_prompt_shapes(void) {
 
 /* Random mutations of a valid body must never crash or leak (ASan run). */
 static void test_fuzz(void) {
-    const char *seed_body = "{\"messages\": [{\"role\": \"user\", \"content\": [{\"type\": \"text\", \"text\": \"a\"}]}],"
-                            " \"n\": 2, \"stop\": [\"x\"], \"logit_bias\": {\"3\": 1}, \"stream\": true}";
+    const char *seed_body =
+        "{\"messages\": [{\"role\": \"user\", \"content\": [{\"type\": \"text\", \"text\": \"a\"}]}],"
+        " \"n\": 2, \"stop\": [\"x\"], \"logit_bias\": {\"3\": 1}, \"stream\": true}";
     size_t len = strlen(seed_body);
     char buf[512];
     uint64_t x = 0x1234567u;
@@ -242,8 +245,10 @@ static void test_fuzz(void) {
         srv_pool *pool = srv_pool_new();
         srv_gen_req r;
         srv_error e = {0};
-        if (srv_parse_gen_request(SRV_API_CHAT, buf, len, VOCAB, NULL, pool, &r, &e) == 0) ok++;
-        else CHECK_MSG(e.status == 400 && e.message[0], "status %d", e.status);
+        if (srv_parse_gen_request(SRV_API_CHAT, buf, len, VOCAB, NULL, pool, &r, &e) == 0)
+            ok++;
+        else
+            CHECK_MSG(e.status == 400 && e.message[0], "status %d", e.status);
         srv_gen_req_free(&r);
         srv_pool_free(pool);
     }

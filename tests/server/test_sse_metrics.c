@@ -56,8 +56,13 @@ static void test_render(void) {
     srv_metrics_finished(&m, SRV_FINISH_STOP);
     srv_metrics_finished(&m, SRV_FINISH_STOP);
     srv_metrics_finished(&m, SRV_FINISH_ABORT);
-    hr_engine_stats st = {.num_running = 3, .num_waiting = 7, .kv_usage = 0.25, .prompt_tokens_total = 1234,
-                          .generation_tokens_total = 99, .prefix_queries_total = 64, .prefix_hits_total = 32,
+    hr_engine_stats st = {.num_running = 3,
+                          .num_waiting = 7,
+                          .kv_usage = 0.25,
+                          .prompt_tokens_total = 1234,
+                          .generation_tokens_total = 99,
+                          .prefix_queries_total = 64,
+                          .prefix_hits_total = 32,
                           .num_preemptions_total = 5};
     srv_buf b = {0};
     srv_metrics_render(&m, &st, "my \"model\"\\x", &b);
@@ -76,8 +81,8 @@ static void test_render(void) {
         snprintf(line, sizeof line, "# TYPE hearth:%s gauge\n", gauges[i]);
         CHECK_MSG(strstr(t, line), "%s", line);
     }
-    const char *counters[] = {"prompt_tokens_total", "generation_tokens_total", "prefix_cache_queries_total",
-                              "prefix_cache_hits_total", "num_preemptions_total", "request_success_total"};
+    const char *counters[] = {"prompt_tokens_total",     "generation_tokens_total", "prefix_cache_queries_total",
+                              "prefix_cache_hits_total", "num_preemptions_total",   "request_success_total"};
     for (size_t i = 0; i < HR_ARRAY_LEN(counters); i++) {
         snprintf(line, sizeof line, "# TYPE hearth:%s counter\n", counters[i]);
         CHECK_MSG(strstr(t, line), "%s", line);

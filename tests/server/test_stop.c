@@ -130,7 +130,8 @@ static void test_random(void) {
         }
         if (!stopped) srv_stop_flush(&m, &b);
         CHECK_EQ_INT(stopped, cut < len);
-        CHECK_MSG((int)b.len == cut, "text %s stops %d [%s %s %s] out %.*s", text, n_stops, n_stops > 0 ? stops[0] : "", n_stops > 1 ? stops[1] : "", n_stops > 2 ? stops[2] : "", (int)b.len, b.p ? b.p : "");
+        CHECK_MSG((int)b.len == cut, "text %s stops %d [%s %s %s] out %.*s", text, n_stops, n_stops > 0 ? stops[0] : "",
+                  n_stops > 1 ? stops[1] : "", n_stops > 2 ? stops[2] : "", (int)b.len, b.p ? b.p : "");
         CHECK(b.len == 0 || !memcmp(b.p, text, (size_t)cut));
         srv_buf_free(&b);
         srv_stop_free(&m);
