@@ -1,8 +1,12 @@
 /* GGUF vocabularies (tokenizer.ggml.*): the "gpt2" byte-level BPE model with
  * tokens, merges, token types, bos/eos and add_bos_token, its `pre` name
  * mapped to the pre-tokenizer the model's tokenizer.json uses (the same
- * table llama.cpp and transformers' GGUF loader keep). Control tokens become
- * special added tokens, user-defined ones plain added tokens. */
+ * table llama.cpp and transformers' GGUF loader keep), and the "llama"
+ * SentencePiece model (Llama 2, Mistral, TinyLlama) rebuilt as transformers
+ * does: BPE with byte fallback, merges from the file or derived from the
+ * scores, Metaspace. Control tokens become special added tokens,
+ * user-defined ones plain added tokens. */
+#include <stdlib.h>
 #include <string.h>
 
 #include "io/gguf.h"
@@ -103,6 +107,95 @@ static bool in_alphabet(const char *s, size_t n) {
     return true;
 }
 
+typedef struct spm_merge {
+    int32_t l, r, merged, seq;
+    float score;
+    int lenl, lenr;
+} spm_merge;
+
+/* transformers' generate_merges(vocab, scores): every split of a token into
+ * two vocab pieces, ordered by score (high first), then longer left piece,
+ * then longer right piece, then discovery order (a stable sort). */
+static int spm_merge_cmp(const void *x, const void *y) {
+    const spm_merge *a = x, *b = y;
+    if (a->score != b->score) return a->score > b->score ? -1 : 1;
+    if (a->lenl != b->lenl) return a->lenl > b->lenl ? -1 : 1;
+    if (a->lenr != b->lenr) return a->lenr > b->lenr ? -1 : 1;
+    return a->seq - b->seq;
+}
+
+static int pair_cmp(const void *x, const void *y) {
+    const spm_merge *a = x, *b = y;
+    if (a->l != b->l) return a->l < b->l ? -1 : 1;
+    return a->r < b->r ? -1 : a->r > b->r;
+}
+
+static void spm_derive_merges(hr_tokenizer *t, const float *scores, int n) {
+    spm_merge *m = NULL;
+    size_t nm = 0, cap = 0;
+    for (int32_t i = 0; i < n; i++) {
+        const char *s = t->tok[i];
+        uint32_t len = t->tok_len[i];
+        if (!s || tok_smap_get(&t->vocab, s, len) != i) continue;
+        size_t first = nm;
+        int total = 0;
+        for (uint32_t k = 0; k < len;) {
+            uint32_t cp;
+            k += (uint32_t)tok_utf8_decode(s + k, len - k, &cp);
+            total++;
+        }
+        int lenl = 0;
+        for (uint32_t k = 0; k < len;) {
+            uint32_t cp;
+            k += (uint32_t)tok_utf8_decode(s + k, len - k, &cp);
+            lenl++;
+            if (k >= len) break;
+            int32_t l = tok_smap_get(&t->vocab, s, k), r = tok_smap_get(&t->vocab, s + k, len - k);
+            if (l < 0 || r < 0) continue;
+            if (nm == cap) {
+                cap = cap ? cap * 2 : 1024;
+                m = hr_xrealloc(m, cap * sizeof(spm_merge));
+            }
+            float sc;
+            memcpy(&sc, scores + i, sizeof(sc));
+            m[nm++] = (spm_merge){.l = l, .r = r, .merged = i, .score = sc, .lenl = lenl, .lenr = total - lenl};
+        }
+        qsort(m + first, nm - first, sizeof(spm_merge), pair_cmp);
+    }
+    for (size_t k = 0; k < nm; k++) m[k].seq = (int32_t)k;
+    qsort(m, nm, sizeof(spm_merge), spm_merge_cmp);
+    tok_pmap_init(&t->merges, nm);
+    for (size_t k = 0; k < nm; k++) tok_pmap_put(&t->merges, m[k].l, m[k].r, (int32_t)k, m[k].merged);
+    free(m);
+}
+
+/* LlamaTokenizer's pipeline: Metaspace(first, no split), decoder Replace +
+ * ByteFallback + Fuse + Strip(1). */
+static void spm_pipeline(hr_tokenizer *t) {
+    static const char meta[] = "\xE2\x96\x81";
+    tok_step *p = add_pre(t);
+    p->type = TOK_P_METASPACE;
+    p->str = hr_xstrdup(meta);
+    p->str_len = 3;
+    p->prepend = TOK_PREPEND_FIRST;
+    t->dec = hr_xcalloc(4, sizeof(tok_step));
+    t->n_dec = 4;
+    t->dec[0].type = TOK_D_REPLACE;
+    t->dec[0].str = hr_xstrdup(meta);
+    t->dec[0].str_len = 3;
+    t->dec[0].str2 = hr_xstrdup(" ");
+    t->dec[0].str2_len = 1;
+    t->dec[1].type = TOK_D_BYTEFALLBACK;
+    t->dec[2].type = TOK_D_FUSE;
+    t->dec[3].type = TOK_D_STRIP;
+    t->dec[3].str = hr_xstrdup(" ");
+    t->dec[3].str_len = 1;
+    t->dec[3].start = 1;
+    t->has_decoder = true;
+    t->byte_fallback = true;
+    t->fuse_unk = true;
+}
+
 int tok_load_gguf(const char *path, hr_tokenizer **out, hr_err *err) {
     hr_tokenizer *t = NULL;
     char *model = NULL, *pre = NULL;
@@ -116,15 +209,23 @@ int tok_load_gguf(const char *path, hr_tokenizer **out, hr_err *err) {
         rc = hr_err_set(err, HR_ENOTFOUND, "%s: no tokenizer.ggml.model", path);
         goto fail;
     }
-    if (strcmp(model, "gpt2") != 0) {
-        rc = hr_err_set(err, HR_EUNSUP, "%s: GGUF tokenizer model \"%s\" is not supported (only gpt2 BPE)", path, model);
+    bool spm = !strcmp(model, "llama");
+    if (strcmp(model, "gpt2") != 0 && !spm) {
+        rc = hr_err_set(err, HR_EUNSUP, "%s: GGUF tokenizer model \"%s\" is not supported (gpt2 BPE, llama SPM)", path,
+                        model);
         goto fail;
     }
     const gguf_kv *toks = gguf_find_kv(f, "tokenizer.ggml.tokens");
     const gguf_kv *merges = gguf_find_kv(f, "tokenizer.ggml.merges");
     const gguf_kv *types = gguf_find_kv(f, "tokenizer.ggml.token_type");
-    if (!toks || toks->type != GGUF_TYPE_ARRAY || toks->arr_type != GGUF_TYPE_STRING || !merges ||
-        merges->type != GGUF_TYPE_ARRAY || merges->arr_type != GGUF_TYPE_STRING) {
+    const gguf_kv *scores = gguf_find_kv(f, "tokenizer.ggml.scores");
+    if (merges && (merges->type != GGUF_TYPE_ARRAY || merges->arr_type != GGUF_TYPE_STRING)) merges = NULL;
+    if (spm && !merges && (!scores || scores->type != GGUF_TYPE_ARRAY || scores->arr_type != GGUF_TYPE_FLOAT32 ||
+                           scores->arr_len != (toks ? toks->arr_len : 0))) {
+        rc = hr_err_set(err, HR_EINVAL, "%s: llama GGUF vocab without merges or float scores", path);
+        goto fail;
+    }
+    if (!toks || toks->type != GGUF_TYPE_ARRAY || toks->arr_type != GGUF_TYPE_STRING || (!merges && !spm)) {
         rc = hr_err_set(err, HR_EINVAL, "%s: tokenizer.ggml.tokens/merges missing or not string arrays", path);
         goto fail;
     }
@@ -138,7 +239,11 @@ int tok_load_gguf(const char *path, hr_tokenizer **out, hr_err *err) {
     t->model = TOK_MODEL_BPE;
     for (uint64_t i = 0; i < toks->arr_len; i++) {
         gguf_str s = gguf_get_arr_str(toks, i);
-        respell(s.ptr, s.len, &sp);
+        if (spm) {
+            sp.len = 0;
+            tok_buf_put(&sp, s.ptr, s.len);
+        } else
+            respell(s.ptr, s.len, &sp);
         tok_set_token(t, (int32_t)i, sp.p ? sp.p : "", sp.len, true);
     }
     if (have_types) {
@@ -147,14 +252,15 @@ int tok_load_gguf(const char *path, hr_tokenizer **out, hr_err *err) {
             int32_t ty_i;
             memcpy(&ty_i, ty + i, sizeof(ty_i));
             gguf_str s = gguf_get_arr_str(toks, i);
-            if ((ty_i == 3 && in_alphabet(s.ptr, s.len)) || ty_i == 4) {
+            if ((ty_i == 3 && (spm || in_alphabet(s.ptr, s.len))) || ty_i == 4) {
                 tok_added a = {.content = (char *)s.ptr, .len = s.len, .id = (int32_t)i, .special = ty_i == 3};
                 tok_add_added(t, &a);
             }
         }
     }
-    tok_pmap_init(&t->merges, merges->arr_len);
-    for (uint64_t i = 0; i < merges->arr_len; i++) {
+    if (!merges) spm_derive_merges(t, scores->arr_data, (int)toks->arr_len);
+    else tok_pmap_init(&t->merges, merges->arr_len);
+    for (uint64_t i = 0; merges && i < merges->arr_len; i++) {
         gguf_str m = gguf_get_arr_str(merges, i);
         const char *spc = memchr(m.ptr, ' ', m.len);
         if (!spc) {
@@ -175,13 +281,17 @@ int tok_load_gguf(const char *path, hr_tokenizer **out, hr_err *err) {
         }
         tok_pmap_put(&t->merges, a, b, (int32_t)i, r);
     }
-    pre = gguf_get_str(f, "tokenizer.ggml.pre");
-    if ((rc = set_pre(t, pre ? pre : "default", err))) goto fail;
-    tok_step *d = hr_xcalloc(1, sizeof(tok_step));
-    d->type = TOK_D_BYTELEVEL;
-    t->dec = d;
-    t->n_dec = 1;
-    t->has_decoder = true;
+    if (spm) {
+        spm_pipeline(t);
+    } else {
+        pre = gguf_get_str(f, "tokenizer.ggml.pre");
+        if ((rc = set_pre(t, pre ? pre : "default", err))) goto fail;
+        tok_step *d = hr_xcalloc(1, sizeof(tok_step));
+        d->type = TOK_D_BYTELEVEL;
+        t->dec = d;
+        t->n_dec = 1;
+        t->has_decoder = true;
+    }
 
     int64_t bos = gguf_get_int(f, "tokenizer.ggml.bos_token_id", -1);
     int64_t eos = gguf_get_int(f, "tokenizer.ggml.eos_token_id", -1);
@@ -189,7 +299,8 @@ int tok_load_gguf(const char *path, hr_tokenizer **out, hr_err *err) {
     if (eos >= 0 && eos < t->n_vocab) t->eos = (int32_t)eos;
     if (t->bos >= 0) t->bos_str = hr_xstrdup(t->tok[t->bos]);
     if (t->eos >= 0) t->eos_str = hr_xstrdup(t->tok[t->eos]);
-    bool add_bos = gguf_get_bool(f, "tokenizer.ggml.add_bos_token", false);
+    /* llama.cpp (and transformers) add BOS to a SentencePiece vocab unless told otherwise */
+    bool add_bos = gguf_get_bool(f, "tokenizer.ggml.add_bos_token", spm);
     bool add_eos = gguf_get_bool(f, "tokenizer.ggml.add_eos_token", false);
     if ((add_bos && t->bos >= 0) || (add_eos && t->eos >= 0)) {
         t->has_post = true;

@@ -69,7 +69,7 @@ typedef struct tok_pmap {
 } tok_pmap;
 void tok_pmap_init(tok_pmap *m, size_t expect);
 void tok_pmap_free(tok_pmap *m);
-void tok_pmap_put(tok_pmap *m, int32_t a, int32_t b, int32_t rank, int32_t merged); /* keeps the first */
+void tok_pmap_put(tok_pmap *m, int32_t a, int32_t b, int32_t rank, int32_t merged); /* overwrites */
 bool tok_pmap_get(const tok_pmap *m, int32_t a, int32_t b, int32_t *rank, int32_t *merged);
 
 /* ---- UTF-8 ---------------------------------------------------------------- */

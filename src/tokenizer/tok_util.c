@@ -171,7 +171,11 @@ void tok_pmap_put(tok_pmap *m, int32_t a, int32_t b, int32_t rank, int32_t merge
     uint64_t k = (((uint64_t)(uint32_t)a << 32) | (uint32_t)b) + 1;
     size_t i = hash_u64(k) & (m->cap - 1);
     while (m->key[i]) {
-        if (m->key[i] == k) return; /* HF keeps the first (lowest-rank) occurrence */
+        if (m->key[i] == k) { /* HF collects merges into a map: a repeated pair keeps its last rank */
+            m->rank[i] = rank;
+            m->merged[i] = merged;
+            return;
+        }
         i = (i + 1) & (m->cap - 1);
     }
     m->key[i] = k;

