@@ -208,7 +208,7 @@ static void run_fuzz(const fuzz_cfg *fc) {
         if (n != tc[i].n_out || memcmp(ref, tc[i].out, (size_t)n * sizeof *ref) != 0) mism++;
     }
     CHECK_EQ_INT(mism, 0);
-    CHECK(compared > fc->n_req / 2);
+    CHECK(compared >= fc->n_req / 4); /* cancellations take the rest */
     CHECK_EQ_INT(s.running.n + s.waiting.n, 0);
     CHECK_EQ_INT(kv.n_free, kv.n_blocks);
     CHECK(kv_cache_check(&kv) == NULL);
@@ -356,6 +356,19 @@ int main(void) {
         {40, 4, 32, 128, 160, 200, true, 6},
     };
     for (size_t i = 0; i < HR_ARRAY_LEN(cfgs); i++) run_fuzz(&cfgs[i]);
+    /* and random shapes */
+    for (uint64_t seed = 100; seed < 124; seed++) {
+        rs = seed * 0x9e3779b97f4a7c15ULL;
+        fuzz_cfg c = {.block_size = 1 << rnd_in(0, 4),
+                      .max_num_seqs = rnd_in(1, 40),
+                      .max_batched = rnd_in(1, 96),
+                      .n_req = rnd_in(20, 120),
+                      .prefix = rnd() % 4 != 0,
+                      .seed = seed};
+        c.max_model_len = rnd_in(8, 256);
+        c.n_blocks = HR_CDIV(c.max_model_len, c.block_size) + rnd_in(0, 40);
+        run_fuzz(&c);
+    }
     printf("total: %d steps, %d preemptions, %llu prefix-hit tokens\n", total_steps, total_preempt,
            (unsigned long long)total_hits);
     CHECK(total_preempt > 0);
