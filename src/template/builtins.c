@@ -1354,6 +1354,67 @@ static int affix(tctx *c, const tnode *at, tv s, tv arg, bool end, bool *res) {
                     end ? "endswith" : "startswith", tv_type_name(arg));
 }
 
+/* str.format with plain replacement fields: {}, {0}, {name}, {{ and }}, and
+ * the !s / !r conversions. Format specs (":>8") are outside the subset. */
+static int str_format(tctx *c, const tnode *at, tv s, targs *a, tv *out) {
+    const char *p = s.u.s->data;
+    size_t n = s.u.s->len;
+    tbuf b = {0};
+    tbuf_put(&b, "", 0);
+    int auto_idx = 0, rc = HR_OK;
+    bool manual = false;
+    for (size_t i = 0; i < n && !rc; i++) {
+        if (p[i] == '}') {
+            if (i + 1 < n && p[i + 1] == '}') { tbuf_putc(&b, '}'); i++; continue; }
+            rc = tpl_fail(c, at, HR_EINVAL, "Single '}' encountered in format string");
+            break;
+        }
+        if (p[i] != '{') { tbuf_putc(&b, p[i]); continue; }
+        if (i + 1 < n && p[i + 1] == '{') { tbuf_putc(&b, '{'); i++; continue; }
+        const char *close = memchr(p + i, '}', n - i);
+        if (!close) { rc = tpl_fail(c, at, HR_EINVAL, "Single '{' encountered in format string"); break; }
+        size_t fl = (size_t)(close - (p + i + 1));
+        char field[128];
+        if (fl >= sizeof(field)) { rc = tpl_fail(c, at, HR_EUNSUP, "unsupported: long format field"); break; }
+        memcpy(field, p + i + 1, fl);
+        field[fl] = 0;
+        char conv = 0;
+        char *bang = strchr(field, '!');
+        if (strchr(field, ':') || strchr(field, '[') || strchr(field, '.') || strchr(field, '{')) {
+            rc = tpl_fail(c, at, HR_EUNSUP, "unsupported: format field '{%s}'", field);
+            break;
+        }
+        if (bang) {
+            if (bang[1] != 's' && bang[1] != 'r') { rc = tpl_fail(c, at, HR_EUNSUP, "unsupported: format conversion '{%s}'", field); break; }
+            conv = bang[1];
+            *bang = 0;
+        }
+        tv v = tv_none();
+        bool found = false;
+        if (!field[0]) {
+            if (manual) { rc = tpl_fail(c, at, HR_EINVAL, "cannot switch from manual field specification to automatic field numbering"); break; }
+            if (auto_idx < a->npos) { v = a->pos[auto_idx]; found = true; }
+            auto_idx++;
+        } else if (field[0] >= '0' && field[0] <= '9') {
+            if (auto_idx) { rc = tpl_fail(c, at, HR_EINVAL, "cannot switch from automatic field numbering to manual field specification"); break; }
+            manual = true;
+            long k = strtol(field, NULL, 10);
+            if (k < a->npos) { v = a->pos[k]; found = true; }
+        } else {
+            for (int j = 0; j < a->nkw && !found; j++)
+                if (!strcmp(a->kwn[j], field)) { v = a->kw[j]; found = true; }
+        }
+        if (!found) { rc = tpl_fail(c, at, HR_EINVAL, "Replacement index %s out of range for positional args tuple", field); break; }
+        if (v.t == TV_UNDEF && conv != 'r') { rc = tpl_fail(c, at, HR_EUNSUP, "unsupported: formatting an undefined value"); break; }
+        rc = conv == 'r' ? tv_repr(v, &b, c->err) : tv_to_str(v, &b, c->err);
+        if (rc) rc = tpl_fail(c, at, rc, "%s", c->err->msg);
+        i = (size_t)(close - p);
+    }
+    if (rc) { free(b.p); return rc; }
+    *out = tbuf_to_str(&b);
+    return HR_OK;
+}
+
 static int str_method(tctx *c, const tnode *at, tv s, const char *m, targs *a, tv *out) {
     tv x;
     if (!strcmp(m, "startswith") || !strcmp(m, "endswith")) {
@@ -1468,6 +1529,7 @@ static int str_method(tctx *c, const tnode *at, tv s, const char *m, targs *a, t
         else *out = tv_str_new(s.u.s->data + x.u.s->len, s.u.s->len - x.u.s->len);
         return HR_OK;
     }
+    if (!strcmp(m, "format")) return str_format(c, at, s, a, out);
     return tpl_fail(c, at, HR_EUNSUP, "unsupported method str.%s", m);
 }
 

@@ -621,6 +621,7 @@ int tpl_eval(tctx *c, const tnode *n, tv *out) {
     case E_SLICE: return tpl_fail(c, n, HR_EINVAL, "slice outside of a subscript");
     case E_CALL: return eval_call(c, n, tv_none(), out);
     case E_FILTER: {
+        if (n->op & TN_UNKNOWN) return tpl_fail(c, n, HR_EUNSUP, "unsupported filter '%s'", n->name);
         if (!n->a) return tpl_fail(c, n, HR_EINVAL, "filter without operand");
         if ((rc = tpl_eval(c, n->a, &a))) return rc;
         targs args;
@@ -630,13 +631,14 @@ int tpl_eval(tctx *c, const tnode *n, tv *out) {
         break;
     }
     case E_TEST: {
+        if (n->op & TN_UNKNOWN) return tpl_fail(c, n, HR_EUNSUP, "unsupported test '%s'", n->name);
         if ((rc = tpl_eval(c, n->a, &a))) return rc;
         targs args;
         if ((rc = eval_args(c, n, &args))) break;
         bool r = false;
         rc = tpl_test(c, n, n->name, a, &args, &r);
         free_args(&args);
-        if (!rc) *out = tv_bool(n->op ? !r : r);
+        if (!rc) *out = tv_bool((n->op & TN_NEGATED) ? !r : r);
         break;
     }
     case E_NEG: case E_POS:

@@ -182,11 +182,7 @@ static int parse_filter(parser *P, tnode *operand, tnode **out) {
     tnode *f = node(E_FILTER, line);
     f->a = operand;
     TRYF(parse_dotted_name(P, f), f);
-    if (!tpl_filter_known(f->name)) {
-        hr_err_set(P->err, HR_EUNSUP, "line %d: unsupported filter '%s'", line, f->name);
-        tpl_node_free(f);
-        return HR_EUNSUP;
-    }
+    if (!tpl_filter_known(f->name)) f->op |= TN_UNKNOWN; /* judged by check_unknown() */
     if (is_op(cur(P), "(")) TRYF(parse_call_args(P, f), f);
     *out = f;
     return HR_OK;
@@ -197,13 +193,9 @@ static int parse_test(parser *P, tnode *operand, tnode **out) {
     adv(P); /* is */
     tnode *t = node(E_TEST, line);
     t->a = operand;
-    if (is_name(cur(P), "not")) { t->op = 1; adv(P); }
+    if (is_name(cur(P), "not")) { t->op = TN_NEGATED; adv(P); }
     TRYF(parse_dotted_name(P, t), t);
-    if (!tpl_test_known(t->name)) {
-        hr_err_set(P->err, HR_EUNSUP, "line %d: unsupported test '%s'", line, t->name);
-        tpl_node_free(t);
-        return HR_EUNSUP;
-    }
+    if (!tpl_test_known(t->name)) t->op |= TN_UNKNOWN;
     ttoken *k = cur(P);
     if (is_op(k, "(")) {
         TRYF(parse_call_args(P, t), t);
@@ -773,11 +765,7 @@ static int parse_filter_chain(parser *P, bool leading_pipe, tnode **out) {
             tnode *f = node(E_FILTER, cur(P)->line);
             f->a = chain;
             TRYF(parse_dotted_name(P, f), f);
-            if (!tpl_filter_known(f->name)) {
-                hr_err_set(P->err, HR_EUNSUP, "line %d: unsupported filter '%s'", f->line, f->name);
-                tpl_node_free(f);
-                return HR_EUNSUP;
-            }
+            if (!tpl_filter_known(f->name)) f->op |= TN_UNKNOWN;
             if (is_op(cur(P), "(")) TRYF(parse_call_args(P, f), f);
             chain = f;
         } else {
@@ -923,6 +911,7 @@ static int parse_statement(parser *P, tnode **out) {
         tnode *body = NULL;
         TRY(parse_body(P, ends, &body));
         TRYF(end_tag(P), body);
+        body->op = TN_OWN_FRAME; /* a CallBlock in jinja2: its body is a frame of its own */
         *out = body;
         return HR_OK;
     }
@@ -992,7 +981,51 @@ static int parse_body(parser *P, const char *const *ends, tnode **out) {
     return HR_OK;
 }
 
+/* jinja2 rejects an unknown filter or test when compiling, except inside an
+ * if statement or an inline if (a "soft" frame), where it fails only when
+ * evaluated (jinja2 3.x compiler._filter_test_common). Frames of their own
+ * (loop bodies, macros, call/filter/set blocks) are not soft again. */
+static int check_unknown(const tnode *n, bool soft, hr_err *err) {
+    if (!n) return HR_OK;
+    int rc;
+#define CHK(x, s) do { if ((rc = check_unknown((x), (s), err)) != HR_OK) return rc; } while (0)
+    switch (n->kind) {
+    case S_IF: case E_COND:
+        CHK(n->a, true); CHK(n->b, true); CHK(n->c, true);
+        return HR_OK;
+    case S_FOR:
+        CHK(n->kids[1], soft); CHK(n->kids[2], false); CHK(n->a, false); CHK(n->b, false);
+        return HR_OK;
+    case S_MACRO: case S_FILTERBLOCK: case S_SETBLOCK:
+        for (int i = 0; i < n->nkids; i++) CHK(n->kids[i], false);
+        CHK(n->a, false); CHK(n->b, false); CHK(n->c, false);
+        return HR_OK;
+    case S_CALLBLOCK:
+        for (int i = 0; i < n->nkids; i++) CHK(n->kids[i], false);
+        CHK(n->a, soft); CHK(n->b, false);
+        return HR_OK;
+    case S_BODY:
+        if (n->op & TN_OWN_FRAME) soft = false;
+        break;
+    case E_FILTER: case E_TEST:
+        if ((n->op & TN_UNKNOWN) && !soft)
+            return hr_err_set(err, HR_EUNSUP, "line %d: unsupported %s '%s'", n->line,
+                              n->kind == E_FILTER ? "filter" : "test", n->name);
+        break;
+    default: break;
+    }
+    for (int i = 0; i < n->nkids; i++) CHK(n->kids[i], soft);
+    CHK(n->a, soft); CHK(n->b, soft); CHK(n->c, soft);
+#undef CHK
+    return HR_OK;
+}
+
 int tpl_parse_tokens(ttoken *toks, size_t ntoks, tnode **root, hr_err *err) {
     parser P = {.t = toks, .n = ntoks, .err = err};
-    return parse_body(&P, NULL, root);
+    int rc = parse_body(&P, NULL, root);
+    if (rc == HR_OK && (rc = check_unknown(*root, false, err)) != HR_OK) {
+        tpl_node_free(*root);
+        *root = NULL;
+    }
+    return rc;
 }

@@ -148,6 +148,13 @@ enum {
     OP_EQ, OP_NE, OP_LT, OP_LE, OP_GT, OP_GE, OP_IN, OP_NOTIN,
 };
 
+/* tnode.op flags of filters, tests and bodies. */
+enum {
+    TN_NEGATED = 1,     /* E_TEST: `is not` */
+    TN_UNKNOWN = 2,     /* E_FILTER/E_TEST: not in the subset; an error when evaluated */
+    TN_OWN_FRAME = 4,   /* S_BODY: renders as a frame of its own (generation block) */
+};
+
 typedef struct tnode {
     tn_kind kind;
     int line;

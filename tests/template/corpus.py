@@ -209,6 +209,21 @@ CASES += [
     "{{ d | dictsort(by='bogus') }}", "{{ 3 | round(1, 'bogus') }}", "{{ (1, 2) | join(1) }}", "{{ 'abc'.split('') }}",
 ]
 
+CASES += [
+    # unknown filters/tests: a compile error, except inside if / inline-if (then only when evaluated)
+    "{% if fl %}{{ x | from_json }}{% endif %}ok|{{ (s | nosuch) if fl else 'cond' }}|{% if none %}{{ x is nosuchtest }}{% endif %}",
+    "{% if t %}{{ s | from_json }}{% endif %}",
+    "{% if t %}{% for x in lst %}{{ x | nosuch }}{% endfor %}{% endif %}",
+    "{% if t %}{% macro m() %}{{ 1 | nosuch }}{% endmacro %}{% endif %}ok",
+    "{% for x in lst if x | nosuch %}{% endfor %}",
+    "{% if fl %}{% set v %}{{ 1 }}{% endset %}{{ v | nosuch }}{% endif %}ok",
+    "{% if fl %}{% generation %}{{ 1 | nosuch }}{% endgeneration %}{% endif %}ok",
+    # str.format
+    "{{ '<{}|{}>'.format(s, n) }}|{{ '{0}{1}{0}'.format('a', 'b') }}|{{ '{x}-{y}'.format(x=1, y=none) }}|{{ '{{lit}} {}'.format(lst) }}|{{ '{!r}'.format('q') }}",
+    "{{ '{:>5}|{0.x}'.format(n) }}",
+    "{{ '{} {}'.format(1) }}", "{{ '{'.format(1) }}", "{{ '{0} {}'.format(1, 2) }}",
+]
+
 # Corpus entries that hearth may refuse as "unsupported" (jinja2 prints them):
-# str.format and printing a range object. Anything else must match.
-ALLOWED_UNSUPPORTED = {"{{ s.format() }}", "{{ range(3) }}"}
+# format specs and printing a range object. Anything else must match.
+ALLOWED_UNSUPPORTED = {"{{ range(3) }}", "{{ '{:>5}|{0.x}'.format(n) }}"}
