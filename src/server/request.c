@@ -9,7 +9,8 @@
 #include "server/server.h"
 
 #define MAX_N        128 /* choices per request (n x prompts) */
-#define MAX_STOPS    64
+#define MAX_STOPS    32
+#define MAX_STOP_LEN 512 /* bytes; bounds the per-token cost of matching */
 #define MAX_STOP_IDS 256
 
 static bool is_int(const json_t *v) { return json_is_integer(v); }
@@ -180,6 +181,8 @@ static int parse_stop(json_t *root, srv_pool *pool, srv_gen_req *r, srv_error *e
     if (json_is_string(s)) {
         r->stops = srv_pool_alloc(pool, sizeof(char *));
         if (!r->stops) return srv_error_set(e, 500, NULL, NULL, "out of memory");
+        if (json_string_length(s) > MAX_STOP_LEN)
+            return srv_error_set(e, 400, NULL, "stop", "stop strings are limited to %d bytes", MAX_STOP_LEN);
         r->stops[0] = json_string_value(s);
         r->n_stops = json_string_length(s) ? 1 : 0;
         return 0;
@@ -193,6 +196,8 @@ static int parse_stop(json_t *root, srv_pool *pool, srv_gen_req *r, srv_error *e
         json_t *v = json_array_get(s, i);
         if (!json_is_string(v))
             return srv_error_set(e, 400, NULL, "stop", "'stop' must be a string or a list of strings");
+        if (json_string_length(v) > MAX_STOP_LEN)
+            return srv_error_set(e, 400, NULL, "stop", "stop strings are limited to %d bytes", MAX_STOP_LEN);
         if (json_string_length(v)) r->stops[r->n_stops++] = json_string_value(v);
     }
     return 0;

@@ -58,6 +58,10 @@ static const bad_case k_bad[] = {
     {SRV_API_CHAT, "{" M ", \"logit_bias\": {\"5\": \"x\"}}", "logit_bias"},
     {SRV_API_CHAT, "{" M ", \"stop\": 5}", "stop"},
     {SRV_API_CHAT, "{" M ", \"stop\": [\"a\", 1]}", "stop"},
+    {SRV_API_CHAT,
+     "{" M ", \"stop\": [\"a\",\"a\",\"a\",\"a\",\"a\",\"a\",\"a\",\"a\",\"a\",\"a\",\"a\",\"a\",\"a\",\"a\",\"a\","
+     "\"a\",\"a\",\"a\",\"a\",\"a\",\"a\",\"a\",\"a\",\"a\",\"a\",\"a\",\"a\",\"a\",\"a\",\"a\",\"a\",\"a\",\"a\"]}",
+     "stop"},
     {SRV_API_CHAT, "{" M ", \"stop_token_ids\": \"x\"}", "stop_token_ids"},
     {SRV_API_CHAT, "{" M ", \"stop_token_ids\": [9999]}", "stop_token_ids"},
     {SRV_API_CHAT, "{" M ", \"logprobs\": 1}", "logprobs"},
@@ -85,6 +89,21 @@ static const bad_case k_bad[] = {
     {SRV_API_COMPLETIONS, "{\"prompt\": \"x\", \"echo\": \"y\"}", "echo"},
     {SRV_API_COMPLETIONS, "{\"prompt\": [\"a\", \"b\", \"c\"], \"n\": 60}", "n"},
 };
+
+/* A stop string over the length limit (built at run time: 600 bytes). */
+static void test_long_stop(void) {
+    char body[1024];
+    int n = snprintf(body, sizeof body, "{\"prompt\": \"a\", \"stop\": \"");
+    memset(body + n, 'x', 600);
+    snprintf(body + n + 600, sizeof body - (size_t)n - 600, "\"}");
+    srv_pool *pool = srv_pool_new();
+    srv_gen_req r;
+    srv_error e = {0};
+    CHECK(srv_parse_gen_request(SRV_API_COMPLETIONS, body, strlen(body), VOCAB, NULL, pool, &r, &e) == -1);
+    CHECK_STREQ(e.param, "stop");
+    srv_gen_req_free(&r);
+    srv_pool_free(pool);
+}
 
 static void test_bad(void) {
     for (size_t i = 0; i < HR_ARRAY_LEN(k_bad); i++) {
@@ -283,6 +302,7 @@ static void test_error_json(void) {
 
 int main(void) {
     test_bad();
+    test_long_stop();
     test_chat_ok();
     test_defaults();
     test_prompt_shapes();
