@@ -6,6 +6,7 @@
  * thread without the engine lock held, so they may call hr_engine_abort. */
 #include "engine/engine.h"
 
+#include <math.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <string.h>
@@ -477,6 +478,28 @@ void hr_engine_free(hr_engine *e) {
     free(e);
 }
 
+/* The front end validates for its users; this guards the engine itself
+ * against values that would break sampling (NaN, out-of-range ids). */
+static int check_sampling(const hr_sampling_params *p, int vocab, hr_err *err) {
+    if (!(p->temperature >= 0) || !isfinite(p->temperature))
+        return hr_err_set(err, HR_EINVAL, "temperature must be a finite number >= 0");
+    if (!(p->top_p > 0 && p->top_p <= 1)) return hr_err_set(err, HR_EINVAL, "top_p must be in (0, 1]");
+    if (!(p->min_p >= 0 && p->min_p <= 1)) return hr_err_set(err, HR_EINVAL, "min_p must be in [0, 1]");
+    if (!(p->repetition_penalty > 0) || !isfinite(p->repetition_penalty))
+        return hr_err_set(err, HR_EINVAL, "repetition_penalty must be > 0");
+    if (!isfinite(p->presence_penalty) || !isfinite(p->frequency_penalty))
+        return hr_err_set(err, HR_EINVAL, "presence/frequency penalties must be finite");
+    if (p->min_tokens < 0) return hr_err_set(err, HR_EINVAL, "min_tokens must be >= 0");
+    if (p->logprobs > HR_MAX_TOP_LOGPROBS)
+        return hr_err_set(err, HR_EINVAL, "logprobs must be at most %d", HR_MAX_TOP_LOGPROBS);
+    if (p->n_logit_bias < 0 || p->n_logit_bias > HR_MAX_LOGIT_BIAS)
+        return hr_err_set(err, HR_EINVAL, "at most %d logit_bias entries", HR_MAX_LOGIT_BIAS);
+    for (int i = 0; i < p->n_logit_bias; i++)
+        if (p->logit_bias_ids[i] < 0 || p->logit_bias_ids[i] >= vocab || isnan(p->logit_bias_vals[i]))
+            return hr_err_set(err, HR_EINVAL, "logit_bias token id %d is outside the vocabulary", p->logit_bias_ids[i]);
+    return HR_OK;
+}
+
 int hr_engine_submit(hr_engine *e, const hr_request *req, hr_event_cb cb, void *user, uint64_t *id, hr_err *err) {
     if (!req || !cb || !req->prompt || req->n_prompt <= 0) return hr_err_set(err, HR_EINVAL, "empty prompt");
     for (int i = 0; i < req->n_prompt; i++)
@@ -499,6 +522,8 @@ int hr_engine_submit(hr_engine *e, const hr_request *req, hr_event_cb cb, void *
     if (rc != HR_OK) return rc;
     if (req->n_stop_ids < 0 || (req->n_stop_ids > 0 && !req->stop_ids))
         return hr_err_set(err, HR_EINVAL, "bad stop_token_ids");
+    rc = check_sampling(&req->sampling, e->vocab, err);
+    if (rc != HR_OK) return rc;
 
     eng_req *r = calloc(1, sizeof *r);
     if (!r) return hr_err_set(err, HR_ENOMEM, "out of memory");

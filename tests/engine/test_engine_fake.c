@@ -308,6 +308,19 @@ static void test_controls(void) {
     CHECK_EQ_INT(hr_engine_submit(e, &bad, on_event, &r2, &id, &err), HR_EINVAL);
     bad.n_prompt = 0;
     CHECK_EQ_INT(hr_engine_submit(e, &bad, on_event, &r2, &id, &err), HR_EINVAL);
+    bad = rq;
+    bad.sampling.top_p = 0;
+    CHECK_EQ_INT(hr_engine_submit(e, &bad, on_event, &r2, &id, &err), HR_EINVAL);
+    bad = rq;
+    bad.sampling.temperature = NAN;
+    CHECK_EQ_INT(hr_engine_submit(e, &bad, on_event, &r2, &id, &err), HR_EINVAL);
+    bad = rq;
+    bad.sampling.n_logit_bias = 1;
+    bad.sampling.logit_bias_ids[0] = VOCAB;
+    CHECK_EQ_INT(hr_engine_submit(e, &bad, on_event, &r2, &id, &err), HR_EINVAL);
+    bad = rq;
+    bad.sampling.logprobs = 21;
+    CHECK_EQ_INT(hr_engine_submit(e, &bad, on_event, &r2, &id, &err), HR_EINVAL);
     /* max_tokens <= 0: up to the context limit */
     result r3;
     result_init(&r3);
