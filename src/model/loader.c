@@ -161,17 +161,47 @@ static void synth_fill(wsrc *s, float *dst, int64_t n, float scale, bool constan
     }
 }
 
+/* A synthetic tensor: one chunk of noise (uniform in [-scale, scale), or
+ * all `scale` when constant) converted once to dt and uploaded repeatedly
+ * across the tensor, so an 8B model loads at upload speed. Repeating noise
+ * is fine: the output is meaningless by design. */
+#define SYNTH_CHUNK ((int64_t)1 << 22)
+static hr_tensor *synth_tensor(loader *L, const char *name, int ndim, const int64_t *shape, hr_dtype dt, float scale,
+                               bool constant, hr_err *err) {
+    hr_tensor *t = hr_model_tensor_new(L->m, dt, ndim, shape, name, err);
+    if (!t) return NULL;
+    int64_t n = hr_tensor_nelem(t), c = n < SYNTH_CHUNK ? n : SYNTH_CHUNK;
+    size_t es = hr_dtype_size(dt), done = 0;
+    float *f = falloc(c, err);
+    void *chunk = f && dt != HR_F32 ? malloc((size_t)c * es) : f;
+    if (!f || !chunk) {
+        free(f);
+        hr_err_set(err, HR_ENOMEM, "out of memory for %s", name);
+        return NULL;
+    }
+    synth_fill(&L->src, f, c, scale, constant);
+    for (int64_t i = 0; dt != HR_F32 && i < c; i++)
+        ((uint16_t *)chunk)[i] = dt == HR_BF16 ? hr_f32_to_bf16(f[i]) : hr_f32_to_f16(f[i]);
+    int rc = HR_OK;
+    while (rc == HR_OK && done < t->nbytes) {
+        size_t len = HR_MIN((size_t)c * es, t->nbytes - done);
+        rc = L->m->be->ops->tensor_set(L->m->be, t, chunk, done, len);
+        done += len;
+    }
+    if (chunk != f) free(chunk);
+    free(f);
+    if (rc != HR_OK) {
+        hr_err_set(err, rc, "uploading %s: %s", name, L->m->be->err.msg);
+        return NULL;
+    }
+    L->m->weight_bytes += t->nbytes;
+    return t;
+}
+
 static hr_tensor *synth_plain(loader *L, const char *name, int ndim, const int64_t *shape, hr_dtype dt, hr_err *err) {
-    int64_t n = 1;
-    for (int i = 0; i < ndim; i++) n *= shape[i];
-    float *buf = falloc(n, err);
-    if (!buf) return NULL;
     bool norm = ndim == 1 && strstr(name, "norm") != NULL;
     float scale = norm ? 1.0f : ndim == 1 ? 0.02f : 1.0f / sqrtf((float)shape[ndim - 1]);
-    synth_fill(&L->src, buf, n, scale, norm);
-    hr_tensor *t = upload_f32(L->m, buf, ndim, shape, dt, name, err);
-    free(buf);
-    return t;
+    return synth_tensor(L, name, ndim, shape, dt, scale, norm, err);
 }
 
 /* A plain (unquantized) tensor of the given shape, stored as dt. */
@@ -208,10 +238,6 @@ static int read_matrix(loader *L, const char *prefix, int64_t rows, int64_t cols
     int rc;
     *quantized = false;
     if (input_scale) *input_scale = 0;
-    if (L->src.synthetic) {
-        synth_fill(&L->src, dst, rows * cols, 1.0f / sqrtf((float)cols), false);
-        return HR_OK;
-    }
     snprintf(name, sizeof name, "%s.weight", prefix);
     if ((rc = need(&L->src, name, &w, err)) != HR_OK) return rc;
     if (!w.gt && w.dtype == HR_F8_E4M3) {
@@ -277,6 +303,13 @@ static int load_linear(loader *L, const char *prefix, int64_t out, int64_t in, b
     bool quantized;
     memset(l, 0, sizeof *l);
     snprintf(name, sizeof name, "%s.weight", prefix);
+    if (L->src.synthetic) {
+        int64_t ws[2] = {out, in}, bs[1] = {out};
+        if (!(l->w = synth_plain(L, name, 2, ws, L->wdt, err))) return err->code;
+        snprintf(name, sizeof name, "%s.bias", prefix);
+        if (with_bias && !(l->bias = synth_plain(L, name, 1, bs, HR_F32, err))) return err->code;
+        return HR_OK;
+    }
     wtensor w;
     if (!permute_heads && wfind(&L->src, name, &w) && !w.gt && w.dtype == L->wdt) {
         int64_t shape[2] = {out, in};
@@ -308,6 +341,26 @@ static bool bias_on(hr_bias_rule r, const hr_config *c) {
 
 /* ---- MoE ------------------------------------------------------------------ */
 /* Mixtral: experts.N.{w1,w3,w2} stacked into [E, ffn, hidden] / [E, hidden, ffn]. */
+/* Synthetic experts (and expert biases when the architecture has them). */
+static int synth_moe(loader *L, int li, hr_moe *moe, hr_err *err) {
+    hr_model *m = L->m;
+    int64_t E = moe->n_experts, F = m->ffn, H = m->hidden;
+    int64_t gs[3] = {E, F, H}, ds[3] = {E, H, F}, gb[2] = {E, F}, db[2] = {E, H};
+    char name[96];
+    snprintf(name, sizeof name, "layer %d experts gate", li);
+    if (!(moe->gate = synth_plain(L, name, 3, gs, L->wdt, err))) return err->code;
+    snprintf(name, sizeof name, "layer %d experts up", li);
+    if (!(moe->up = synth_plain(L, name, 3, gs, L->wdt, err))) return err->code;
+    snprintf(name, sizeof name, "layer %d experts down", li);
+    if (!(moe->down = synth_plain(L, name, 3, ds, L->wdt, err))) return err->code;
+    if (!m->arch->expert_bias) return HR_OK;
+    if (!(moe->gate_bias = synth_tensor(L, "expert gate bias", 2, gb, HR_F32, 0.02f, false, err)) ||
+        !(moe->up_bias = synth_tensor(L, "expert up bias", 2, gb, HR_F32, 0.02f, false, err)) ||
+        !(moe->down_bias = synth_tensor(L, "expert down bias", 2, db, HR_F32, 0.02f, false, err)))
+        return err->code;
+    return HR_OK;
+}
+
 static int load_moe_split(loader *L, int li, hr_moe *moe, hr_err *err) {
     hr_model *m = L->m;
     const hr_arch_names *n = &L->m->arch->names;
@@ -353,10 +406,6 @@ static int read_fused_experts(loader *L, const char *prefix, const char *what, i
     wtensor b, s;
     int rc;
     *quantized = false;
-    if (L->src.synthetic) {
-        synth_fill(&L->src, dst, E * rows * cols, 1.0f / sqrtf((float)cols), false);
-        return HR_OK;
-    }
     snprintf(name, sizeof name, "%s%s_blocks", prefix, what);
     if (wfind(&L->src, name, &b)) {
         int64_t bw[4] = {E, rows, cols / HR_MXFP4_BLOCK, 16}, sw[3] = {E, rows, cols / HR_MXFP4_BLOCK};
@@ -413,8 +462,7 @@ static int load_moe_fused(loader *L, int li, hr_moe *moe, hr_err *err) {
         wtensor w;
         int64_t want[2] = {E, 2 * F}, wantd[2] = {E, H};
         snprintf(name, sizeof name, "%sgate_up_proj_bias", prefix);
-        if (L->src.synthetic) synth_fill(&L->src, bias, E * 2 * F, 0.02f, false);
-        else if ((rc = need(&L->src, name, &w, err)) != HR_OK || (rc = check_shape(name, &w, 2, want, err)) != HR_OK ||
+        if ((rc = need(&L->src, name, &w, err)) != HR_OK || (rc = check_shape(name, &w, 2, want, err)) != HR_OK ||
                  (rc = wto_f32(name, &w, bias, err)) != HR_OK)
             goto fail;
         for (int64_t i = 0; i < E * F; i++) {
@@ -506,7 +554,9 @@ static int load_layers(loader *L, hr_err *err) {
         rc = load_linear(L, pfx, moe->n_experts, H, a->router_bias, 0, &moe->router, err);
         L->wdt = keep;
         if (rc != HR_OK) return rc;
-        rc = a->ffn == HR_FFN_MOE_SPLIT ? load_moe_split(L, li, moe, err) : load_moe_fused(L, li, moe, err);
+        rc = L->src.synthetic            ? synth_moe(L, li, moe, err)
+             : a->ffn == HR_FFN_MOE_SPLIT ? load_moe_split(L, li, moe, err)
+                                          : load_moe_fused(L, li, moe, err);
         if (rc != HR_OK) return rc;
     }
     return HR_OK;
