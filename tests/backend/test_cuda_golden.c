@@ -5,7 +5,9 @@
  * greedy continuation teacher-forced one token per decode step through the
  * paged cache: the argmax must be the golden token unless the golden token's
  * logit is within 0.1 of our maximum (a near tie bf16 may flip); finally two
- * prompts batched in one step must match their single runs (rel L2 1e-2).
+ * prompts batched in one step must match their single runs (rel L2 1e-2;
+ * they take other kernels: cuBLASLt and the tensor-core prefill attention
+ * instead of the GEMV and the split kernel).
  * FP8 W8A8 (tiny-llama-fp8) gets GOLDEN_TOL_FP8 and MARGIN_FP8: every linear
  * rounds its input to E4M3 (3 mantissa bits), and a BF16 activation that lands
  * on the other side of an E4M3 rounding boundary than the float32 golden's
@@ -197,7 +199,7 @@ static void run_model(hr_backend *be, const char *name) {
         CHECK_MSG(rc == HR_OK, "%s: batched: %s", name, err.msg);
         if (rc) goto done;
         double e0 = rel_l2f(buf, single[0], nn[0] * V), e1 = rel_l2f(buf + (size_t)nn[0] * V, single[1], nn[1] * V);
-        CHECK_MSG(e0 <= GOLDEN_TOL && e1 <= GOLDEN_TOL, "%s: batched vs single rel L2 %.3g / %.3g", name, e0, e1);
+        CHECK_MSG(e0 <= tol && e1 <= tol, "%s: batched vs single rel L2 %.3g / %.3g", name, e0, e1);
         printf("%-18s worst rel L2 vs golden %.3g, teacher-forced near ties %d/72, batched vs single %.2g/%.2g\n",
                name, worst, close_calls, e0, e1);
     }

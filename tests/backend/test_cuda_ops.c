@@ -686,6 +686,10 @@ int main(void) {
         {1, {0}, {40}, 4, 2, 32, 16, 8, true, "prefill hd32 window8 sinks (gpt-oss-like)"},
         {2, {17, 100}, {2, 1}, 12, 1, 256, 16, 0, false, "mqa hd256 G12"},
         {1, {0}, {7}, 4, 4, 80, 8, 0, false, "mha hd80"},
+        /* tensor-core prefill path (BF16, head_dim 32/64/128, >= 8 new tokens in a sequence) */
+        {3, {0, 100, 5}, {50, 20, 1}, 32, 8, 128, 16, 0, false, "prefill hd128 gqa4 + chunk + decode"},
+        {2, {0, 30}, {33, 17}, 16, 4, 128, 16, 24, true, "prefill hd128 window24 sinks"},
+        {2, {0, 64}, {70, 9}, 6, 2, 64, 32, 0, true, "prefill hd64 gqa3 sinks"},
     };
     for (size_t i = 0; i < HR_ARRAY_LEN(cases); i++) test_attention(&cases[i]);
     test_graph_replay();

@@ -4,6 +4,7 @@
  * launchers of the kernel files. Activations and the KV cache are BF16.
  * Must not know models or the scheduler; synchronises only in tensor_get,
  * sync, and when a buffer must grow (first steps only). */
+#include <stdlib.h>
 #include <string.h>
 
 #include "backend/cuda/cu_types.cuh"
@@ -194,7 +195,7 @@ static int upload_step(cu_backend *c, const hr_step *s) {
     size_t nt = s->n_tokens, ns = s->n_seqs, nb = (size_t)s->n_seqs * s->max_blocks_per_seq, nl = s->n_logits;
     size_t o_tok = 0, o_pos = o_tok + al4(nt), o_slot = o_pos + al4(nt), o_ts = o_slot + al4(nt),
            o_qs = o_ts + al4(nt), o_sl = o_qs + al4(ns + 1), o_bt = o_sl + al4(ns), o_lr = o_bt + al4(nb),
-           total = o_lr + al4(nl) + 4;
+           o_tl = o_lr + al4(nl), total = o_tl + al4(2 * (nt / CU_QTILE + ns + 1)) + 4;
     if (c->stage_pending) {
         CU_TRY(c, cudaEventSynchronize(c->stage_done), "step staging wait");
         c->stage_pending = false;
@@ -220,7 +221,7 @@ static int upload_step(cu_backend *c, const hr_step *s) {
     fill(h + o_sl, s->seq_lens, ns, 0);
     fill(h + o_bt, s->block_tables, nb, -1);
     fill(h + o_lr, s->logit_rows, nl, 0);
-    int max_len = 0;
+    int max_len = 0, max_q = 0, n_tiles = 0;
     for (size_t i = 0; i < nt; i++) h[o_ts + i] = 0;
     for (size_t q = 0; q < ns; q++) {
         max_len = HR_MAX(max_len, h[o_sl + q]);
@@ -228,6 +229,11 @@ static int upload_step(cu_backend *c, const hr_step *s) {
         if (a < 0 || b < a || (size_t)b > nt)
             return hr_err_set(&c->base.err, HR_EINVAL, "cuda step: query_start[%zu..] = %d, %d out of range", q, a, b);
         for (int t = a; t < b; t++) h[o_ts + t] = (int32_t)q;
+        max_q = HR_MAX(max_q, b - a);
+        for (int t = a; t < b; t += CU_QTILE, n_tiles++) {
+            h[o_tl + 2 * n_tiles] = (int32_t)q;
+            h[o_tl + 2 * n_tiles + 1] = t;
+        }
     }
     for (size_t i = 0; i < nl; i++)
         if (h[o_lr + i] < 0 || (size_t)h[o_lr + i] >= nt)
@@ -245,6 +251,9 @@ static int upload_step(cu_backend *c, const hr_step *s) {
     d->block_size = s->block_size;
     d->n_logits = s->n_logits;
     d->max_seq_len = max_len;
+    d->max_q_len = max_q;
+    d->n_tiles = n_tiles;
+    d->tiles = base + o_tl;
     d->ctx_bucket = 64;
     while (d->ctx_bucket < max_len) d->ctx_bucket *= 2;
     d->tokens = base + o_tok;
@@ -472,6 +481,10 @@ static int cu_attention_op(hr_backend *be, hr_tensor *out, const hr_tensor *q, c
     a.window = p->window;
     a.scale = p->scale;
     a.sinks = p->sinks ? (const float *)p->sinks->data : NULL;
+    if (c->use_tc_attn && c->step.max_q_len >= CU_TC_MIN_Q && cu_attn_prefill_ok(&a)) {
+        CU_TRY(c, cu_attention_prefill(c->stream, &a), "attention (prefill)");
+        return HR_OK;
+    }
     int splits = cu_attn_splits(&a, c->n_sm);
     size_t need = (size_t)step->n_tokens * p->n_heads * splits * (p->head_dim + 2) * sizeof(float);
     if ((rc = cu_scratch_reserve(c, need + 256))) return rc;
@@ -867,6 +880,10 @@ extern "C" hr_backend *hr_backend_cuda_create(int device_index, hr_err *err) {
     c->base.impl = c;
     c->device = device_index;
     cu_graphs_init(c);
+    {
+        const char *e = getenv("HEARTH_CUDA_ATTN_TC"); /* 0: the split kernel for prefill too (comparisons) */
+        c->use_tc_attn = !(e && !strcmp(e, "0"));
+    }
     if ((e = cudaSetDevice(device_index)) != cudaSuccess) goto cuda_fail;
     if ((e = cudaDeviceGetAttribute(&c->n_sm, cudaDevAttrMultiProcessorCount, device_index)) != cudaSuccess)
         goto cuda_fail;

@@ -16,12 +16,17 @@ extern "C" {
 #include "backend/backend.h"
 }
 
+#define CU_QTILE 16 /* query tokens per tile of the tensor-core prefill attention */
+
 /* ---- device step arrays (uploaded once per step by step_begin) ---------- */
 typedef struct cu_step {
     const hr_step *host;   /* identity of the uploaded step (pointer + counts) */
     int n_tokens, n_seqs, mbps, block_size, n_logits;
     int max_seq_len;       /* host-side maxima: launch shapes without a sync */
     int ctx_bucket;        /* power of two >= max_seq_len (>= 64): attention splits depend on it only */
+    int max_q_len;         /* most new tokens of one sequence (prefill when large) */
+    int n_tiles;           /* 16-token query tiles, none crossing a sequence */
+    int32_t *tiles;        /* [n_tiles][2]: sequence, first token */
     int32_t *tokens, *positions, *slots, *query_start, *seq_lens, *block_tables, *logit_rows;
     int32_t *tok_seq;      /* [n_tokens] sequence index of each token (host-computed) */
 } cu_step;
@@ -53,7 +58,7 @@ typedef struct cu_op {
 typedef enum { CU_EAGER = 0, CU_CAPTURE, CU_REPLAY } cu_mode;
 
 typedef struct cu_graph {
-    int key[6];
+    int key[8];
     int seen;
     bool failed;
     uint64_t last_use;
@@ -95,6 +100,8 @@ typedef struct cu_backend {
     cudaEvent_t stage_done;
     bool stage_pending;
     cu_step step;
+
+    bool use_tc_attn;      /* tensor-core prefill attention (HEARTH_CUDA_ATTN_TC=0: off) */
 
     /* graphs: the current step's mode, op log and cache entry */
     bool graphs_on;
@@ -168,6 +175,10 @@ typedef struct cu_attn_args {
     const float *sinks;       /* [n_heads] device F32 or NULL */
 } cu_attn_args;
 int cu_attn_splits(const cu_attn_args *a, int n_sm);
+/* Tensor-core prefill path (attention/prefill_tc.cu): BF16, head_dim 32/64/128. */
+#define CU_TC_MIN_Q 8 /* a step whose longest query run reaches this takes the prefill kernel */
+bool cu_attn_prefill_ok(const cu_attn_args *a);
+cudaError_t cu_attention_prefill(cudaStream_t st, const cu_attn_args *a);
 cudaError_t cu_attention(cudaStream_t st, const cu_attn_args *a, int splits, float *part);
 
 /* MoE routing: logits [T, E] F32 -> expert [T*k], weight [T*k]. */

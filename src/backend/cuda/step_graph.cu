@@ -149,7 +149,10 @@ int cu_graph_step_begin(cu_backend *c) {
     cu_graph_abort(c); /* a previous step that failed half-way */
     const cu_step *s = &c->step;
     if (!c->graphs_on || s->n_tokens <= 0 || s->n_tokens > CU_GRAPH_MAX_TOKENS) return HR_OK;
-    int key[6] = {s->n_tokens, s->n_seqs, s->n_logits, s->mbps, s->block_size, s->ctx_bucket};
+    /* everything a launch shape depends on: grids (tokens, tiles), attention
+     * splits (context bucket), the prefill/decode attention choice */
+    int key[8] = {s->n_tokens, s->n_seqs,      s->n_logits, s->mbps,
+                  s->block_size, s->ctx_bucket, s->n_tiles,  s->max_q_len >= CU_TC_MIN_Q};
     int hit = -1, lru = 0;
     for (int i = 0; i < CU_MAX_GRAPHS; i++) {
         cu_graph *g = &c->graphs[i];
@@ -219,7 +222,7 @@ int cu_graph_step_end(cu_backend *c) {
             cudaError_t e = cudaGraphLaunch(g->exec, c->stream);
             if (e != cudaSuccess) rc = cu_fail(c, e, "graph launch");
         } else {
-            int key[6];
+            int key[8];
             memcpy(key, g->key, sizeof(key));
             drop(g); /* stale: recaptured on a later step of this shape */
             memcpy(g->key, key, sizeof(key));
