@@ -45,6 +45,22 @@ void srv_new_id(hr_server *s, const char *prefix, char *out, size_t n) {
 
 /* ---------------------------------------------------------------- replies */
 
+/* Browser clients (web UIs calling the API directly) need CORS; like vLLM's
+ * default (--allowed-origins '*'), any origin may call, auth still applies. */
+void srv_add_common_headers(struct MHD_Response *r) { MHD_add_response_header(r, "Access-Control-Allow-Origin", "*"); }
+
+static enum MHD_Result reply_preflight(struct MHD_Connection *c) {
+    struct MHD_Response *r = MHD_create_response_from_buffer(0, (void *)"", MHD_RESPMEM_PERSISTENT);
+    if (!r) return MHD_NO;
+    srv_add_common_headers(r);
+    MHD_add_response_header(r, "Access-Control-Allow-Methods", "GET, POST, OPTIONS");
+    MHD_add_response_header(r, "Access-Control-Allow-Headers", "Authorization, Content-Type");
+    MHD_add_response_header(r, "Access-Control-Max-Age", "600");
+    enum MHD_Result ret = MHD_queue_response(c, 204, r);
+    MHD_destroy_response(r);
+    return ret;
+}
+
 enum MHD_Result srv_reply_buf(struct MHD_Connection *c, int status, const char *ctype, char *body, size_t len) {
     struct MHD_Response *r = MHD_create_response_from_buffer(len, body, MHD_RESPMEM_MUST_FREE);
     if (!r) {
@@ -52,6 +68,7 @@ enum MHD_Result srv_reply_buf(struct MHD_Connection *c, int status, const char *
         return MHD_NO;
     }
     if (ctype) MHD_add_response_header(r, "Content-Type", ctype);
+    srv_add_common_headers(r);
     enum MHD_Result ret = MHD_queue_response(c, (unsigned)status, r);
     MHD_destroy_response(r);
     return ret;
@@ -82,6 +99,7 @@ static enum MHD_Result reply_405(struct MHD_Connection *c, const char *allow) {
     }
     MHD_add_response_header(r, "Content-Type", "application/json");
     MHD_add_response_header(r, "Allow", allow);
+    srv_add_common_headers(r);
     enum MHD_Result ret = MHD_queue_response(c, 405, r);
     MHD_destroy_response(r);
     return ret;
@@ -189,6 +207,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         if (!cn->pool) return MHD_NO;
         bool method_ok = false;
         int r = find_route(url, method, &method_ok);
+        if (r >= 0 && !strcmp(method, "OPTIONS")) return reply_preflight(c); /* carries no credentials */
         if (r != R_HEALTH && !authorized(s, c)) {
             srv_error_set(&e, 401, "invalid_api_key", NULL, "Incorrect or missing API key (Authorization: Bearer ...)");
             return srv_reply_error(c, &e);

@@ -47,6 +47,7 @@ typedef struct srv_conn {
 /* Responses. body/obj ownership passes to the function. */
 enum MHD_Result srv_reply_json(struct MHD_Connection *c, int status, json_t *obj);
 enum MHD_Result srv_reply_error(struct MHD_Connection *c, const srv_error *e);
+void srv_add_common_headers(struct MHD_Response *r); /* CORS */
 enum MHD_Result srv_reply_buf(struct MHD_Connection *c, int status, const char *ctype, char *body, size_t len);
 
 /* generate.c */

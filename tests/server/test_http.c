@@ -315,7 +315,13 @@ static void test_small_routes(void) {
     CHECK_STREQ(json_string_value(json_object_get(json_array_get(json_object_get(j, "data"), 0), "id")) ?: "", "tiny");
     json_decref(j);
     resp_free(&r);
+    r = request("OPTIONS", "/v1/chat/completions", NULL, "Origin: http://ui\r\n"); /* CORS preflight, no key */
+    CHECK_EQ_INT(r.status, 204);
+    CHECK(r.headers && strcasestr(r.headers, "access-control-allow-origin: *"));
+    CHECK(r.headers && strcasestr(r.headers, "access-control-allow-headers: authorization"));
+    resp_free(&r);
     r = request("GET", "/metrics", NULL, "Authorization: Bearer sekret\r\n");
+    CHECK(r.headers && strcasestr(r.headers, "access-control-allow-origin: *"));
     CHECK_EQ_INT(r.status, 200);
     CHECK(strstr(r.body.p, "# TYPE hearth:time_to_first_token_seconds histogram") != NULL);
     resp_free(&r);
