@@ -610,7 +610,53 @@ static void test_add_big(void) {
     free(a), free(b), free(o);
 }
 
+/* The attention kernels of the active table, directly: exp_sum over the whole
+ * range softmax feeds it (relative 1e-6; values below e^-87 may flush to 0),
+ * dot_rows / axpy_rows for every run length 1..40 and odd widths. */
+static void test_attn_kernels(void) {
+    const cpu_kernels *k = cpu_of(be)->k;
+    int bad = 0;
+    float x[300];
+    double want[300], wsum = 0;
+    for (int i = 0; i < 300; i++) {
+        x[i] = i < 3 ? (float)-i : (float)(urand() * 50.0 - 50.0); /* (-100, 0] */
+        if (i == 5) x[i] = -86.9f;
+        if (i == 6) x[i] = -200.0f;
+        want[i] = exp((double)(x[i] - 0.25f)); /* the subtraction is float32, as in the op */
+        wsum += want[i];
+    }
+    float got = k->exp_sum(x, 300, 0.25f);
+    CHECK_CLOSE(got, wsum, 1e-6 * wsum, "exp_sum total");
+    for (int i = 0; i < 300; i++) CHECK_CLOSE(x[i], want[i], 1e-6 * want[i] + 1e-37, "exp_sum");
+    int dims[] = {1, 5, 16, 20, 64, 80, 128};
+    for (int di = 0; di < 7; di++) {
+        int d = dims[di], stride = d + 3;
+        float *q = rand_f32((size_t)d, 1.0), *kv = rand_f32((size_t)40 * stride, 1.0), out[40], w[40], acc[128];
+        for (int n = 1; n <= 40; n++) {
+            k->dot_rows(q, kv, (size_t)stride, n, d, out);
+            for (int i = 0; i < n; i++) {
+                double s = 0, mag = 0;
+                for (int c = 0; c < d; c++)
+                    s += (double)q[c] * kv[i * stride + c], mag += fabs(q[c] * kv[i * stride + c]);
+                CHECK_CLOSE(out[i], s, 1e-6 * mag + 1e-7, "dot_rows");
+                w[i] = (float)urand();
+            }
+            for (int c = 0; c < d; c++) acc[c] = 1.0f;
+            k->axpy_rows(acc, w, kv, (size_t)stride, n, d);
+            for (int c = 0; c < d; c++) {
+                double s = 1.0, mag = 1.0;
+                for (int i = 0; i < n; i++)
+                    s += (double)w[i] * kv[i * stride + c], mag += fabs(w[i] * kv[i * stride + c]);
+                CHECK_CLOSE(acc[c], s, 1e-6 * mag, "axpy_rows");
+            }
+        }
+        free(q), free(kv);
+    }
+    CHECK_MSG(bad == 0, "[%s] attention kernels: %d wrong", isa_now, bad);
+}
+
 static void run_all(void) {
+    test_attn_kernels();
     test_tensors();
     test_add_big();
     test_linear_all();

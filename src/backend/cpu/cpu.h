@@ -34,6 +34,8 @@ typedef struct cpu_kernels {
     void (*dot_rows)(const float *q, const float *k, size_t stride, int n, int d, float *out);
     /* acc[0..d) += sum_i w[i] * v[i * stride + 0..d) */
     void (*axpy_rows)(float *acc, const float *w, const float *v, size_t stride, int n, int d);
+    /* softmax numerator: x[i] = exp(x[i] - m) for x[i] <= m; returns the sum */
+    float (*exp_sum)(float *x, int n, float m);
 } cpu_kernels;
 
 #define CPU_TB 4 /* tokens per register block in the GEMM tile */

@@ -150,13 +150,13 @@ static void attn_items(void *ctx, int b, int e, int tid) {
             j->k->dot_rows(q, j->kc + (slot * j->n_kv + kvh) * hd, stride, n, hd, scores + (pos - lo));
         }
         float m = -INFINITY;
-        for (int i = 0; i < span; i++) m = fmaxf(m, scores[i] *= j->scale);
-        if (j->sinks) m = fmaxf(m, j->sinks[h]); /* the sink joins the max, contributes no value */
-        double denom = j->sinks ? exp((double)(j->sinks[h] - m)) : 0.0;
         for (int i = 0; i < span; i++) {
-            scores[i] = expf(scores[i] - m);
-            denom += scores[i];
+            float sc = scores[i] *= j->scale;
+            m = sc > m ? sc : m;
         }
+        if (j->sinks && j->sinks[h] > m) m = j->sinks[h]; /* the sink joins the max, contributes no value */
+        double denom = j->k->exp_sum(scores, span, m);
+        if (j->sinks) denom += exp((double)(j->sinks[h] - m));
         memset(acc, 0, (size_t)hd * sizeof(float));
         for (int pos = lo, n; pos <= p; pos += n) {
             n = block_run(j, bt, pos, p, &slot);

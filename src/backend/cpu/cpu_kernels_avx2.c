@@ -3,6 +3,7 @@
  * tile is CPU_RB weight rows x 2 tokens (8 accumulators). AVX2 has no masked
  * 16-bit loads, so the K tail (< 8) is finished in scalar code. */
 #include <immintrin.h>
+#include <math.h>
 
 #include "backend/cpu/cpu.h"
 
@@ -134,9 +135,44 @@ static void axpy_rows_avx2(float *acc, const float *w, const float *v, size_t st
         for (int i = 0; i < n; i++) acc[c] += w[i] * v[(size_t)i * stride + c];
 }
 
+/* exp(x) for x <= 0, as the AVX-512 version; 2^n built in the exponent bits
+ * (n >= -126 after the clamp, so no denormals are needed). */
+AI __m256 exp_neg(__m256 x) {
+    const __m256 lo = _mm256_set1_ps(-87.0f);
+    __m256 keep = _mm256_cmp_ps(x, lo, _CMP_GE_OQ);
+    x = _mm256_max_ps(x, lo);
+    __m256 n =
+        _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504f)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
+    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
+    __m256 p = _mm256_set1_ps(1.0f / 720);
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 120));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 24));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 6));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(0.5f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
+    __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+    return _mm256_and_ps(_mm256_mul_ps(p, _mm256_castsi256_ps(e)), keep);
+}
+
+static float exp_sum_avx2(float *x, int n, float m) {
+    __m256 mv = _mm256_set1_ps(m), sum = _mm256_setzero_ps();
+    int i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256 e = exp_neg(_mm256_sub_ps(_mm256_loadu_ps(x + i), mv));
+        _mm256_storeu_ps(x + i, e);
+        sum = _mm256_add_ps(sum, e);
+    }
+    float s = hsum(sum);
+    for (; i < n; i++) s += x[i] = expf(x[i] - m);
+    return s;
+}
+
 const cpu_kernels cpu_kernels_avx2 = {
     .name = "avx2",
     .gemm = gemm_avx2,
     .dot_rows = dot_rows_avx2,
     .axpy_rows = axpy_rows_avx2,
+    .exp_sum = exp_sum_avx2,
 };

@@ -145,21 +145,79 @@ static void gemm_avx512(float *out, int ldo, const float *x, int ldx, int T, con
 
 static inline __mmask16 tail_mask(int left) { return left >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << left) - 1); }
 
-static void dot_rows_avx512(const float *q, const float *k, size_t stride, int n, int d, float *out) {
-    for (int i = 0; i < n; i++) {
-        const float *kr = k + (size_t)i * stride;
-        __m512 s0 = _mm512_setzero_ps(), s1 = _mm512_setzero_ps();
-        int c = 0;
-        for (; c + 32 <= d; c += 32) {
-            s0 = _mm512_fmadd_ps(_mm512_loadu_ps(q + c), _mm512_loadu_ps(kr + c), s0);
-            s1 = _mm512_fmadd_ps(_mm512_loadu_ps(q + c + 16), _mm512_loadu_ps(kr + c + 16), s1);
-        }
-        for (; c < d; c += 16) {
-            __mmask16 m = tail_mask(d - c);
-            s0 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, q + c), _mm512_maskz_loadu_ps(m, kr + c), s0);
-        }
-        out[i] = _mm512_reduce_add_ps(_mm512_add_ps(s0, s1));
+/* Partial dot product of q with one key row: a vector whose lanes sum to it. */
+AI __m512 dot_partial(const float *q, const float *kr, int d) {
+    __m512 s0 = _mm512_setzero_ps(), s1 = _mm512_setzero_ps();
+    int c = 0;
+    for (; c + 32 <= d; c += 32) {
+        s0 = _mm512_fmadd_ps(_mm512_loadu_ps(q + c), _mm512_loadu_ps(kr + c), s0);
+        s1 = _mm512_fmadd_ps(_mm512_loadu_ps(q + c + 16), _mm512_loadu_ps(kr + c + 16), s1);
     }
+    for (; c < d; c += 16) {
+        __mmask16 m = tail_mask(d - c);
+        s0 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, q + c), _mm512_maskz_loadu_ps(m, kr + c), s0);
+    }
+    return _mm512_add_ps(s0, s1);
+}
+
+/* Lane sums of 16 vectors into one vector (lane j = sum of v[j]) by a
+ * transpose-and-add tree: 45 shuffles/adds instead of 16 full reductions. */
+AI __m512 sum16(const __m512 v[16]) {
+    __m512 a[8], b[4], c[2];
+    for (int i = 0; i < 8; i++) /* per 128-bit lane: [v2i, v2i+1, v2i, v2i+1] partials */
+        a[i] = _mm512_add_ps(_mm512_unpacklo_ps(v[2 * i], v[2 * i + 1]), _mm512_unpackhi_ps(v[2 * i], v[2 * i + 1]));
+    for (int i = 0; i < 4; i++) /* per 128-bit lane: partials of v4i .. v4i+3 */
+        b[i] = _mm512_add_ps(_mm512_shuffle_ps(a[2 * i], a[2 * i + 1], 0x44),
+                             _mm512_shuffle_ps(a[2 * i], a[2 * i + 1], 0xee));
+    for (int i = 0; i < 2; i++) /* lanes [b01, b23, b'01, b'23]: half the 128-bit lanes summed */
+        c[i] = _mm512_add_ps(_mm512_shuffle_f32x4(b[2 * i], b[2 * i + 1], 0x88),
+                             _mm512_shuffle_f32x4(b[2 * i], b[2 * i + 1], 0xdd));
+    return _mm512_add_ps(_mm512_shuffle_f32x4(c[0], c[1], 0x88), _mm512_shuffle_f32x4(c[0], c[1], 0xdd));
+}
+
+/* Keys in groups of 16: partial vectors, then one tree reduction per group. */
+static void dot_rows_avx512(const float *q, const float *k, size_t stride, int n, int d, float *out) {
+    for (int i0 = 0; i0 < n; i0 += 16) {
+        int g = HR_MIN(16, n - i0);
+        __m512 v[16];
+#pragma GCC unroll 16
+        for (int i = 0; i < 16; i++)
+            v[i] = i < g ? dot_partial(q, k + (size_t)(i0 + i) * stride, d) : _mm512_setzero_ps();
+        _mm512_mask_storeu_ps(out + i0, tail_mask(g), sum16(v));
+    }
+}
+
+/* exp(x) for x <= 0 (max-subtracted logits): x = n ln2 + r, |r| <= ln2/2,
+ * exp(r) by a degree-6 Taylor/Horner polynomial (relative error < 2e-7),
+ * times 2^n with scalef. Below -87 the result is flushed to 0. */
+AI __m512 exp_neg(__m512 x) {
+    const __m512 log2e = _mm512_set1_ps(1.44269504f), ln2_hi = _mm512_set1_ps(0.693359375f),
+                 ln2_lo = _mm512_set1_ps(-2.12194440e-4f);
+    __mmask16 tiny = _mm512_cmp_ps_mask(x, _mm512_set1_ps(-87.0f), _CMP_LT_OQ);
+    x = _mm512_max_ps(x, _mm512_set1_ps(-87.0f));
+    __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, log2e), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 r = _mm512_fnmadd_ps(n, ln2_hi, x);
+    r = _mm512_fnmadd_ps(n, ln2_lo, r);
+    __m512 p = _mm512_set1_ps(1.0f / 720);
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 120));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 24));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 6));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+    return _mm512_maskz_mov_ps((__mmask16)~tiny, _mm512_scalef_ps(p, n));
+}
+
+static float exp_sum_avx512(float *x, int n, float m) {
+    __m512 mv = _mm512_set1_ps(m), sum = _mm512_setzero_ps();
+    for (int i = 0; i < n; i += 16) {
+        __mmask16 k = tail_mask(n - i);
+        __m512 e = exp_neg(_mm512_sub_ps(_mm512_maskz_loadu_ps(k, x + i), mv));
+        e = _mm512_maskz_mov_ps(k, e);
+        _mm512_mask_storeu_ps(x + i, k, e);
+        sum = _mm512_add_ps(sum, e);
+    }
+    return _mm512_reduce_add_ps(sum);
 }
 
 /* One 16-wide slice of acc stays in a register across all n rows. */
@@ -178,4 +236,5 @@ const cpu_kernels cpu_kernels_avx512 = {
     .gemm = gemm_avx512,
     .dot_rows = dot_rows_avx512,
     .axpy_rows = axpy_rows_avx512,
+    .exp_sum = exp_sum_avx512,
 };

@@ -2,6 +2,8 @@
  * $HEARTH_CPU_ISA=scalar). Same blocking as the SIMD versions: weights are
  * converted to float32 in short chunks and each chunk is used for a block of
  * CPU_TB tokens. */
+#include <math.h>
+
 #include "backend/cpu/cpu.h"
 
 #define KCHUNK 256
@@ -44,9 +46,16 @@ static void axpy_rows_scalar(float *acc, const float *w, const float *v, size_t 
         for (int c = 0; c < d; c++) acc[c] += w[i] * v[(size_t)i * stride + c];
 }
 
+static float exp_sum_scalar(float *x, int n, float m) {
+    float s = 0;
+    for (int i = 0; i < n; i++) s += x[i] = expf(x[i] - m);
+    return s;
+}
+
 const cpu_kernels cpu_kernels_scalar = {
     .name = "scalar",
     .gemm = gemm_scalar,
     .dot_rows = dot_rows_scalar,
     .axpy_rows = axpy_rows_scalar,
+    .exp_sum = exp_sum_scalar,
 };
