@@ -328,6 +328,7 @@ static bool engine_step(hr_engine *e) {
     if (rc != HR_OK) {
         /* The step's requests cannot continue; the others are unaffected. */
         HR_LOGE("engine: step failed: %s", err.msg);
+        sched_step_failed(&e->sched, &e->out);
         for (int i = 0; i < e->out.n_items; i++) finish_req(e, e->out.items[i].req->user, NULL, HR_FINISH_ERROR);
         return true;
     }

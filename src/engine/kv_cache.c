@@ -213,6 +213,18 @@ void kv_cache_commit(kv_cache *kv, kv_seq *seq, const int32_t *tokens, int n_com
     }
 }
 
+void kv_cache_forget(kv_cache *kv, kv_seq *seq, int from) {
+    if (from < 0) from = 0;
+    for (int i = from; i < seq->n_blocks; i++)
+        if (kv->blocks[seq->blocks[i]].hashed) map_remove(kv, seq->blocks[i]);
+    /* Rehash the chain from the start on the next commit (the parent hash
+     * of block `from` may belong to an unregistered duplicate). */
+    if (seq->n_hashed > from) {
+        seq->n_hashed = 0;
+        seq->last_hash = 0;
+    }
+}
+
 void kv_cache_free_seq(kv_cache *kv, kv_seq *seq) {
     /* Reverse order: the tail of a sequence is the least likely to be shared,
      * so it is placed nearer the eviction end. */

@@ -59,9 +59,15 @@ int kv_cache_find_prefix(const kv_cache *kv, const int32_t *tokens, int n, int32
 int kv_cache_allocate(kv_cache *kv, kv_seq *seq, int n_total, const int32_t *prefix, int n_prefix);
 
 /* Registers the full blocks of tokens[0..n_computed) not yet hashed in the
- * prefix map (call after their KV was written). A block whose hash is
- * already mapped to another block stays unregistered (a duplicate). */
+ * prefix map: call once their KV is written or scheduled to be written by
+ * the step about to run (kv_cache_forget undoes it if that step fails). A
+ * block whose hash is already mapped to another block stays unregistered
+ * (a duplicate). */
 void kv_cache_commit(kv_cache *kv, kv_seq *seq, const int32_t *tokens, int n_computed);
+
+/* Unregisters the hashes of seq's blocks from index `from` on (their KV
+ * was never written); the next commit rehashes seq's chain. */
+void kv_cache_forget(kv_cache *kv, kv_seq *seq, int from);
 
 /* Returns seq's blocks to the pool (hashed ones stay cached, evicted last;
  * a sequence's later blocks are evicted before its earlier ones) and empties

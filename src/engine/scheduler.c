@@ -4,7 +4,11 @@
  * is out of blocks the newest running request is preempted (recompute) until
  * the current one fits or is itself the newest. Waiting requests are only
  * admitted when nothing was preempted this step, strictly in FCFS order (a
- * head that does not fit blocks the queue, so nobody overtakes it forever). */
+ * head that does not fit blocks the queue, so nobody overtakes it forever).
+ * Full blocks are registered in the prefix cache when they are scheduled,
+ * as vLLM does, so a request admitted later in the same step can share
+ * blocks another one computes in this step: the runner stores the whole
+ * step's K/V of a layer before that layer's attention reads any of it. */
 #include "engine/scheduler.h"
 
 #include <string.h>
@@ -166,6 +170,7 @@ int sched_schedule(sched *s, sched_output *out) {
         if (!scheduled) break;
         int rc = out_push(out, r, n_new);
         if (rc != HR_OK) return rc;
+        kv_cache_commit(s->kv, &r->kv, r->tokens, r->n_computed + n_new);
         budget -= n_new;
         r = r->next; /* still in running: re-read after any preemption */
     }
@@ -194,6 +199,7 @@ int sched_schedule(sched *s, sched_output *out) {
         list_push_back(&s->running, r);
         rc = out_push(out, r, n_new);
         if (rc != HR_OK) return rc;
+        kv_cache_commit(s->kv, &r->kv, r->tokens, r->n_computed + n_new);
         budget -= n_new;
         out->n_newly_admitted++;
     }
@@ -267,6 +273,13 @@ void sched_update(sched *s, const sched_output *out, const int32_t *sampled) {
             HR_ASSERT(r->n_tokens < r->cap);
             r->tokens[r->n_tokens++] = sampled[j++];
         }
+    }
+}
+
+void sched_step_failed(sched *s, const sched_output *out) {
+    for (int i = 0; i < out->n_items; i++) {
+        sched_req *r = out->items[i].req;
+        kv_cache_forget(s->kv, &r->kv, r->n_computed / s->kv->block_size);
     }
 }
 

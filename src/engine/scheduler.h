@@ -99,9 +99,14 @@ int sched_schedule(sched *s, sched_output *out);
 /* Fills an hr_step for the planned items; max_blocks_per_seq =
  * ceil(max_model_len / block_size). */
 int sched_build_step(const sched *s, const sched_output *out, sched_step_buf *buf, hr_step *step);
-/* After the model ran: advances n_computed, registers full blocks in the
- * prefix cache, and appends sampled[j] to the j-th item with sample == true. */
+/* After the model ran: advances n_computed and appends sampled[j] to the
+ * j-th item with sample == true. (Full blocks were registered in the prefix
+ * cache by sched_schedule.) */
 void sched_update(sched *s, const sched_output *out, const int32_t *sampled);
+
+/* The step did not run (model error): its blocks registered in the prefix
+ * cache at schedule time hold no valid KV, so their hashes are dropped. */
+void sched_step_failed(sched *s, const sched_output *out);
 
 void sched_output_free(sched_output *o);
 void sched_step_buf_free(sched_step_buf *b);

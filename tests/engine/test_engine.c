@@ -4,7 +4,8 @@
  * 2. Many concurrent greedy requests with different prompts (sharing
  *    prefixes) through a tiny KV pool (forces preemption) and a small token
  *    budget (chunked prefill) give exactly the tokens each gives alone; and
- *    the same with prefix caching off.
+ *    the same with prefix caching off, and with a big pool where requests
+ *    share prefix blocks computed in the same step.
  * 3. A seeded sampled request gives the same tokens alone and in a batch.
  * Skips (77) when the fixture or the CPU backend is missing. */
 #include <jansson.h>
@@ -146,7 +147,7 @@ int main(void) {
     o.block_size = 4;
     o.max_model_len = 128;
     o.kv_cache_memory = hr_model_kv_block_bytes(m, o.block_size) * 256;
-    static result alone[NJ], together[NJ], noprefix[NJ];
+    static result alone[NJ], together[NJ], noprefix[NJ], samestep[NJ];
     hr_engine_stats st;
     if (run(m, &o, jobs, NJ, false, alone, &st)) goto done;
     /* 1. golden */
@@ -167,11 +168,21 @@ int main(void) {
            (unsigned long long)st.prefix_queries_total);
     CHECK(st.num_preemptions_total > 0);
     CHECK(st.prefix_hits_total > 0);
+    /* a big pool: everything is admitted at once, so requests share prefix
+     * blocks that another computes in the same step */
+    hr_engine_opts big = o;
+    big.kv_cache_memory = hr_model_kv_block_bytes(m, o.block_size) * 512;
+    big.max_num_batched_tokens = 2048;
+    if (run(m, &big, jobs, NJ, true, samestep, &st)) goto done;
+    printf("same step: prefix cache hits %llu / %llu tokens\n", (unsigned long long)st.prefix_hits_total,
+           (unsigned long long)st.prefix_queries_total);
+    CHECK(st.prefix_hits_total > 0);
     o.enable_prefix_caching = false;
     if (run(m, &o, jobs, NJ, true, noprefix, &st)) goto done;
     for (int k = 0; k < NJ; k++) {
         CHECK_MSG(same(&alone[k], &together[k]), "job %d: batched output differs from alone", k);
         CHECK_MSG(same(&alone[k], &noprefix[k]), "job %d: output without prefix caching differs", k);
+        CHECK_MSG(same(&alone[k], &samestep[k]), "job %d: output with same-step prefix sharing differs", k);
         CHECK_EQ_INT(alone[k].n, jobs[k].max_tokens);
         CHECK(alone[k].fin == HR_FINISH_LENGTH);
     }
@@ -179,6 +190,7 @@ int main(void) {
         result_destroy(&alone[k]);
         result_destroy(&together[k]);
         result_destroy(&noprefix[k]);
+        result_destroy(&samestep[k]);
     }
 done:
     hr_model_free(m);

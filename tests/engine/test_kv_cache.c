@@ -188,7 +188,31 @@ static void test_lru(void) {
     kv_cache_destroy(&kv);
 }
 
+/* A failed step's registrations are dropped; the chain is rebuilt after. */
+static void test_forget(void) {
+    kv_cache kv;
+    hr_err err;
+    kv_cache_init(&kv, 16, 4, true, 3, &err);
+    int32_t p[17], out[8];
+    fill(p, 17, 40);
+    kv_seq a = {0};
+    kv_cache_allocate(&kv, &a, 16, NULL, 0);
+    kv_cache_commit(&kv, &a, p, 16);
+    CHECK_EQ_INT(kv_cache_find_prefix(&kv, p, 17, out, 8), 4);
+    kv_cache_forget(&kv, &a, 2);
+    CHECK_EQ_INT(kv_cache_find_prefix(&kv, p, 17, out, 8), 2);
+    CHECK(kv_cache_check(&kv) == NULL);
+    kv_cache_commit(&kv, &a, p, 16); /* re-registers blocks 2, 3 */
+    CHECK_EQ_INT(kv_cache_find_prefix(&kv, p, 17, out, 8), 4);
+    kv_cache_forget(&kv, &a, 0);
+    CHECK_EQ_INT(kv_cache_find_prefix(&kv, p, 17, out, 8), 0);
+    kv_seq_release(&kv, &a);
+    CHECK(kv_cache_check(&kv) == NULL);
+    kv_cache_destroy(&kv);
+}
+
 int main(void) {
+    test_forget();
     test_alloc_free();
     test_prefix_hits();
     test_duplicates();

@@ -340,6 +340,28 @@ static void test_prefix_hit_via_scheduler(void) {
     }
     CHECK_EQ_INT(kv.queries, 34);
     CHECK_EQ_INT(kv.hits, 16);
+    /* two new identical prompts in one step: the second shares the blocks
+     * the first computes in that same step (registered at schedule time) */
+    int32_t q[18];
+    for (int i = 0; i < 18; i++) q[i] = 5 * i + 2;
+    sched_req *x = sched_req_new(10, q, 18, 1), *y = sched_req_new(11, q, 18, 1);
+    sched_add(&s, x);
+    sched_add(&s, y);
+    sched_schedule(&s, &out);
+    CHECK_EQ_INT(out.n_items, 2);
+    CHECK_EQ_INT(y->n_cached_prompt, 16);
+    CHECK_EQ_INT(out.items[1].n_new, 2);
+    CHECK_EQ_INT(x->kv.blocks[0], y->kv.blocks[0]);
+    /* if that step fails, the hashes go */
+    sched_step_failed(&s, &out);
+    int32_t pb[8];
+    CHECK_EQ_INT(kv_cache_find_prefix(&kv, q, 18, pb, 8), 0);
+    sched_finish(&s, x);
+    sched_finish(&s, y);
+    sched_req_free(x);
+    sched_req_free(y);
+    CHECK(kv_cache_check(&kv) == NULL);
+    CHECK_EQ_INT(kv.n_free, 16);
     sched_output_free(&out);
     sched_destroy(&s);
     kv_cache_destroy(&kv);
