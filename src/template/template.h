@@ -21,9 +21,13 @@ void tpl_free(tpl_template *t);
  * is malloc'd, NUL-terminated. raise_exception() -> HR_EINVAL with its message. */
 int tpl_render(const tpl_template *t, json_t *context, char **out, hr_err *err);
 
-/* Convenience for chat: builds the context {messages, add_generation_prompt,
- * bos_token, eos_token, tools (when not NULL), + every key of extra (e.g.
- * reasoning_effort)} and renders. */
+/* Convenience for chat, as transformers' apply_chat_template(tokenize=False)
+ * renders: the context is {messages, tools (JSON null when NULL, so `tools
+ * is defined` holds as in transformers), documents (null),
+ * add_generation_prompt, bos_token / eos_token (left undefined when NULL),
+ * + every key of extra (e.g. reasoning_effort, other special tokens)}.
+ * A message's reasoning (reasoning_content / thinking / reasoning) is also
+ * exposed under `thinking` and `reasoning_content`, as transformers does. */
 int tpl_render_chat(const char *source, json_t *messages, json_t *tools, bool add_generation_prompt,
                     const char *bos_token, const char *eos_token, json_t *extra, char **out, hr_err *err);
 

@@ -66,10 +66,32 @@ def main():
                "{% if tools %}T{{ tools | length }}{% endif %}{{ pad_token }}{{ effort }}"
                "{% if add_generation_prompt %}<gen>{% endif %}{{ eos_token }}")
 
-        def ref(src, **kw):
-            ctx = {"messages": msgs, "tools": None, "documents": None, "add_generation_prompt": False}
+        try:  # the real apply_chat_template path when transformers is installed
+            from transformers.utils.chat_template_utils import render_jinja_template
+        except Exception:
+            render_jinja_template = None
+
+        def ref(src, messages=None, **kw):
+            messages = msgs if messages is None else messages
+            if render_jinja_template:
+                out, _ = render_jinja_template([messages], chat_template=src, **kw)
+                return out[0]
+            ctx = {"messages": messages, "tools": None, "documents": None, "add_generation_prompt": False}
             ctx.update(kw)
             return test_diff.render_py(src, ctx)["out"]
+
+        # reasoning fields are aliased (thinking <-> reasoning_content) as transformers does
+        rmsgs = [{"role": "user", "content": "q"},
+                 {"role": "assistant", "content": "a", "reasoning_content": "r1"},
+                 {"role": "assistant", "content": "b", "thinking": None, "reasoning": "r2"},
+                 {"role": "user", "content": "q2"}]
+        rf = os.path.join(tmp, "rmsgs.json")
+        json.dump(rmsgs, open(rf, "w"))
+        rt = os.path.join(tmp, "reason.jinja")
+        rsrc = "{% for m in messages %}{{ m | tojson }}|{{ m.thinking }}|{{ m.reasoning_content }}\n{% endfor %}"
+        open(rt, "w").write(rsrc)
+        rc, out, err = run("--chat-template", rt, "--messages", rf)
+        check(rc == 0 and out == ref(rsrc, messages=rmsgs), "reasoning aliasing: %r %s" % (out, err))
 
         # 2. tokenizer_config.json with a named template list and object tokens
         d = os.path.join(tmp, "named")

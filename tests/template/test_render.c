@@ -217,6 +217,29 @@ static void test_chat_golden(void) {
     json_decref(golden);
 }
 
+/* tpl_render_chat builds transformers' context: tools/documents defined as
+ * None, bos/eos, extra keys, reasoning aliased to thinking/reasoning_content. */
+static void test_render_chat(void) {
+    json_t *msgs = json_loads("[{\"role\": \"user\", \"content\": \"q\"},"
+                              " {\"role\": \"assistant\", \"content\": \"a\", \"reasoning_content\": \"r\"}]", 0, NULL);
+    json_t *extra = json_loads("{\"reasoning_effort\": \"high\"}", 0, NULL);
+    const char *src = "{{ bos_token }}{{ tools is defined }}{{ tools is none }}{{ documents is none }}{{ reasoning_effort }}"
+                      "{% for m in messages %}[{{ m.thinking }}{{ m.reasoning_content }}]{{ m | tojson }}{% endfor %}"
+                      "{{ add_generation_prompt }}{{ eos_token is defined }}";
+    char *out = NULL;
+    hr_err err = {0};
+    int rc = tpl_render_chat(src, msgs, NULL, true, "<s>", NULL, extra, &out, &err);
+    CHECK_MSG(rc == HR_OK && out &&
+                  strcmp(out, "<s>TrueTrueTruehigh[]{\"role\": \"user\", \"content\": \"q\"}[rr]{\"thinking\": \"r\", "
+                              "\"role\": \"assistant\", \"content\": \"a\", \"reasoning_content\": \"r\"}TrueFalse") == 0,
+              "%s", out ? out : err.msg);
+    free(out);
+    rc = tpl_render_chat("{{ raise_exception('no system role') }}", msgs, NULL, false, NULL, NULL, NULL, &out, &err);
+    CHECK(rc == HR_EINVAL && out == NULL && strstr(err.msg, "no system role"));
+    json_decref(msgs);
+    json_decref(extra);
+}
+
 int main(int argc, char **argv) {
     if (argc == 3 && strcmp(argv[1], "--batch") == 0) return batch(argv[2]);
     test_expressions();
@@ -226,5 +249,6 @@ int main(int argc, char **argv) {
     test_methods();
     test_errors();
     test_chat_golden();
+    test_render_chat();
     return test_report("template/test_render");
 }
