@@ -1,19 +1,27 @@
 /* CPU backend internals: the reference implementation of every backend op, in
  * float32, multi-threaded through one hr_threadpool per backend.
- * Owns: host tensors (64-byte aligned), a per-thread scratch arena, the ISA
- * kernel table. Must not know: models, requests, the scheduler.
+ * Owns: host tensors (64-byte aligned; >= 2 MiB ones on transparent huge
+ * pages), per-thread and per-op scratch, the ISA kernel table.
+ * Must not know: models, requests, the scheduler.
  *
- * Vectorisation and dispatch. Only the inner loops that dominate time are
- * ISA-specific, gathered in one table (cpu_kernels): the linear/GEMM tile
- * (weights F32/BF16/F16 converted to float32 in registers, float32
- * accumulation), and attention's block-of-keys dot products and weighted
- * value sums. cpu_kernels_avx512.c (AVX-512F
- * with masked tails) and cpu_kernels_avx2.c (AVX2+FMA+F16C) are compiled with
- * those flags; cpu_kernels_scalar.c is plain C. hr_backend_cpu_create picks
- * the best one __builtin_cpu_supports allows, unless $HEARTH_CPU_ISA
- * (scalar|avx2|avx512) asks for a specific one (falling back to scalar if the
- * machine lacks it). Everything else (norms, rope, routing, softmax) is plain
- * C compiled for baseline x86-64. */
+ * What is vectorised. Only the loops that dominate time are ISA-specific,
+ * gathered in one table (cpu_kernels):
+ *   gemm       the linear/MoE tile: CPU_RB weight rows x up to CPU_TB tokens in
+ *              registers, weights F32/BF16/F16 widened to float32 on load,
+ *              float32 FMA accumulation; T = 1 (decode) has its own
+ *              8-chain loop to keep the weight stream at memory speed;
+ *   dot_rows   attention scores for a run of keys of one cache block (AVX-512:
+ *              16 keys at a time, transpose-add reduction);
+ *   axpy_rows  the probability-weighted sum of values;
+ *   exp_sum    the softmax numerator (polynomial exp, rel. error < 3e-7).
+ * Norms, rope, routing, swiglu and the fp8 input rounding are plain C.
+ *
+ * Dispatch. cpu_kernels_avx512.c (AVX-512F/BW/VL/DQ, masked tails) and
+ * cpu_kernels_avx2.c (AVX2+FMA+F16C) are compiled with those flags (CMake,
+ * by file name); cpu_kernels_scalar.c is plain C. hr_backend_cpu_create picks
+ * the best table __builtin_cpu_supports allows, unless $HEARTH_CPU_ISA
+ * (scalar|avx2|avx512) names one; a name the machine cannot run falls back to
+ * scalar with a warning. hr_backend_cpu_isa() says which one is in use. */
 #ifndef HEARTH_BACKEND_CPU_H
 #define HEARTH_BACKEND_CPU_H
 
