@@ -22,6 +22,19 @@ static hr_tensor rows_view(const hr_tensor *t, int rows) {
     return v;
 }
 
+/* A [rows, cols] view starting off elements into t's storage (which must
+ * hold off + rows * cols elements): the fused projections' outputs. */
+static hr_tensor flat_view(const hr_tensor *t, int64_t off, int rows, int64_t cols) {
+    hr_tensor v = *t;
+    size_t es = hr_dtype_size(t->dtype);
+    HR_ASSERT((size_t)(off + rows * cols) * es <= t->nbytes);
+    v.ne[0] = rows;
+    v.ne[1] = cols;
+    v.data = (char *)t->data + (size_t)off * es;
+    v.nbytes = (size_t)(rows * cols) * es;
+    return v;
+}
+
 static void free_acts(hr_model *m) {
     hr_acts *a = &m->acts;
     hr_tensor **all[] = {&a->x, &a->h, &a->q, &a->k, &a->v, &a->att, &a->o, &a->gate, &a->up, &a->ffn_out, &a->sel, &a->logits};
@@ -132,9 +145,22 @@ int hr_model_forward(hr_model *m, const hr_step *step, float *logits, hr_err *er
         if (li == 0) OP(ops->rmsnorm(be, &h, &x, l->attn_norm, m->eps));
         else OP(ops->add_rmsnorm(be, &h, &x, &f, l->attn_norm, m->eps));
 
-        OP(ops->linear(be, &q, &h, &l->q));
-        OP(ops->linear(be, &k, &h, &l->k));
-        OP(ops->linear(be, &v, &h, &l->v));
+        /* decode (one token): q|k|v in one linear, its output row split by views */
+        if (T == 1 && l->qkv.lin.w) {
+            int64_t qd = (int64_t)m->n_heads * m->head_dim, kvd = (int64_t)m->n_kv_heads * m->head_dim;
+            hr_tensor all = flat_view(a->q, 0, 1, qd + 2 * kvd);
+            OP(ops->linear(be, &all, &h, &l->qkv.lin));
+            q = flat_view(a->q, 0, 1, qd);
+            k = flat_view(a->q, qd, 1, kvd);
+            v = flat_view(a->q, qd + kvd, 1, kvd);
+        } else {
+            q = rows_view(a->q, T);
+            k = rows_view(a->k, T);
+            v = rows_view(a->v, T);
+            OP(ops->linear(be, &q, &h, &l->q));
+            OP(ops->linear(be, &k, &h, &l->k));
+            OP(ops->linear(be, &v, &h, &l->v));
+        }
         OP(ops->rope(be, &q, m->n_heads, &m->rope, step));
         OP(ops->rope(be, &k, m->n_kv_heads, &m->rope, step));
         OP(ops->kv_store(be, l->k_cache, l->v_cache, &k, &v, step));
@@ -148,8 +174,17 @@ int hr_model_forward(hr_model *m, const hr_step *step, float *logits, hr_err *er
             OP(ops->moe(be, &f, &h, &l->moe));
         } else {
             static const hr_act plain = {.alpha = 1, .limit = 0, .up_offset = 0};
-            OP(ops->linear(be, &gate, &h, &l->gate));
-            OP(ops->linear(be, &up, &h, &l->up));
+            if (T == 1 && l->gate_up.lin.w) {
+                hr_tensor all = flat_view(a->gate, 0, 1, 2 * (int64_t)m->ffn);
+                OP(ops->linear(be, &all, &h, &l->gate_up.lin));
+                gate = flat_view(a->gate, 0, 1, m->ffn);
+                up = flat_view(a->gate, m->ffn, 1, m->ffn);
+            } else {
+                gate = rows_view(a->gate, T);
+                up = rows_view(a->up, T);
+                OP(ops->linear(be, &gate, &h, &l->gate));
+                OP(ops->linear(be, &up, &h, &l->up));
+            }
             OP(ops->swiglu(be, &gate, &gate, &up, &plain));
             OP(ops->linear(be, &f, &gate, &l->down));
         }

@@ -335,6 +335,96 @@ static int load_linear(loader *L, const char *prefix, int64_t out, int64_t in, b
     return HR_OK;
 }
 
+/* A view of rows [r0, r0 + rows) of a 2-D (or 1-D) tensor. */
+static hr_tensor row_view(const hr_tensor *t, int64_t r0, int64_t rows) {
+    hr_tensor v = *t;
+    int64_t cols = t->ndim == 2 ? t->ne[1] : 1;
+    size_t es = hr_dtype_size(t->dtype);
+    v.ne[0] = rows;
+    v.data = (char *)t->data + (size_t)(r0 * cols) * es;
+    v.nbytes = (size_t)(rows * cols) * es;
+    return v;
+}
+
+static int read_vec(loader *L, const char *name, int64_t n, float *dst, hr_err *err) {
+    wtensor w;
+    int64_t shape[1] = {n};
+    int rc;
+    if ((rc = need(&L->src, name, &w, err)) != HR_OK || (rc = check_shape(name, &w, 1, shape, err)) != HR_OK) return rc;
+    return wto_f32(name, &w, dst, err);
+}
+
+/* n linears reading the same input (q/k/v or gate/up): loaded as one
+ * concatenated weight with the parts as row views when they share storage
+ * type and input scale; otherwise each on its own. */
+static int load_group(loader *L, int n, const char *const *prefix, const int64_t *out, int64_t in, bool with_bias,
+                      const int *permute, hr_linear **parts, hr_fused *fz, hr_err *err) {
+    int64_t total = 0, off[4];
+    char name[300];
+    for (int i = 0; i < n; i++) {
+        off[i] = total;
+        total += out[i];
+    }
+    int64_t ws[2] = {total, in}, bs[1] = {total};
+    memset(fz, 0, sizeof *fz);
+    fz->n = n;
+    if (L->src.synthetic) {
+        snprintf(name, sizeof name, "%s+.weight", prefix[0]);
+        if (!(fz->lin.w = synth_plain(L, name, 2, ws, L->wdt, err))) return err->code;
+        snprintf(name, sizeof name, "%s+.bias", prefix[0]);
+        if (with_bias && !(fz->lin.bias = synth_plain(L, name, 1, bs, HR_F32, err))) return err->code;
+    } else {
+        float *buf = falloc(total * in, err), *bias = with_bias ? falloc(total, err) : NULL, scale[4];
+        bool quant[4], fusable = true;
+        int rc = buf && (bias || !with_bias) ? HR_OK : HR_ENOMEM;
+        for (int i = 0; rc == HR_OK && i < n; i++) {
+            float *dst = buf + off[i] * in;
+            rc = read_matrix(L, prefix[i], out[i], in, dst, &scale[i], &quant[i], err);
+            if (rc == HR_OK && permute[i]) rc = unpermute_heads(dst, out[i], in, permute[i], err);
+            if (rc == HR_OK && with_bias) {
+                snprintf(name, sizeof name, "%s.bias", prefix[i]);
+                rc = read_vec(L, name, out[i], bias + off[i], err);
+            }
+            fusable &= quant[i] == quant[0] && scale[i] == scale[0];
+        }
+        for (int i = 0; rc == HR_OK && i < n; i++) { /* not fusable: upload the parts on their own */
+            if (fusable) break;
+            int64_t ps[2] = {out[i], in}, pb[1] = {out[i]};
+            memset(parts[i], 0, sizeof *parts[i]);
+            parts[i]->input_scale = scale[i];
+            snprintf(name, sizeof name, "%s.weight", prefix[i]);
+            if (!(parts[i]->w = upload_f32(L->m, buf + off[i] * in, 2, ps, quant[i] ? L->qdt : L->wdt, name, err)))
+                rc = err->code;
+            snprintf(name, sizeof name, "%s.bias", prefix[i]);
+            if (rc == HR_OK && with_bias && !(parts[i]->bias = upload_f32(L->m, bias + off[i], 1, pb, HR_F32, name, err)))
+                rc = err->code;
+        }
+        if (rc == HR_OK && fusable) {
+            snprintf(name, sizeof name, "%s+.weight", prefix[0]);
+            fz->lin.input_scale = scale[0];
+            if (!(fz->lin.w = upload_f32(L->m, buf, 2, ws, quant[0] ? L->qdt : L->wdt, name, err))) rc = err->code;
+            snprintf(name, sizeof name, "%s+.bias", prefix[0]);
+            if (rc == HR_OK && with_bias && !(fz->lin.bias = upload_f32(L->m, bias, 1, bs, HR_F32, name, err)))
+                rc = err->code;
+        }
+        free(buf);
+        free(bias);
+        if (rc != HR_OK || !fusable) return rc;
+    }
+    for (int i = 0; i < n; i++) {
+        fz->wv[i] = row_view(fz->lin.w, off[i], out[i]);
+        snprintf(fz->wv[i].name, sizeof fz->wv[i].name, "%.50s.weight", prefix[i]);
+        memset(parts[i], 0, sizeof *parts[i]);
+        parts[i]->w = &fz->wv[i];
+        parts[i]->input_scale = fz->lin.input_scale;
+        if (with_bias) {
+            fz->bv[i] = row_view(fz->lin.bias, off[i], out[i]);
+            parts[i]->bias = &fz->bv[i];
+        }
+    }
+    return HR_OK;
+}
+
 static bool bias_on(hr_bias_rule r, const hr_config *c) {
     return r == HR_BIAS_ALWAYS || (r == HR_BIAS_CONFIG && c->attention_bias);
 }
@@ -511,12 +601,17 @@ static int load_layers(loader *L, hr_err *err) {
         snprintf(name, sizeof name, "%s.weight", pfx);
         if (!(l->ffn_norm = load_plain(L, name, 1, hs, HR_F32, err))) return err->code;
 
-        snprintf(pfx, sizeof pfx, n->q, li);
-        if ((rc = load_linear(L, pfx, qd, H, qkvb, pq, &l->q, err)) != HR_OK) return rc;
-        snprintf(pfx, sizeof pfx, n->k, li);
-        if ((rc = load_linear(L, pfx, kvd, H, qkvb, pk, &l->k, err)) != HR_OK) return rc;
-        snprintf(pfx, sizeof pfx, n->v, li);
-        if ((rc = load_linear(L, pfx, kvd, H, qkvb, 0, &l->v, err)) != HR_OK) return rc;
+        {
+            char pq_[256], pk_[256], pv_[256];
+            snprintf(pq_, sizeof pq_, n->q, li);
+            snprintf(pk_, sizeof pk_, n->k, li);
+            snprintf(pv_, sizeof pv_, n->v, li);
+            const char *pf[3] = {pq_, pk_, pv_};
+            int64_t outs[3] = {qd, kvd, kvd};
+            int perm[3] = {pq, pk, 0};
+            hr_linear *parts[3] = {&l->q, &l->k, &l->v};
+            if ((rc = load_group(L, 3, pf, outs, H, qkvb, perm, parts, &l->qkv, err)) != HR_OK) return rc;
+        }
         snprintf(pfx, sizeof pfx, n->o, li);
         if ((rc = load_linear(L, pfx, H, qd, ob, 0, &l->o, err)) != HR_OK) return rc;
         if (a->sinks) {
@@ -526,10 +621,14 @@ static int load_layers(loader *L, hr_err *err) {
         }
 
         if (a->ffn == HR_FFN_DENSE) {
-            snprintf(pfx, sizeof pfx, n->gate, li);
-            if ((rc = load_linear(L, pfx, m->ffn, H, c->mlp_bias, 0, &l->gate, err)) != HR_OK) return rc;
-            snprintf(pfx, sizeof pfx, n->up, li);
-            if ((rc = load_linear(L, pfx, m->ffn, H, c->mlp_bias, 0, &l->up, err)) != HR_OK) return rc;
+            char pg_[256], pu_[256];
+            snprintf(pg_, sizeof pg_, n->gate, li);
+            snprintf(pu_, sizeof pu_, n->up, li);
+            const char *pf[2] = {pg_, pu_};
+            int64_t outs[2] = {m->ffn, m->ffn};
+            int perm[2] = {0, 0};
+            hr_linear *parts[2] = {&l->gate, &l->up};
+            if ((rc = load_group(L, 2, pf, outs, H, c->mlp_bias, perm, parts, &l->gate_up, err)) != HR_OK) return rc;
             snprintf(pfx, sizeof pfx, n->down, li);
             if ((rc = load_linear(L, pfx, H, m->ffn, c->mlp_bias, 0, &l->down, err)) != HR_OK) return rc;
             continue;

@@ -9,6 +9,16 @@
 #include "model/arch.h"
 #include "model/model.h"
 
+/* Projections that read the same input, stored as one concatenated weight
+ * (q|k|v, gate|up) so a decode step runs one linear instead of several; the
+ * parts are row views into it. lin.w == NULL when the parts could not be
+ * fused (different storage types or FP8 input scales). */
+typedef struct hr_fused {
+    hr_linear lin;
+    int n;
+    hr_tensor wv[3], bv[3];
+} hr_fused;
+
 typedef struct hr_layer {
     hr_tensor *attn_norm, *ffn_norm;
     hr_linear q, k, v, o;
@@ -18,6 +28,7 @@ typedef struct hr_layer {
     bool is_moe;
     hr_moe moe;
     hr_tensor *k_cache, *v_cache;
+    hr_fused qkv, gate_up;
 } hr_layer;
 
 /* Activation buffers sized for cap tokens; grown (never shrunk) when a larger step arrives. */
