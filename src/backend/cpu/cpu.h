@@ -8,8 +8,9 @@
  * gathered in one table (cpu_kernels):
  *   gemm       the linear/MoE tile: CPU_RB weight rows x up to CPU_TB tokens in
  *              registers, weights F32/BF16/F16 widened to float32 on load,
- *              float32 FMA accumulation; T = 1 (decode) has its own
- *              8-chain loop to keep the weight stream at memory speed;
+ *              float32 FMA accumulation (AVX-512 has a separate 8-chain
+ *              loop for T = 1, decode, to keep the weight stream at memory
+ *              speed);
  *   dot_rows   attention scores for a run of keys of one cache block (AVX-512:
  *              16 keys at a time, transpose-add reduction);
  *   axpy_rows  the probability-weighted sum of values;
