@@ -45,7 +45,9 @@ static void usage(FILE *f) {
                "  --max-request-bytes N          request body limit, 413 beyond (default 16M)\n"
                "  --chat-template FILE           Jinja chat template overriding the tokenizer's\n"
                "  --timeout-keep-alive S         idle connection timeout (default 60)\n"
-               "  --shutdown-grace S             seconds in-flight requests get on SIGTERM (default 10)\n");
+               "  --shutdown-grace S             seconds in-flight requests get on SIGTERM (default 10)\n"
+               "vLLM flags without an effect here (--dtype, --trust-remote-code, --enforce-eager, ...) are accepted\n"
+               "with a warning; --tensor-parallel-size / --pipeline-parallel-size must be 1.\n");
 }
 
 /* "123", "64M", "1.5G", "512KiB" -> bytes; -1 on junk. */
@@ -100,6 +102,25 @@ typedef struct serve_args {
     double grace_s;
 } serve_args;
 
+/* vLLM flags that scripts pass out of habit and that change nothing here:
+ * accepted with a warning so `vllm serve` command lines keep working. */
+static const char *const k_ignored_switches[] = {"--trust-remote-code", "--enforce-eager", "--disable-log-requests",
+                                                 "--disable-log-stats", "--disable-frontend-multiprocessing"};
+static const char *const k_ignored_values[] = {"--dtype",
+                                               "--uvicorn-log-level",
+                                               "--swap-space",
+                                               "--download-dir",
+                                               "--load-format",
+                                               "--seed",
+                                               "--tensor-parallel-size",
+                                               "--pipeline-parallel-size"};
+
+static bool in_list(const char *s, const char *const *list, size_t n) {
+    for (size_t i = 0; i < n; i++)
+        if (!strcmp(s, list[i])) return true;
+    return false;
+}
+
 /* Returns 0 ok, 1 help printed, 2 usage error. */
 static int parse_args(int argc, char **argv, serve_args *a) {
     for (int i = 1; i < argc; i++) {
@@ -122,6 +143,10 @@ static int parse_args(int argc, char **argv, serve_args *a) {
         }
         if (!strcmp(arg, "--no-enable-prefix-caching")) {
             a->eo.enable_prefix_caching = false;
+            continue;
+        }
+        if (in_list(arg, k_ignored_switches, HR_ARRAY_LEN(k_ignored_switches))) {
+            fprintf(stderr, "hearth serve: %s has no effect here, ignored\n", arg);
             continue;
         }
         /* --flag value or --flag=value */
@@ -195,6 +220,13 @@ static int parse_args(int argc, char **argv, serve_args *a) {
                 fprintf(stderr, "hearth serve: --shutdown-grace expects seconds\n");
                 return 2;
             }
+        } else if (in_list(name, k_ignored_values, HR_ARRAY_LEN(k_ignored_values))) {
+            bool parallel = strstr(name, "parallel-size") != NULL;
+            if (parallel && strcmp(val, "1") != 0) {
+                fprintf(stderr, "hearth serve: %s %s is not supported (one device)\n", name, val);
+                return 2;
+            }
+            fprintf(stderr, "hearth serve: %s %s has no effect here, ignored\n", name, val);
         } else {
             fprintf(stderr, "hearth serve: unknown option %s (see hearth serve --help)\n", name);
             return 2;

@@ -69,6 +69,8 @@ def main():
     check(r.returncode == 0 and "--max-num-batched-tokens" in r.stdout, f"--help: {r.returncode}")
     r = run(MODEL, "--no-such-flag", "1")
     check(r.returncode == 2 and "unknown option" in r.stderr, f"bad flag: {r.returncode} {r.stderr}")
+    r = run(MODEL, "--tensor-parallel-size", "2")
+    check(r.returncode == 2 and "not supported" in r.stderr, f"tp=2: {r.returncode} {r.stderr}")
     r = run(MODEL, "--port", "99999")
     check(r.returncode == 2, f"bad port: {r.returncode}")
     r = run(MODEL, "--port")
@@ -94,7 +96,7 @@ def main():
                 "{% if add_generation_prompt %}[assistant] {% endif %}")
         tmpl = f.name
     env = dict(os.environ, HEARTH_API_KEY="env-key")
-    p, port, lines = start("--chat-template", tmpl, env=env)
+    p, port, lines = start("--chat-template", tmpl, "--dtype", "auto", "--trust-remote-code", env=env)
     try:
         url = f"http://127.0.0.1:{port}"
         check(requests.get(url + "/v1/models", timeout=30).status_code == 401, "env key not enforced")
