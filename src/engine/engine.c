@@ -18,6 +18,7 @@
 #define ENG_LOG_INTERVAL_S    5.0
 #define ENG_DEFAULT_MODEL_LEN 4096 /* when the config has no max_position_embeddings */
 #define ENG_CPU_KV_FRACTION   0.25f
+#define ENG_GPU_KV_FRACTION   0.9f
 
 /* Per-request engine state; sched_req.user points here. */
 typedef struct eng_req {
@@ -122,16 +123,25 @@ static int size_pool(hr_engine *e, hr_err *err) {
     if (o->kv_cache_memory > 0) {
         n = (long)(o->kv_cache_memory / block_bytes);
     } else {
-        /* model.h does not expose the model's backend, so this sizes from
-         * host memory (the CPU backend); a GPU path needs a device query. */
-        size_t avail = cpu_mem_available();
+        double avail;
         float frac = o->kv_memory_fraction;
-        if (frac <= 0) frac = ENG_CPU_KV_FRACTION;
-        n = (long)((double)avail * frac / (double)block_bytes);
+        size_t in_use = 0, peak = 0, total = 0;
+        hr_backend *be = o->backend;
+        if (be && be->ops && be->ops->name && strcmp(be->ops->name, "cpu") != 0 && be->ops->mem_info &&
+            be->ops->mem_info(be, &in_use, &peak, &total) == HR_OK && total > 0) {
+            /* vLLM: utilization x device total, minus what this process holds (weights, workspace) */
+            if (frac <= 0) frac = ENG_GPU_KV_FRACTION;
+            avail = (double)total * frac - (double)HR_MAX(in_use, peak);
+        } else {
+            if (frac <= 0) frac = ENG_CPU_KV_FRACTION;
+            avail = (double)cpu_mem_available() * frac;
+        }
+        n = avail > 0 ? (long)(avail / (double)block_bytes) : 0;
         /* an explicit max_model_len is honoured even above the fraction */
         if (o->max_model_len > 0) n = HR_MAX(n, HR_CDIV(mml, bs));
     }
-    if (n < 1) return hr_err_set(err, HR_EINVAL, "engine: KV memory holds no block of %zu bytes", block_bytes);
+    if (n < 1)
+        return hr_err_set(err, HR_EINVAL, "engine: the KV memory budget holds no block of %zu bytes", block_bytes);
     if ((long)HR_CDIV(mml, bs) > n) {
         if (o->max_model_len > 0)
             return hr_err_set(err, HR_EINVAL,

@@ -23,9 +23,12 @@ typedef struct hr_engine_opts {
     int max_num_batched_tokens;  /* token budget per step (default 2048 / 8192) */
     int block_size;              /* tokens per KV block (default 16) */
     size_t kv_cache_memory;      /* bytes for the KV pool (0 = from kv_memory_fraction) */
-    float kv_memory_fraction;    /* fraction of free memory (--gpu-memory-utilization style), default 0.9 GPU / 0.25 CPU */
+    float kv_memory_fraction;    /* 0 = default: 0.9 GPU / 0.25 CPU. GPU (backend set, not "cpu", with mem_info):
+                                    fraction of the device total minus what the backend holds at peak (weights),
+                                    as vLLM's --gpu-memory-utilization; CPU: fraction of MemAvailable */
     bool enable_prefix_caching;  /* default true */
     int max_waiting_requests;    /* queue limit before HR_EFULL (0 = unlimited) */
+    hr_backend *backend;         /* the model's backend, for device memory sizing (NULL = size from host memory) */
 } hr_engine_opts;
 
 void hr_engine_opts_default(hr_engine_opts *o);

@@ -419,7 +419,51 @@ static void test_queue_limit(void) {
     fake_free(&m);
 }
 
+/* Device sizing: fraction x device total minus what the backend holds at peak. */
+static int fake_mem_info(hr_backend *be, size_t *in_use, size_t *peak, size_t *total) {
+    (void)be;
+    *in_use = 50000;
+    *peak = 100000;
+    *total = 1000000;
+    return HR_OK;
+}
+
+static void test_gpu_sizing(void) {
+    hr_model m;
+    fake_init(&m);
+    static const hr_backend_ops ops = {.name = "fakegpu", .mem_info = fake_mem_info};
+    hr_backend be = {.ops = &ops};
+    hr_engine_opts o;
+    hr_engine_opts_default(&o);
+    o.block_size = 4; /* 4096 bytes per block in the fake */
+    o.max_model_len = 64;
+    o.backend = &be;
+    o.kv_memory_fraction = 0.5f;
+    hr_engine *e;
+    hr_err err = {0};
+    CHECK_EQ_INT(hr_engine_create(&m, &o, &e, &err), HR_OK);
+    hr_engine_stats st;
+    hr_engine_get_stats(e, &st);
+    CHECK_EQ_INT(st.kv_blocks_total, (500000 - 100000) / 4096);
+    hr_engine_free(e);
+    /* a fraction too small for the max_model_len asked for: the pool still holds one full sequence */
+    o.kv_memory_fraction = 0.1f;
+    CHECK_EQ_INT(hr_engine_create(&m, &o, &e, &err), HR_OK); /* explicit max_model_len is honoured */
+    hr_engine_get_stats(e, &st);
+    CHECK_EQ_INT(st.kv_blocks_total, 16);
+    hr_engine_free(e);
+    o.kv_cache_memory = 4096 * 8; /* explicit memory too small for max_model_len 64 */
+    CHECK_EQ_INT(hr_engine_create(&m, &o, &e, &err), HR_EINVAL);
+    o.max_model_len = 0; /* automatic: capped by memory */
+    CHECK_EQ_INT(hr_engine_create(&m, &o, &e, &err), HR_OK);
+    hr_engine_get_stats(e, &st);
+    CHECK_EQ_INT(st.max_model_len, 32);
+    hr_engine_free(e);
+    fake_free(&m);
+}
+
 int main(void) {
+    test_gpu_sizing();
     test_batching_invariance();
     test_controls();
     test_queue_limit();
