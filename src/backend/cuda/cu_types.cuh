@@ -5,6 +5,9 @@
 #ifndef HEARTH_BACKEND_CUDA_TYPES_CUH
 #define HEARTH_BACKEND_CUDA_TYPES_CUH
 
+#include <stdlib.h>
+#include <string.h>
+
 #include "backend/cuda/cuda_impl.h"
 
 typedef __nv_bfloat16 bf16;
@@ -63,6 +66,43 @@ __device__ __forceinline__ float block_sum(float v, float *sh) {
         else if ((dt) == HR_F16) { typedef __half W_T; __VA_ARGS__; }      \
         else return cudaErrorNotSupported;                                 \
     } while (0)
+
+/* Programmatic dependent launch (Hopper+): every kernel is launched with
+ * programmatic stream serialization and starts with pdl_begin(), which waits
+ * for the previous kernel to finish and flush (so no read can see stale data)
+ * and then lets the next kernel's launch proceed, hiding launch latency
+ * behind this kernel's tail. HEARTH_CUDA_PDL=0 launches plainly. */
+__device__ __forceinline__ void pdl_begin() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.wait;" ::: "memory");
+    asm volatile("griddepcontrol.launch_dependents;");
+#endif
+}
+
+static inline bool cu_pdl_on() {
+    static int v = -1;
+    if (v < 0) {
+        const char *e = getenv("HEARTH_CUDA_PDL");
+        v = !(e && !strcmp(e, "0"));
+    }
+    return v != 0;
+}
+
+template <typename... KArgs, typename... Args>
+static inline void cu_launch(void (*kernel)(KArgs...), dim3 grid, dim3 block, size_t smem, cudaStream_t st,
+                             Args... args) {
+    cudaLaunchConfig_t cfg = {};
+    cfg.gridDim = grid;
+    cfg.blockDim = block;
+    cfg.dynamicSmemBytes = smem;
+    cfg.stream = st;
+    cudaLaunchAttribute attr[1];
+    attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attr[0].val.programmaticStreamSerializationAllowed = 1;
+    cfg.attrs = attr;
+    cfg.numAttrs = cu_pdl_on() ? 1 : 0;
+    cudaLaunchKernelEx(&cfg, kernel, ((KArgs)args)...);
+}
 
 static inline unsigned cu_blocks(int64_t n, int threads) { return (unsigned)((n + threads - 1) / threads); }
 

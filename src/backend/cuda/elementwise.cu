@@ -9,6 +9,7 @@
 /* ---- embed ---------------------------------------------------------------- */
 template <typename TO, typename TT>
 __global__ void embed_kernel(TO *out, const TT *table, int64_t vocab, int64_t hidden, const int32_t *tokens) {
+    pdl_begin();
     int64_t t = blockIdx.x;
     int32_t tok = tokens[t];
     bool ok = tok >= 0 && tok < vocab; /* out-of-range ids give a zero row, never a wild read */
@@ -20,12 +21,13 @@ cudaError_t cu_embed(cudaStream_t st, void *out, hr_dtype to, const void *table,
                      int64_t hidden, const int32_t *tokens, int n_tokens) {
     if (n_tokens <= 0) return cudaSuccess;
     CU_DISPATCH_ACT(to, TO, CU_DISPATCH_W(tt, TT,
-        embed_kernel<TO, TT><<<n_tokens, 256, 0, st>>>((TO *)out, (const TT *)table, vocab, hidden, tokens)));
+        cu_launch(embed_kernel<TO, TT>, n_tokens, 256, 0, st, (TO *)out, (const TT *)table, vocab, hidden, tokens)));
     return cudaGetLastError();
 }
 
 /* ---- add ------------------------------------------------------------------ */
 template <typename T> __global__ void add_kernel(T *out, const T *a, const T *b, int64_t n) {
+    pdl_begin();
     for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x)
         out[i] = from_f<T>(to_f(a[i]) + to_f(b[i]));
 }
@@ -34,13 +36,14 @@ cudaError_t cu_add(cudaStream_t st, void *out, const void *a, const void *b, hr_
     if (n <= 0) return cudaSuccess;
     unsigned g = cu_blocks(n, 256);
     if (g > 65535u * 4) g = 65535u * 4;
-    CU_DISPATCH_ACT(t, T, add_kernel<T><<<g, 256, 0, st>>>((T *)out, (const T *)a, (const T *)b, n));
+    CU_DISPATCH_ACT(t, T, cu_launch(add_kernel<T>, g, 256, 0, st, (T *)out, (const T *)a, (const T *)b, n));
     return cudaGetLastError();
 }
 
 /* ---- get_rows ------------------------------------------------------------- */
 template <typename TO, typename TX>
 __global__ void get_rows_kernel(TO *out, const TX *x, int64_t cols, const int32_t *rows) {
+    pdl_begin();
     int64_t r = rows[blockIdx.x];
     for (int64_t c = threadIdx.x; c < cols; c += blockDim.x)
         out[blockIdx.x * cols + c] = from_f<TO>(to_f(x[r * cols + c]));
@@ -50,7 +53,7 @@ cudaError_t cu_get_rows(cudaStream_t st, void *out, hr_dtype to, const void *x, 
                         const int32_t *rows, int n_rows) {
     if (n_rows <= 0) return cudaSuccess;
     CU_DISPATCH_ACT(to, TO, CU_DISPATCH_ACT(tx, TX,
-        get_rows_kernel<TO, TX><<<n_rows, 256, 0, st>>>((TO *)out, (const TX *)x, cols, rows)));
+        cu_launch(get_rows_kernel<TO, TX>, n_rows, 256, 0, st, (TO *)out, (const TX *)x, cols, rows)));
     return cudaGetLastError();
 }
 
@@ -58,6 +61,7 @@ cudaError_t cu_get_rows(cudaStream_t st, void *out, hr_dtype to, const void *x, 
 template <typename T>
 __global__ void swiglu_kernel(T *out, const T *gate, const T *up, int64_t cols, int64_t ldg, int64_t ldu,
                               hr_act act) {
+    pdl_begin();
     int64_t r = blockIdx.y;
     for (int64_t c = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; c < cols; c += (int64_t)gridDim.x * blockDim.x) {
         float g = to_f(gate[r * ldg + c]), u = to_f(up[r * ldu + c]);
@@ -75,7 +79,7 @@ cudaError_t cu_swiglu(cudaStream_t st, void *out, const void *gate, const void *
     if (rows <= 0 || cols <= 0) return cudaSuccess;
     if (rows > 65535) return cudaErrorInvalidValue;
     dim3 grid(HR_MIN(cu_blocks(cols, 256), 1024u), (unsigned)rows);
-    CU_DISPATCH_ACT(t, T, swiglu_kernel<T><<<grid, 256, 0, st>>>((T *)out, (const T *)gate, (const T *)up, cols,
+    CU_DISPATCH_ACT(t, T, cu_launch(swiglu_kernel<T>, grid, 256, 0, st, (T *)out, (const T *)gate, (const T *)up, cols,
                                                                  ld_gate, ld_up, act));
     return cudaGetLastError();
 }
@@ -84,6 +88,7 @@ cudaError_t cu_swiglu(cudaStream_t st, void *out, const void *gate, const void *
 template <typename T>
 __global__ void rope_kernel(T *x, int64_t ld, int n_heads, int head_dim, int rot_dim, const float *inv_freq,
                             float mscale, const int32_t *positions) {
+    pdl_begin();
     int64_t t = blockIdx.x;
     int half = rot_dim / 2;
     float pos = (float)positions[t];
@@ -103,7 +108,7 @@ __global__ void rope_kernel(T *x, int64_t ld, int n_heads, int head_dim, int rot
 cudaError_t cu_rope(cudaStream_t st, void *x, hr_dtype t, int n_tokens, int64_t ld, int n_heads, int head_dim,
                     int rot_dim, const float *inv_freq, float mscale, const int32_t *positions) {
     if (n_tokens <= 0) return cudaSuccess;
-    CU_DISPATCH_ACT(t, T, rope_kernel<T><<<n_tokens, 256, 0, st>>>((T *)x, ld, n_heads, head_dim, rot_dim, inv_freq,
+    CU_DISPATCH_ACT(t, T, cu_launch(rope_kernel<T>, n_tokens, 256, 0, st, (T *)x, ld, n_heads, head_dim, rot_dim, inv_freq,
                                                                    mscale, positions));
     return cudaGetLastError();
 }
@@ -112,6 +117,7 @@ cudaError_t cu_rope(cudaStream_t st, void *x, hr_dtype t, int n_tokens, int64_t 
 template <typename TKV, typename TX>
 __global__ void kv_store_kernel(TKV *kc, TKV *vc, const TX *k, const TX *v, int64_t ldk, int64_t ldv, int64_t row,
                                 const int32_t *slots, int64_t n_slots) {
+    pdl_begin();
     int64_t t = blockIdx.x;
     int64_t s = slots[t];
     if (s < 0 || s >= n_slots) return; /* padding token or bad slot: nothing to store */
@@ -126,13 +132,14 @@ cudaError_t cu_kv_store(cudaStream_t st, void *kc, void *vc, hr_dtype tkv, const
                         int64_t n_slots) {
     if (n_tokens <= 0) return cudaSuccess;
     CU_DISPATCH_ACT(tkv, TKV, CU_DISPATCH_ACT(tx, TX,
-        kv_store_kernel<TKV, TX><<<n_tokens, 256, 0, st>>>((TKV *)kc, (TKV *)vc, (const TX *)k, (const TX *)v, ldk,
+        cu_launch(kv_store_kernel<TKV, TX>, n_tokens, 256, 0, st, (TKV *)kc, (TKV *)vc, (const TX *)k, (const TX *)v, ldk,
                                                            ldv, row, slots, n_slots)));
     return cudaGetLastError();
 }
 
 /* ---- bias add (after cuBLASLt) ------------------------------------------------ */
 __global__ void bias_add_kernel(void *out, hr_dtype to, int64_t ldo, const float *bias, int64_t N) {
+    pdl_begin();
     int64_t t = blockIdx.y;
     for (int64_t n = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; n < N; n += (int64_t)gridDim.x * blockDim.x) {
         int64_t i = t * ldo + n;
@@ -146,7 +153,7 @@ cudaError_t cu_bias_add(cudaStream_t st, void *out, hr_dtype to, int64_t ldo, co
     if (T <= 0 || N <= 0) return cudaSuccess;
     if (T > 65535) return cudaErrorInvalidValue;
     dim3 grid(HR_MIN(cu_blocks(N, 256), 256u), (unsigned)T);
-    bias_add_kernel<<<grid, 256, 0, st>>>(out, to, ldo, bias, N);
+    cu_launch(bias_add_kernel, grid, 256, 0, st, out, to, ldo, bias, N);
     return cudaGetLastError();
 }
 
@@ -154,6 +161,7 @@ cudaError_t cu_bias_add(cudaStream_t st, void *out, hr_dtype to, int64_t ldo, co
  * then scales by s (alpha), which equals rounding x to e4m3(x/s)*s first. -- */
 template <typename TX>
 __global__ void fp8_round_kernel(bf16 *out, const TX *x, int64_t ldx, int64_t K, float inv_scale) {
+    pdl_begin();
     int64_t t = blockIdx.y;
     for (int64_t k = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; k < K; k += (int64_t)gridDim.x * blockDim.x) {
         __nv_fp8_storage_t q = __nv_cvt_float_to_fp8(to_f(x[t * ldx + k]) * inv_scale, __NV_SATFINITE, __NV_E4M3);
@@ -167,6 +175,6 @@ cudaError_t cu_fp8_round(cudaStream_t st, bf16 *out, const void *x, hr_dtype tx,
     if (T <= 0 || K <= 0) return cudaSuccess;
     if (T > 65535) return cudaErrorInvalidValue;
     dim3 grid(HR_MIN(cu_blocks(K, 256), 64u), (unsigned)T);
-    CU_DISPATCH_ACT(tx, TX, fp8_round_kernel<TX><<<grid, 256, 0, st>>>(out, (const TX *)x, ldx, K, inv_scale));
+    CU_DISPATCH_ACT(tx, TX, cu_launch(fp8_round_kernel<TX>, grid, 256, 0, st, out, (const TX *)x, ldx, K, inv_scale));
     return cudaGetLastError();
 }

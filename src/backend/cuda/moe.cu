@@ -12,6 +12,7 @@
 /* One thread per token: E is at most a few hundred and k a handful. */
 __global__ void moe_route_kernel(const float *logits, int T, int E, int k, hr_route route, bool renorm,
                                  int32_t *expert, float *weight) {
+    pdl_begin();
     int t = blockIdx.x * blockDim.x + threadIdx.x;
     if (t >= T) return;
     const float *lg = logits + (int64_t)t * E;
@@ -59,12 +60,13 @@ cudaError_t cu_moe_route(cudaStream_t st, const float *logits, int T, int E, int
                          int32_t *expert, float *weight) {
     if (T <= 0) return cudaSuccess;
     if (k < 1 || k > MOE_MAX_K || k > E) return cudaErrorInvalidValue;
-    moe_route_kernel<<<cu_blocks(T, 64), 64, 0, st>>>(logits, T, E, k, route, renorm, expert, weight);
+    cu_launch(moe_route_kernel, cu_blocks(T, 64), 64, 0, st, logits, T, E, k, route, renorm, expert, weight);
     return cudaGetLastError();
 }
 
 template <typename TO>
 __global__ void moe_combine_kernel(TO *out, int64_t ldo, const float *y, const float *weight, int k, int64_t H) {
+    pdl_begin();
     int64_t t = blockIdx.y;
     for (int64_t c = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; c < H; c += (int64_t)gridDim.x * blockDim.x) {
         float v = 0.0f;
@@ -78,6 +80,6 @@ cudaError_t cu_moe_combine(cudaStream_t st, void *out, hr_dtype to, int64_t ldo,
     if (T <= 0) return cudaSuccess;
     if (T > 65535) return cudaErrorInvalidValue;
     dim3 grid(HR_MIN(cu_blocks(H, 256), 64u), (unsigned)T);
-    CU_DISPATCH_ACT(to, TO, moe_combine_kernel<TO><<<grid, 256, 0, st>>>((TO *)out, ldo, y, weight, k, H));
+    CU_DISPATCH_ACT(to, TO, cu_launch(moe_combine_kernel<TO>, grid, 256, 0, st, (TO *)out, ldo, y, weight, k, H));
     return cudaGetLastError();
 }

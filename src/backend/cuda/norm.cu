@@ -7,6 +7,7 @@
 
 template <typename TA, typename TW>
 __global__ void rmsnorm_kernel(TA *out, TA *residual, const TA *x, const TW *w, int64_t cols, float eps) {
+    pdl_begin();
     __shared__ float sh[32];
     int64_t r = blockIdx.x;
     const TA *xr = x + r * cols;
@@ -34,7 +35,7 @@ cudaError_t cu_rmsnorm(cudaStream_t st, void *out, hr_dtype to, void *residual, 
     if (to != tx) return cudaErrorNotSupported;
     int threads = cols >= 4096 ? 1024 : cols >= 1024 ? 512 : 128;
     CU_DISPATCH_ACT(to, TA, CU_DISPATCH_W(tw, TW,
-        rmsnorm_kernel<TA, TW><<<(unsigned)rows, threads, 0, st>>>((TA *)out, (TA *)residual, (const TA *)x,
+        cu_launch(rmsnorm_kernel<TA, TW>, (unsigned)rows, threads, 0, st, (TA *)out, (TA *)residual, (const TA *)x,
                                                                    (const TW *)w, cols, eps)));
     return cudaGetLastError();
 }

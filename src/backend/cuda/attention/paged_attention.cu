@@ -18,6 +18,7 @@
 template <typename TQ, typename TKV, int E>
 __global__ void __launch_bounds__(AT_WARPS * 32) attn_split_kernel(cu_attn_args a, int splits, int n_hc,
                                                                    float *part) {
+    pdl_begin();
     extern __shared__ float smem[]; /* [AT_WARPS][AT_HB][hd + 2] */
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     const int hd = a.head_dim, G = a.n_heads / a.n_kv_heads;
@@ -116,6 +117,7 @@ __global__ void __launch_bounds__(AT_WARPS * 32) attn_split_kernel(cu_attn_args 
 
 template <typename TQ>
 __global__ void attn_combine_kernel(cu_attn_args a, int splits, const float *part) {
+    pdl_begin();
     const int64_t t = blockIdx.y;
     const int h = blockIdx.x, hd = a.head_dim, stride = hd + 2;
     const float *ph = part + (t * a.n_heads + h) * (int64_t)splits * stride;
@@ -158,10 +160,10 @@ template <typename TQ, typename TKV>
 static cudaError_t launch_split(cudaStream_t st, const cu_attn_args *a, dim3 grid, int splits, int n_hc, size_t shm,
                                 float *part) {
     int E = HR_CDIV(a->head_dim, 32);
-    if (E <= 1) attn_split_kernel<TQ, TKV, 1><<<grid, AT_WARPS * 32, shm, st>>>(*a, splits, n_hc, part);
-    else if (E <= 2) attn_split_kernel<TQ, TKV, 2><<<grid, AT_WARPS * 32, shm, st>>>(*a, splits, n_hc, part);
-    else if (E <= 4) attn_split_kernel<TQ, TKV, 4><<<grid, AT_WARPS * 32, shm, st>>>(*a, splits, n_hc, part);
-    else if (E <= 8) attn_split_kernel<TQ, TKV, 8><<<grid, AT_WARPS * 32, shm, st>>>(*a, splits, n_hc, part);
+    if (E <= 1) cu_launch(attn_split_kernel<TQ, TKV, 1>, grid, AT_WARPS * 32, shm, st, *a, splits, n_hc, part);
+    else if (E <= 2) cu_launch(attn_split_kernel<TQ, TKV, 2>, grid, AT_WARPS * 32, shm, st, *a, splits, n_hc, part);
+    else if (E <= 4) cu_launch(attn_split_kernel<TQ, TKV, 4>, grid, AT_WARPS * 32, shm, st, *a, splits, n_hc, part);
+    else if (E <= 8) cu_launch(attn_split_kernel<TQ, TKV, 8>, grid, AT_WARPS * 32, shm, st, *a, splits, n_hc, part);
     else return cudaErrorNotSupported;
     return cudaGetLastError();
 }
@@ -179,6 +181,6 @@ cudaError_t cu_attention(cudaStream_t st, const cu_attn_args *a, int splits, flo
     if (e != cudaSuccess) return e;
     dim3 cg((unsigned)a->n_heads, (unsigned)T);
     int threads = HR_MIN(256, HR_CDIV(a->head_dim, 32) * 32);
-    CU_DISPATCH_ACT(a->tq, TQ, attn_combine_kernel<TQ><<<cg, threads, 0, st>>>(*a, splits, part));
+    CU_DISPATCH_ACT(a->tq, TQ, cu_launch(attn_combine_kernel<TQ>, cg, threads, 0, st, *a, splits, part));
     return cudaGetLastError();
 }

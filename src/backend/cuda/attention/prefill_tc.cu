@@ -31,6 +31,7 @@ __device__ __forceinline__ uint32_t pack_raw(bf16 lo, bf16 hi) {
 
 template <int HD>
 __global__ void __launch_bounds__(FA_WARPS * 32) attn_prefill_tc_kernel(cu_attn_args a, int n_hc) {
+    pdl_begin();
     __shared__ __align__(16) bf16 Ks[FA_BK][HD + 8];
     __shared__ __align__(16) bf16 Vs[FA_BK][HD + 8];
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, tq = lane & 3;
@@ -184,9 +185,9 @@ cudaError_t cu_attention_prefill(cudaStream_t st, const cu_attn_args *a) {
     if ((int64_t)a->n_kv_heads * n_hc > 65535) return cudaErrorNotSupported;
     dim3 grid((unsigned)a->step.n_tiles, (unsigned)(a->n_kv_heads * n_hc));
     switch (a->head_dim) {
-    case 32: attn_prefill_tc_kernel<32><<<grid, FA_WARPS * 32, 0, st>>>(*a, n_hc); break;
-    case 64: attn_prefill_tc_kernel<64><<<grid, FA_WARPS * 32, 0, st>>>(*a, n_hc); break;
-    default: attn_prefill_tc_kernel<128><<<grid, FA_WARPS * 32, 0, st>>>(*a, n_hc); break;
+    case 32: cu_launch(attn_prefill_tc_kernel<32>, grid, FA_WARPS * 32, 0, st, *a, n_hc); break;
+    case 64: cu_launch(attn_prefill_tc_kernel<64>, grid, FA_WARPS * 32, 0, st, *a, n_hc); break;
+    default: cu_launch(attn_prefill_tc_kernel<128>, grid, FA_WARPS * 32, 0, st, *a, n_hc); break;
     }
     return cudaGetLastError();
 }

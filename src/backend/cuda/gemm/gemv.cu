@@ -71,6 +71,7 @@ template <typename TX, int VEC> __device__ __forceinline__ void load_x(const TX 
 
 template <typename TX, typename TW, int NT>
 __global__ void __launch_bounds__(GV_WARPS * 32) gemv_kernel(cu_gemv_args a, int64_t klen, float *part) {
+    pdl_begin();
     constexpr int VEC = 16 / sizeof(TW), ROWS = GV_ROWS(NT);
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     const int64_t n0 = ((int64_t)blockIdx.x * GV_WARPS + warp) * ROWS;
@@ -162,6 +163,7 @@ __global__ void __launch_bounds__(GV_WARPS * 32) gemv_kernel(cu_gemv_args a, int
 }
 
 __global__ void splitk_reduce_kernel(cu_gemv_args a, int splits, const float *part) {
+    pdl_begin();
     int64_t t = blockIdx.y;
     for (int64_t n = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; n < a.N; n += (int64_t)gridDim.x * blockDim.x) {
         float v = 0.0f;
@@ -220,13 +222,13 @@ template <typename TX, typename TW>
 static cudaError_t launch_tw(cudaStream_t st, const cu_gemv_args *a, dim3 grid, int64_t klen, float *part) {
     int nt = a->expert ? 1 : pick_nt(a->T, a->tx);
     switch (nt) {
-    case 1: gemv_kernel<TX, TW, 1><<<grid, GV_WARPS * 32, 0, st>>>(*a, klen, part); break;
-    case 4: gemv_kernel<TX, TW, 4><<<grid, GV_WARPS * 32, 0, st>>>(*a, klen, part); break;
-    case 16: gemv_kernel<TX, TW, 16><<<grid, GV_WARPS * 32, 0, st>>>(*a, klen, part); break;
+    case 1: cu_launch(gemv_kernel<TX, TW, 1>, grid, GV_WARPS * 32, 0, st, *a, klen, part); break;
+    case 4: cu_launch(gemv_kernel<TX, TW, 4>, grid, GV_WARPS * 32, 0, st, *a, klen, part); break;
+    case 16: cu_launch(gemv_kernel<TX, TW, 16>, grid, GV_WARPS * 32, 0, st, *a, klen, part); break;
     default:
         if constexpr (sizeof(TX) == 2) {
-            if (nt == 2) gemv_kernel<TX, TW, 2><<<grid, GV_WARPS * 32, 0, st>>>(*a, klen, part);
-            else gemv_kernel<TX, TW, 8><<<grid, GV_WARPS * 32, 0, st>>>(*a, klen, part);
+            if (nt == 2) cu_launch(gemv_kernel<TX, TW, 2>, grid, GV_WARPS * 32, 0, st, *a, klen, part);
+            else cu_launch(gemv_kernel<TX, TW, 8>, grid, GV_WARPS * 32, 0, st, *a, klen, part);
         } else {
             return cudaErrorNotSupported;
         }
@@ -254,12 +256,13 @@ cudaError_t cu_gemv(cudaStream_t st, const cu_gemv_args *a, int splits, float *p
     }
     if (e != cudaSuccess || s == 1) return e;
     dim3 rg(HR_MIN(cu_blocks(a->N, 256), 128u), (unsigned)a->T);
-    splitk_reduce_kernel<<<rg, 256, 0, st>>>(*a, (int)s, part);
+    cu_launch(splitk_reduce_kernel, rg, 256, 0, st, *a, (int)s, part);
     return cudaGetLastError();
 }
 
 /* ---- fallback: one warp per output, scalar loads, any K ----------------- */
 template <typename TX, typename TW> __global__ void gemm_scalar_kernel(cu_gemv_args a) {
+    pdl_begin();
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     int64_t n = (int64_t)blockIdx.x * 8 + warp, t = blockIdx.y;
     if (n >= a.N) return;
@@ -286,9 +289,9 @@ cudaError_t cu_gemm_tiled(cudaStream_t st, const cu_gemv_args *a) {
     if (a->T > 65535) return cudaErrorInvalidValue;
     dim3 grid((unsigned)HR_CDIV(a->N, 8), (unsigned)a->T);
     if (a->tx == HR_BF16) {
-        CU_DISPATCH_W(a->tw, TW, gemm_scalar_kernel<bf16, TW><<<grid, 256, 0, st>>>(*a));
+        CU_DISPATCH_W(a->tw, TW, cu_launch(gemm_scalar_kernel<bf16, TW>, grid, 256, 0, st, *a));
     } else if (a->tx == HR_F32) {
-        CU_DISPATCH_W(a->tw, TW, gemm_scalar_kernel<float, TW><<<grid, 256, 0, st>>>(*a));
+        CU_DISPATCH_W(a->tw, TW, cu_launch(gemm_scalar_kernel<float, TW>, grid, 256, 0, st, *a));
     } else {
         return cudaErrorNotSupported;
     }
