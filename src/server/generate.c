@@ -20,7 +20,6 @@
 
 #include "core/log.h"
 #include "server/internal.h"
-#include "template/template.h"
 
 /* ---------------------------------------------------------------- session */
 
@@ -214,11 +213,6 @@ static json_t *bytes_of(const char *t) {
     return a;
 }
 
-static json_t *str_or_replacement(const char *t) {
-    json_t *j = json_string(t);
-    return j ? j : json_string("\xef\xbf\xbd"); /* a lone byte of a multi-byte character */
-}
-
 static void add_logprobs(gen_ctx *g, gen_choice *ch, const hr_sample_result *r) {
     const hr_tokenizer *tok = g->srv->tok;
     char *t = token_text(tok, r->id);
@@ -228,11 +222,11 @@ static void add_logprobs(gen_ctx *g, gen_choice *ch, const hr_sample_result *r) 
         json_t *tops = json_array();
         for (int k = 0; k < ntop; k++) {
             char *tt = token_text(tok, r->top_ids[k]);
-            json_array_append_new(tops, json_pack("{s:o,s:f,s:o}", "token", str_or_replacement(tt), "logprob",
+            json_array_append_new(tops, json_pack("{s:o,s:f,s:o}", "token", srv_json_str(tt), "logprob",
                                                   (double)HR_MAX(r->top_logprobs[k], -9999.0f), "bytes", bytes_of(tt)));
             free(tt);
         }
-        json_array_append_new(ch->lp, json_pack("{s:o,s:f,s:o,s:o}", "token", str_or_replacement(t), "logprob",
+        json_array_append_new(ch->lp, json_pack("{s:o,s:f,s:o,s:o}", "token", srv_json_str(t), "logprob",
                                                 (double)HR_MAX(r->logprob, -9999.0f), "bytes", bytes_of(t),
                                                 "top_logprobs", tops));
     } else {
@@ -242,12 +236,12 @@ static void add_logprobs(gen_ctx *g, gen_choice *ch, const hr_sample_result *r) 
             ch->lp_tops = json_array();
             ch->lp_offsets = json_array();
         }
-        json_array_append_new(ch->lp_tokens, str_or_replacement(t));
+        json_array_append_new(ch->lp_tokens, srv_json_str(t));
         json_array_append_new(ch->lp_token_lps, json_real(HR_MAX(r->logprob, -9999.0f)));
         json_t *top = json_object();
         for (int k = 0; k < ntop; k++) {
             char *tt = token_text(tok, r->top_ids[k]);
-            json_t *key = str_or_replacement(tt);
+            json_t *key = srv_json_str(tt);
             json_object_set_new(top, json_string_value(key), json_real(HR_MAX(r->top_logprobs[k], -9999.0f)));
             json_decref(key);
             free(tt);
@@ -540,62 +534,6 @@ static void gen_ctx_free(gen_ctx *g) {
 
 static void stream_free(void *cls) { gen_ctx_free(cls); }
 
-/* ------------------------------------------------------------- prompts */
-
-static int encode(hr_server *s, srv_pool *pool, const char *text, bool add_special, bool parse_special, int32_t **ids,
-                  int *n, srv_error *e) {
-    hr_encode_opts eo = {.add_special_tokens = add_special, .parse_special = parse_special};
-    int32_t *raw = NULL;
-    size_t nr = 0;
-    hr_err err = {0};
-    if (hr_tokenizer_encode(s->tok, text, strlen(text), &eo, &raw, &nr, &err) != HR_OK)
-        return srv_error_set(e, 400, NULL, "prompt", "could not tokenize the prompt: %s", err.msg);
-    *ids = srv_pool_alloc(pool, (nr ? nr : 1) * sizeof(int32_t));
-    if (!*ids) {
-        free(raw);
-        return srv_error_set(e, 500, NULL, NULL, "out of memory");
-    }
-    if (nr) memcpy(*ids, raw, nr * sizeof(int32_t));
-    free(raw);
-    *n = (int)nr;
-    return 0;
-}
-
-/* Renders messages with the chat template (add_generation_prompt) into text.
- * The caller frees *out. */
-static int render_chat(hr_server *s, json_t *messages, json_t *tools, bool add_gen, json_t *extra, char **out,
-                       srv_error *e) {
-    const char *src = s->chat_template ? s->chat_template : hr_tokenizer_chat_template(s->tok);
-    if (!src)
-        return srv_error_set(e, 400, NULL, "messages",
-                             "The model has no chat template; start the server with --chat-template FILE");
-    hr_err err = {0};
-    if (tpl_render_chat(src, messages, tools, add_gen, hr_tokenizer_bos_str(s->tok), hr_tokenizer_eos_str(s->tok),
-                        extra, out, &err) != HR_OK)
-        return srv_error_set(e, 400, NULL, "messages", "chat template error: %s", err.msg);
-    return 0;
-}
-
-static int context_check(hr_server *s, int n_prompt, int max_tokens, srv_error *e) {
-    int mml = s->max_model_len;
-    if (n_prompt == 0) return srv_error_set(e, 400, NULL, "prompt", "The prompt is empty (0 tokens)");
-    if (mml > 0 && n_prompt >= mml)
-        return srv_error_set(e, 400, "context_length_exceeded", "messages",
-                             "This model's maximum context length is %d tokens. However, your request has %d input "
-                             "tokens. Please reduce the length of the input messages.",
-                             mml, n_prompt);
-    if (mml > 0 && max_tokens > 0 && (long)n_prompt + max_tokens > mml)
-        return srv_error_set(e, 400, "context_length_exceeded", "max_tokens",
-                             "'max_tokens' or 'max_completion_tokens' is too large: %d. This model's maximum context "
-                             "length is %d tokens and your request has %d input tokens (%d > %d - %d).",
-                             max_tokens, mml, n_prompt, max_tokens, mml, n_prompt);
-    return 0;
-}
-
-static bool model_ok(hr_server *s, const char *model) {
-    return !model || !strcmp(model, s->model_name) || !strcmp(model, s->model_path);
-}
-
 /* Builds prompt token ids for every prompt of the request. */
 static int build_prompts(gen_ctx *g, json_t *body, srv_error *e) {
     hr_server *s = g->srv;
@@ -611,12 +549,12 @@ static int build_prompts(gen_ctx *g, json_t *body, srv_error *e) {
         json_t *agp = json_object_get(body, "add_generation_prompt");
         json_t *kw = json_object_get(body, "chat_template_kwargs");
         char *text = NULL;
-        if (render_chat(s, g->req.messages, g->req.tools, !json_is_false(agp), json_is_object(kw) ? kw : NULL, &text,
-                        e))
+        if (srv_render_chat(s, g->req.messages, g->req.tools, !json_is_false(agp), json_is_object(kw) ? kw : NULL,
+                            &text, e))
             return -1;
         /* the template already wrote BOS and friends: HF apply_chat_template
          * tokenizes with add_special_tokens=False, and vLLM does the same */
-        int rc = encode(s, pool, text, false, true, &g->prompt_ids[0], &g->prompt_lens[0], e);
+        int rc = srv_encode(s, pool, text, false, true, &g->prompt_ids[0], &g->prompt_lens[0], e);
         free(text);
         g->prompt_texts[0] = NULL;
         if (rc) return -1;
@@ -624,7 +562,7 @@ static int build_prompts(gen_ctx *g, json_t *body, srv_error *e) {
         for (int p = 0; p < np; p++) {
             srv_prompt *pr = &g->req.prompts[p];
             if (pr->text) {
-                if (encode(s, pool, pr->text, true, false, &g->prompt_ids[p], &g->prompt_lens[p], e)) return -1;
+                if (srv_encode(s, pool, pr->text, true, false, &g->prompt_ids[p], &g->prompt_lens[p], e)) return -1;
                 g->prompt_texts[p] = pr->text;
             } else {
                 g->prompt_ids[p] = pr->ids;
@@ -641,7 +579,7 @@ static int build_prompts(gen_ctx *g, json_t *body, srv_error *e) {
         }
     }
     for (int p = 0; p < np; p++)
-        if (context_check(s, g->prompt_lens[p], g->req.max_tokens_set ? g->req.max_tokens : 0, e)) return -1;
+        if (srv_context_check(s, g->prompt_lens[p], g->req.max_tokens_set ? g->req.max_tokens : 0, e)) return -1;
     return 0;
 }
 
@@ -715,7 +653,7 @@ static enum MHD_Result route_generate(srv_conn *cn, srv_api api) {
     if (srv_parse_gen_request(api, cn->body.p ? cn->body.p : "", cn->body.len, s->vocab_size, s->cfg, g->pool, &g->req,
                               &e))
         goto fail;
-    if (!model_ok(s, g->req.model)) {
+    if (!srv_model_ok(s, g->req.model)) {
         srv_error_set(&e, 404, "model_not_found", "model", "The model `%.200s` does not exist.", g->req.model);
         goto fail;
     }
@@ -771,133 +709,3 @@ fail:
 
 enum MHD_Result srv_route_chat(srv_conn *cn) { return route_generate(cn, SRV_API_CHAT); }
 enum MHD_Result srv_route_completions(srv_conn *cn) { return route_generate(cn, SRV_API_COMPLETIONS); }
-
-/* ------------------------------------------------------- tokenize routes */
-
-static json_t *parse_body(srv_conn *cn, srv_error *e) {
-    json_error_t je;
-    json_t *root = json_loadb(cn->body.p ? cn->body.p : "", cn->body.len, 0, &je);
-    if (!root) {
-        srv_error_set(e, 400, NULL, NULL, "Invalid JSON body: %s", je.text);
-        return NULL;
-    }
-    if (!json_is_object(root)) {
-        json_decref(root);
-        srv_error_set(e, 400, NULL, NULL, "The request body must be a JSON object");
-        return NULL;
-    }
-    json_t *model = json_object_get(root, "model");
-    if (model && !json_is_null(model) && (!json_is_string(model) || !model_ok(cn->s, json_string_value(model)))) {
-        if (json_is_string(model))
-            srv_error_set(e, 404, "model_not_found", "model", "The model `%.200s` does not exist.",
-                          json_string_value(model));
-        else
-            srv_error_set(e, 400, NULL, "model", "'model' must be a string");
-        json_decref(root);
-        return NULL;
-    }
-    return root;
-}
-
-static int opt_bool(json_t *root, const char *key, bool def, bool *out, srv_error *e) {
-    json_t *v = json_object_get(root, key);
-    *out = def;
-    if (!v || json_is_null(v)) return 0;
-    if (!json_is_boolean(v)) return srv_error_set(e, 400, NULL, key, "'%s' must be a boolean", key);
-    *out = json_is_true(v);
-    return 0;
-}
-
-enum MHD_Result srv_route_tokenize(srv_conn *cn) {
-    hr_server *s = cn->s;
-    srv_error e = {0};
-    json_t *msgs = NULL, *resp = NULL;
-    char *text = NULL;
-    json_t *root = parse_body(cn, &e);
-    if (!root) goto fail;
-    json_t *prompt = json_object_get(root, "prompt"), *messages = json_object_get(root, "messages");
-    bool add_special, return_strs, add_gen;
-    if (opt_bool(root, "return_token_strs", false, &return_strs, &e)) goto fail;
-    int32_t *ids = NULL;
-    int n = 0;
-    if (messages) {
-        if (opt_bool(root, "add_special_tokens", false, &add_special, &e) ||
-            opt_bool(root, "add_generation_prompt", true, &add_gen, &e))
-            goto fail;
-        msgs = srv_normalize_messages(messages, &e);
-        if (!msgs) goto fail;
-        json_t *tools = json_object_get(root, "tools");
-        json_t *kw = json_object_get(root, "chat_template_kwargs");
-        if (render_chat(s, msgs, json_is_array(tools) ? tools : NULL, add_gen, json_is_object(kw) ? kw : NULL, &text,
-                        &e))
-            goto fail;
-        if (encode(s, cn->pool, text, add_special, true, &ids, &n, &e)) goto fail;
-    } else {
-        if (!json_is_string(prompt)) {
-            srv_error_set(&e, 400, NULL, "prompt", "'prompt' (a string) or 'messages' is required");
-            goto fail;
-        }
-        if (opt_bool(root, "add_special_tokens", true, &add_special, &e)) goto fail;
-        if (encode(s, cn->pool, json_string_value(prompt), add_special, false, &ids, &n, &e)) goto fail;
-    }
-    json_t *tokens = json_array(), *strs = return_strs ? json_array() : json_null();
-    for (int i = 0; i < n; i++) {
-        json_array_append_new(tokens, json_integer(ids[i]));
-        if (return_strs) {
-            const char *t = hr_tokenizer_token_str(s->tok, ids[i]);
-            json_array_append_new(strs, str_or_replacement(t ? t : ""));
-        }
-    }
-    resp = json_pack("{s:i,s:i,s:o,s:o}", "count", n, "max_model_len", s->max_model_len, "tokens", tokens, "token_strs",
-                     strs);
-    json_decref(root);
-    json_decref(msgs);
-    free(text);
-    return srv_reply_json(cn->c, MHD_HTTP_OK, resp);
-fail:
-    json_decref(root);
-    json_decref(msgs);
-    free(text);
-    return srv_reply_error(cn->c, &e);
-}
-
-enum MHD_Result srv_route_detokenize(srv_conn *cn) {
-    hr_server *s = cn->s;
-    srv_error e = {0};
-    char *text = NULL;
-    json_t *root = parse_body(cn, &e);
-    if (!root) goto fail;
-    json_t *tokens = json_object_get(root, "tokens");
-    if (!json_is_array(tokens)) {
-        srv_error_set(&e, 400, NULL, "tokens", "'tokens' must be a list of token ids");
-        goto fail;
-    }
-    size_t n = json_array_size(tokens);
-    int32_t *ids = srv_pool_alloc(cn->pool, (n ? n : 1) * sizeof(int32_t));
-    if (!ids) {
-        srv_error_set(&e, 500, NULL, NULL, "out of memory");
-        goto fail;
-    }
-    for (size_t i = 0; i < n; i++) {
-        json_t *v = json_array_get(tokens, i);
-        json_int_t id = json_is_integer(v) ? json_integer_value(v) : -1;
-        if (id < 0 || id >= s->vocab_size) {
-            srv_error_set(&e, 400, NULL, "tokens", "tokens[%zu] is not a token id in [0, %d)", i, s->vocab_size);
-            goto fail;
-        }
-        ids[i] = (int32_t)id;
-    }
-    hr_err err = {0};
-    if (hr_tokenizer_decode(s->tok, ids, n, false, &text, &err) != HR_OK) {
-        srv_error_set(&e, 400, NULL, "tokens", "could not detokenize: %s", err.msg);
-        goto fail;
-    }
-    json_t *resp = json_pack("{s:o}", "prompt", str_or_replacement(text));
-    free(text);
-    json_decref(root);
-    return srv_reply_json(cn->c, MHD_HTTP_OK, resp);
-fail:
-    free(text);
-    json_decref(root);
-    return srv_reply_error(cn->c, &e);
-}

@@ -50,7 +50,18 @@ enum MHD_Result srv_reply_error(struct MHD_Connection *c, const srv_error *e);
 void srv_add_common_headers(struct MHD_Response *r); /* CORS */
 enum MHD_Result srv_reply_buf(struct MHD_Connection *c, int status, const char *ctype, char *body, size_t len);
 
-/* generate.c */
+/* prompt.c: shared by the generation and tokenizer routes. *ids live in pool. */
+int srv_encode(hr_server *s, srv_pool *pool, const char *text, bool add_special, bool parse_special, int32_t **ids,
+               int *n, srv_error *e);
+/* Renders messages with the chat template; the caller frees *out. */
+int srv_render_chat(hr_server *s, json_t *messages, json_t *tools, bool add_gen, json_t *extra, char **out,
+                    srv_error *e);
+/* 400 when n_prompt (+ max_tokens, if > 0) does not fit the context. */
+int srv_context_check(hr_server *s, int n_prompt, int max_tokens, srv_error *e);
+bool srv_model_ok(hr_server *s, const char *model);
+json_t *srv_json_str(const char *t);
+
+/* generate.c, tokenize.c */
 enum MHD_Result srv_route_chat(srv_conn *cn);
 enum MHD_Result srv_route_completions(srv_conn *cn);
 enum MHD_Result srv_route_tokenize(srv_conn *cn);
