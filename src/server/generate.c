@@ -1,5 +1,4 @@
-/* The generation routes (/v1/chat/completions, /v1/completions) and the
- * tokenizer routes (/tokenize, /detokenize, vLLM shapes).
+/* The generation routes: /v1/chat/completions and /v1/completions.
  *
  * A generation is a session of n x prompts engine requests ("choices"). The
  * engine calls on_event on its own thread: it only copies the tokens into
