@@ -5,8 +5,9 @@
  * the session's queue, records timings/metrics and signals an eventfd. The
  * HTTP thread of the connection drains the queue, detokenizes incrementally,
  * applies stop strings and builds JSON: for a streamed response that is the
- * body generator MHD pulls (blocking in poll() is allowed in MHD's
- * thread-per-connection mode, so a slow client applies back-pressure), and a
+ * body generator MHD pulls only when the socket can take more (blocking in
+ * poll() is allowed in MHD's thread-per-connection mode; a slow client delays
+ * only its own chunks, its tokens wait in the session queue), and a
  * client that goes away (POLLRDHUP on its socket) aborts the engine requests
  * at once. The session is reference counted: one reference for the HTTP side
  * plus one per engine request that has not delivered its final event. */
