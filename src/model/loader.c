@@ -805,6 +805,20 @@ int hr_model_load_gguf(hr_model *m, const char *file, const hr_model_opts *opts,
     pick_dtypes(&L, opts, HR_BF16);
     L.qdt = L.wdt;
     if ((rc = load_globals(&L, err)) == HR_OK) rc = load_layers(&L, err);
+    /* llama.cpp writes Llama 3 RoPE scaling as per-dimension divisors */
+    wtensor rf;
+    if (rc == HR_OK && wfind(&L.src, "rope_freqs.weight", &rf)) {
+        int half = hr_rope_rot_dim(&m->cfg, m->head_dim) / 2;
+        if (wnelem(&rf) != half) {
+            rc = hr_err_set(err, HR_EINVAL, "rope_freqs.weight has %lld elements, expected %d", (long long)wnelem(&rf), half);
+            goto done;
+        }
+        if (!(m->rope_factors = falloc(half, err))) {
+            rc = HR_ENOMEM;
+            goto done;
+        }
+        rc = wto_f32("rope_freqs.weight", &rf, m->rope_factors, err);
+    }
 done:
     gguf_close(L.src.gg);
     return rc;
@@ -819,6 +833,7 @@ int hr_model_finish(hr_model *m, hr_err *err) {
     if (!m->inv_freq) return hr_err_set(err, HR_ENOMEM, "out of memory");
     int rc = hr_rope_compute(c, m->head_dim, m->inv_freq, &m->rope.mscale, err);
     if (rc != HR_OK) return rc;
+    for (int i = 0; m->rope_factors && i < rot / 2; i++) m->inv_freq[i] /= m->rope_factors[i];
     /* transformers keeps inv_freq as a buffer in the model's dtype: running
      * an unquantized bf16/fp16 checkpoint, the frequencies it rotates by are
      * the rounded ones (the reference logits of such checkpoints differ by

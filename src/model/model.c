@@ -77,6 +77,7 @@ void hr_model_free(hr_model *m) {
     free(m->owned);
     free(m->layers);
     free(m->inv_freq);
+    free(m->rope_factors);
     free(m);
 }
 

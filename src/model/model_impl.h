@@ -52,6 +52,7 @@ struct hr_model {
     hr_layer *layers;
 
     float *inv_freq;             /* [rot_dim / 2] */
+    float *rope_factors;         /* GGUF rope_freqs.weight (llama3 scaling as data): inv_freq /= factor, or NULL */
     hr_rope rope;
 
     int kv_blocks, kv_block_size;
