@@ -136,12 +136,11 @@ static int parse(int argc, char **argv, gen_opts *o) {
     return 0;
 }
 
-/* One step feeding n tokens of the single sequence starting at pos. */
+/* One step feeding n (<= GEN_PREFILL_CHUNK) tokens of the single sequence
+ * starting at pos; scratch holds 2 * GEN_PREFILL_CHUNK ints. */
 static int run_step(hr_model *m, const int32_t *toks, int n, int pos, const int32_t *bt, int max_blocks, float *logits,
-                    hr_err *err) {
-    int32_t *p = malloc(sizeof(int32_t) * (size_t)n * 2);
-    if (!p) return hr_err_set(err, HR_ENOMEM, "out of memory");
-    int32_t *slots = p + n;
+                    int32_t *scratch, hr_err *err) {
+    int32_t *p = scratch, *slots = scratch + GEN_PREFILL_CHUNK;
     for (int i = 0; i < n; i++) {
         p[i] = pos + i;
         slots[i] = bt[(pos + i) / GEN_BLOCK] * GEN_BLOCK + (pos + i) % GEN_BLOCK;
@@ -150,9 +149,7 @@ static int run_step(hr_model *m, const int32_t *toks, int n, int pos, const int3
     hr_step st = {.n_tokens = n, .tokens = toks, .positions = p, .slot_mapping = slots, .n_seqs = 1,
                   .query_start = qs, .seq_lens = &len, .block_tables = bt, .max_blocks_per_seq = max_blocks,
                   .block_size = GEN_BLOCK, .n_logits = 1, .logit_rows = &row};
-    int rc = hr_model_forward(m, &st, logits, err);
-    free(p);
-    return rc;
+    return hr_model_forward(m, &st, logits, err);
 }
 
 static bool is_stop(int32_t id, const int32_t *stop, int n) {
@@ -167,7 +164,7 @@ int cmd_generate(int argc, char **argv) {
     if (pr) return pr == 1 ? 0 : 2;
 
     int status = 1, n_prompt = 0, n_gen = 0, n_stop = 0;
-    int32_t *prompt = NULL, *out_ids = NULL, *bt = NULL, stop[16];
+    int32_t *prompt = NULL, *out_ids = NULL, *bt = NULL, stop[16], scratch[2 * GEN_PREFILL_CHUNK];
     float *logits = NULL;
     hr_err err = {0};
     hr_backend *be = NULL;
@@ -261,7 +258,7 @@ int cmd_generate(int argc, char **argv) {
     double t0 = hr_time_now();
     for (int pos = 0; pos < n_prompt; pos += GEN_PREFILL_CHUNK) {
         int n = HR_MIN(GEN_PREFILL_CHUNK, n_prompt - pos);
-        if (run_step(m, prompt + pos, n, pos, bt, max_blocks, logits, &err) != HR_OK) {
+        if (run_step(m, prompt + pos, n, pos, bt, max_blocks, logits, scratch, &err) != HR_OK) {
             fprintf(stderr, "hearth generate: %s\n", err.msg);
             goto fail;
         }
@@ -294,7 +291,7 @@ int cmd_generate(int argc, char **argv) {
         }
         if (stream) fflush(stream);
         if (is_stop(r.id, stop, n_stop) || n_gen >= o.max_tokens) break;
-        if (run_step(m, &r.id, 1, n_prompt + n_gen - 1, bt, max_blocks, logits, &err) != HR_OK) {
+        if (run_step(m, &r.id, 1, n_prompt + n_gen - 1, bt, max_blocks, logits, scratch, &err) != HR_OK) {
             fprintf(stderr, "hearth generate: %s\n", err.msg);
             goto fail;
         }
