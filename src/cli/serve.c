@@ -282,6 +282,7 @@ int cmd_serve(int argc, char **argv) {
     hr_model_opts mo = {.weight_dtype = HR_DTYPE_COUNT};
     if (hr_model_load(a.model, be, &mo, &model, &err) != HR_OK) goto fail;
     if (hr_tokenizer_load_model(hr_model_source(model), &tok, &err) != HR_OK) goto fail;
+    a.eo.backend = be; /* on a GPU the KV pool is sized from device memory */
     if (hr_engine_create(model, &a.eo, &engine, &err) != HR_OK) goto fail;
     if (hr_server_start(engine, tok, hr_model_config(model), &a.so, &srv, &err) != HR_OK) goto fail;
 
