@@ -593,6 +593,10 @@ static int submit_all(gen_ctx *g, srv_error *e) {
     for (int i = 0; i < n_choices; i++) {
         gen_choice *ch = &g->s->choices[i];
         ch->prompt_idx = i / g->req.n;
+        /* completions logprobs text_offset counts from the start of the
+         * returned text, which begins with the prompt when echoed */
+        if (g->req.echo && g->prompt_texts[ch->prompt_idx])
+            ch->text_offset = (int)strlen(g->prompt_texts[ch->prompt_idx]);
         ch->detok = hr_detok_new(s->tok, true);
         srv_stop_init(&ch->stop, g->req.stops, g->req.n_stops);
     }

@@ -398,6 +398,8 @@ static void test_completion(void) {
     CHECK_STREQ(json_string_value(json_object_get(c0, "text")) ?: "", want);
     CHECK_STREQ(json_string_value(json_object_get(c0, "finish_reason")) ?: "", "length");
     CHECK_EQ_INT(json_array_size(json_object_get(json_object_get(c0, "logprobs"), "tokens")), 6);
+    CHECK_EQ_INT(json_integer_value(json_array_get(json_object_get(json_object_get(c0, "logprobs"), "text_offset"), 0)),
+                 0);
     json_t *u = json_object_get(j, "usage");
     CHECK_EQ_INT(json_integer_value(json_object_get(u, "completion_tokens")), 6);
     CHECK_EQ_INT(json_integer_value(json_object_get(u, "prompt_tokens")), 2);
@@ -448,6 +450,17 @@ static void test_completion(void) {
     CHECK_STREQ(json_string_value(json_object_get(c0, "finish_reason")) ?: "", "stop");
     CHECK_EQ_INT(json_integer_value(json_object_get(json_object_get(j, "usage"), "completion_tokens")), 4);
     free(want);
+    json_decref(j);
+    resp_free(&r);
+
+    /* echo: the prompt text leads, logprob offsets count from it */
+    r = request("POST", "/v1/completions",
+                "{\"prompt\": \"hello\", \"max_tokens\": 2, \"echo\": true, \"logprobs\": 0}", auth);
+    j = body_json(&r);
+    c0 = json_array_get(json_object_get(j, "choices"), 0);
+    CHECK(!strncmp(json_string_value(json_object_get(c0, "text")) ?: "", "hello", 5));
+    CHECK_EQ_INT(json_integer_value(json_array_get(json_object_get(json_object_get(c0, "logprobs"), "text_offset"), 0)),
+                 5);
     json_decref(j);
     resp_free(&r);
 
