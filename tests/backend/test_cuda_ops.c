@@ -694,7 +694,9 @@ int main(void) {
     for (size_t i = 0; i < HR_ARRAY_LEN(cases); i++) test_attention(&cases[i]);
     test_graph_replay();
 
-    test_linear(1, 4096, 512, HR_BF16, HR_BF16, false, 0);    /* GEMV, split-K */
+    test_linear(1, 4096, 512, HR_BF16, HR_BF16, false, 0);    /* GEMV, 1 row per warp + split-K */
+    test_linear(1, 2048, 4096, HR_BF16, HR_BF16, true, 0);    /* GEMV, 1 row per warp, no split */
+    test_linear(1, 1024, 40000, HR_BF16, HR_F32, false, 0);   /* GEMV, 4 rows per warp (tall) */
     test_linear(3, 1024, 2048, HR_BF16, HR_BF16, true, 0);    /* GEMV NT=4, bias */
     test_linear(16, 512, 1000, HR_BF16, HR_F32, true, 0);     /* GEMV NT=16, F32 logits */
     test_linear(17, 512, 384, HR_BF16, HR_BF16, true, 0);     /* cuBLASLt + bias */

@@ -153,13 +153,15 @@ typedef struct cu_gemv_args {
     float alpha;
     void *out; hr_dtype to; int64_t ldo;
     const int32_t *expert; int xrow_div; int64_t w_stride;
+    int rows;                 /* output rows per warp; 0 = by token count (cu_gemv_splits sets it) */
 } cu_gemv_args;
 /* true when the GEMV kernel handles this shape (K vector-aligned, dtypes known). */
 bool cu_gemv_ok(const cu_gemv_args *a);
 /* part: scratch of splits * T * N floats when splits > 1 (pair mode: splits must be 1). */
 cudaError_t cu_gemv(cudaStream_t st, const cu_gemv_args *a, int splits, float *part);
-/* Number of K splits that fills n_sm SMs (1 when the grid is already large). */
-int cu_gemv_splits(const cu_gemv_args *a, int n_sm);
+/* Plans the launch for n_sm SMs: rows per warp (a->rows) and the number of K
+ * splits (returned; 1 when the grid is already large enough). */
+int cu_gemv_splits(cu_gemv_args *a, int n_sm);
 /* Generic tiled GEMM for any dtype mix (F32/F16 weights, odd K): correctness path. */
 cudaError_t cu_gemm_tiled(cudaStream_t st, const cu_gemv_args *a);
 

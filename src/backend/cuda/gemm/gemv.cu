@@ -69,10 +69,10 @@ template <typename TX, int VEC> __device__ __forceinline__ void load_x(const TX 
     }
 }
 
-template <typename TX, typename TW, int NT>
+template <typename TX, typename TW, int NT, int ROWS>
 __global__ void __launch_bounds__(GV_WARPS * 32) gemv_kernel(cu_gemv_args a, int64_t klen, float *part) {
     pdl_begin();
-    constexpr int VEC = 16 / sizeof(TW), ROWS = GV_ROWS(NT);
+    constexpr int VEC = 16 / sizeof(TW);
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     const int64_t n0 = ((int64_t)blockIdx.x * GV_WARPS + warp) * ROWS;
     if (n0 >= a.N) return; /* no block-level barrier below */
@@ -192,10 +192,12 @@ static int pick_nt(int T, hr_dtype tx) {
     return T <= 2 ? 2 : T <= 4 ? 4 : T <= 8 ? 8 : 16;
 }
 
-static int64_t grid_rows(const cu_gemv_args *a) {
+static int rows_of(const cu_gemv_args *a) {
     int nt = a->expert ? 1 : pick_nt(a->T, a->tx);
-    return HR_CDIV(a->N, (int64_t)GV_WARPS * GV_ROWS(nt));
+    return nt == 1 && a->rows == 1 ? 1 : GV_ROWS(nt);
 }
+
+static int64_t grid_rows(const cu_gemv_args *a) { return HR_CDIV(a->N, (int64_t)GV_WARPS * rows_of(a)); }
 static int64_t grid_t(const cu_gemv_args *a) { return a->expert ? a->T : HR_CDIV(a->T, pick_nt(a->T, a->tx)); }
 
 /* Blocks per SM the split-K aims for; HEARTH_CUDA_GEMV_BPSM overrides (0 = never split). */
@@ -208,10 +210,18 @@ static int blocks_per_sm(void) {
     return v;
 }
 
-int cu_gemv_splits(const cu_gemv_args *a, int n_sm) {
+int cu_gemv_splits(cu_gemv_args *a, int n_sm) {
+    a->rows = 0;
     if (a->expert) return 1;
     int64_t blocks = grid_rows(a) * grid_t(a), target = (int64_t)blocks_per_sm() * n_sm;
     if (blocks >= target) return 1;
+    if (grid_t(a) == 1 && pick_nt(a->T, a->tx) == 1) {
+        /* one token: one row per warp gives 4x the blocks, often enough to
+         * skip split-K and its reduce kernel (one launch less per linear) */
+        a->rows = 1;
+        blocks = grid_rows(a);
+        if (blocks >= target) return 1;
+    }
     int64_t iters = a->K / (32 * vec_of(a->tw)); /* warp-wide vector steps over K */
     int64_t s = HR_CDIV(target, blocks);
     s = HR_MIN(s, HR_MAX((int64_t)1, iters / 2));
@@ -222,13 +232,16 @@ template <typename TX, typename TW>
 static cudaError_t launch_tw(cudaStream_t st, const cu_gemv_args *a, dim3 grid, int64_t klen, float *part) {
     int nt = a->expert ? 1 : pick_nt(a->T, a->tx);
     switch (nt) {
-    case 1: cu_launch(gemv_kernel<TX, TW, 1>, grid, GV_WARPS * 32, 0, st, *a, klen, part); break;
-    case 4: cu_launch(gemv_kernel<TX, TW, 4>, grid, GV_WARPS * 32, 0, st, *a, klen, part); break;
-    case 16: cu_launch(gemv_kernel<TX, TW, 16>, grid, GV_WARPS * 32, 0, st, *a, klen, part); break;
+    case 1:
+        if (rows_of(a) == 1) cu_launch(gemv_kernel<TX, TW, 1, 1>, grid, GV_WARPS * 32, 0, st, *a, klen, part);
+        else cu_launch(gemv_kernel<TX, TW, 1, GV_ROWS(1)>, grid, GV_WARPS * 32, 0, st, *a, klen, part);
+        break;
+    case 4: cu_launch(gemv_kernel<TX, TW, 4, GV_ROWS(4)>, grid, GV_WARPS * 32, 0, st, *a, klen, part); break;
+    case 16: cu_launch(gemv_kernel<TX, TW, 16, GV_ROWS(16)>, grid, GV_WARPS * 32, 0, st, *a, klen, part); break;
     default:
         if constexpr (sizeof(TX) == 2) {
-            if (nt == 2) cu_launch(gemv_kernel<TX, TW, 2>, grid, GV_WARPS * 32, 0, st, *a, klen, part);
-            else cu_launch(gemv_kernel<TX, TW, 8>, grid, GV_WARPS * 32, 0, st, *a, klen, part);
+            if (nt == 2) cu_launch(gemv_kernel<TX, TW, 2, GV_ROWS(2)>, grid, GV_WARPS * 32, 0, st, *a, klen, part);
+            else cu_launch(gemv_kernel<TX, TW, 8, GV_ROWS(8)>, grid, GV_WARPS * 32, 0, st, *a, klen, part);
         } else {
             return cudaErrorNotSupported;
         }
