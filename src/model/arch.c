@@ -77,6 +77,19 @@ static const hr_arch k_archs[] = {
                   .o = "blk.%d.attn_output",
                   .gate = "blk.%d.ffn_gate", .up = "blk.%d.ffn_up", .down = "blk.%d.ffn_down"},
     },
+    {
+        /* llama.cpp's qwen2: llama names plus q/k/v biases; not permuted */
+        .model_type = "gguf:qwen2",
+        .qkv_bias = HR_BIAS_ALWAYS,
+        .window = HR_WINDOW_NONE,
+        .ffn = HR_FFN_DENSE,
+        .tied_default = true,
+        .names = {.embed = "token_embd", .final_norm = "output_norm", .lm_head = "output",
+                  .attn_norm = "blk.%d.attn_norm", .ffn_norm = "blk.%d.ffn_norm",
+                  .q = "blk.%d.attn_q", .k = "blk.%d.attn_k", .v = "blk.%d.attn_v",
+                  .o = "blk.%d.attn_output",
+                  .gate = "blk.%d.ffn_gate", .up = "blk.%d.ffn_up", .down = "blk.%d.ffn_down"},
+    },
 };
 
 const hr_arch *hr_arch_find(const char *model_type) {
@@ -86,4 +99,4 @@ const hr_arch *hr_arch_find(const char *model_type) {
     return NULL;
 }
 
-const char *hr_arch_supported(void) { return "llama, mistral, qwen2, mixtral, gpt_oss (safetensors); llama (GGUF)"; }
+const char *hr_arch_supported(void) { return "llama, mistral, qwen2, mixtral, gpt_oss (safetensors); llama, qwen2 (GGUF)"; }

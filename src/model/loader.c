@@ -743,8 +743,8 @@ static int gguf_config(gguf_file *g, hr_config *c, hr_err *err) {
     char key[128];
     memset(c, 0, sizeof *c);
     if (!arch) return hr_err_set(err, HR_EINVAL, "GGUF file has no general.architecture");
-    if (strcmp(arch, "llama")) {
-        hr_err_set(err, HR_EUNSUP, "unsupported GGUF architecture '%s' (supported: llama)", arch);
+    if (strcmp(arch, "llama") && strcmp(arch, "qwen2")) {
+        hr_err_set(err, HR_EUNSUP, "unsupported GGUF architecture '%s' (supported: llama, qwen2)", arch);
         free(arch);
         return HR_EUNSUP;
     }

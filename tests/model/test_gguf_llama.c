@@ -1,12 +1,13 @@
-/* GGUF loading without a download: the test converts tiny-llama to a llama
- * GGUF the way llama.cpp's convert_hf_to_gguf does (llama.cpp tensor names,
- * ggml dimension order, Q/K rows permuted for interleaved RoPE, Llama 3 RoPE
- * scaling as a rope_freqs divisor tensor; weights F32 except a few F16), loads
- * it, and requires the golden logits of the safetensors checkpoint (1e-3
- * absolute, as test_golden) and its greedy continuation. A wrong Q/K
- * un-permutation or name mapping moves logits by O(1). The rope_freqs
- * divisors are chosen so the resulting frequencies are the bf16-rounded ones
- * transformers used for the golden (see hr_model_finish). */
+/* GGUF loading without a download: the test converts tiny-llama (arch
+ * llama) and tiny-qwen2 (arch qwen2: q/k/v biases, tied embeddings) to GGUF
+ * files the way llama.cpp's convert_hf_to_gguf does (llama.cpp tensor names,
+ * ggml dimension order, llama's Q/K rows permuted for interleaved RoPE;
+ * weights F32 except a few F16), loads them, and requires the golden logits
+ * of the safetensors checkpoints (1e-3 absolute, as test_golden) and their
+ * greedy continuations. A wrong Q/K un-permutation or name mapping moves
+ * logits by O(1). A rope_freqs divisor tensor (llama.cpp's form of Llama 3
+ * scaling) makes the frequencies the bf16-rounded ones transformers used for
+ * the golden (see hr_model_finish). */
 #include <stdint.h>
 #include <string.h>
 #include <unistd.h>
@@ -19,10 +20,6 @@
 #include "test.h"
 
 #define GGUF_ALIGN 32
-
-typedef struct gw {
-    FILE *f;
-} gw;
 
 static void w_u32(FILE *f, uint32_t v) { fwrite(&v, 4, 1, f); }
 static void w_u64(FILE *f, uint64_t v) { fwrite(&v, 8, 1, f); }
@@ -56,22 +53,25 @@ typedef struct gt {
 
 static size_t gt_bytes(const gt *t) { return (size_t)(t->rows * t->cols) * (t->f16 ? 2 : 4); }
 
-static int write_gguf(const char *path, const hr_config *c, gt *ts, int n) {
+static int write_gguf(const char *path, const char *arch, const hr_config *c, gt *ts, int n) {
+    char k[96];
     FILE *f = fopen(path, "wb");
     if (!f) return -1;
     fwrite("GGUF", 1, 4, f);
     w_u32(f, 3);
     w_u64(f, (uint64_t)n);
     w_u64(f, 10);
-    kv_s(f, "general.architecture", "llama");
-    kv_u32(f, "llama.block_count", (uint32_t)c->num_hidden_layers);
-    kv_u32(f, "llama.context_length", (uint32_t)c->max_position_embeddings);
-    kv_u32(f, "llama.embedding_length", (uint32_t)c->hidden_size);
-    kv_u32(f, "llama.feed_forward_length", (uint32_t)c->intermediate_size);
-    kv_u32(f, "llama.attention.head_count", (uint32_t)c->num_attention_heads);
-    kv_u32(f, "llama.attention.head_count_kv", (uint32_t)c->num_key_value_heads);
-    kv_f32(f, "llama.rope.freq_base", c->rope_theta);
-    kv_f32(f, "llama.attention.layer_norm_rms_epsilon", c->rms_norm_eps);
+#define KEY(s) (snprintf(k, sizeof k, "%s." s, arch), k)
+    kv_s(f, "general.architecture", arch);
+    kv_u32(f, KEY("block_count"), (uint32_t)c->num_hidden_layers);
+    kv_u32(f, KEY("context_length"), (uint32_t)c->max_position_embeddings);
+    kv_u32(f, KEY("embedding_length"), (uint32_t)c->hidden_size);
+    kv_u32(f, KEY("feed_forward_length"), (uint32_t)c->intermediate_size);
+    kv_u32(f, KEY("attention.head_count"), (uint32_t)c->num_attention_heads);
+    kv_u32(f, KEY("attention.head_count_kv"), (uint32_t)c->num_key_value_heads);
+    kv_f32(f, KEY("rope.freq_base"), c->rope_theta);
+    kv_f32(f, KEY("attention.layer_norm_rms_epsilon"), c->rms_norm_eps);
+#undef KEY
     kv_u32(f, "tokenizer.ggml.eos_token_id", 2);
     uint64_t off = 0;
     for (int i = 0; i < n; i++) {
@@ -134,24 +134,29 @@ static int argmax(const float *x, int n) {
     return b;
 }
 
-int main(void) {
+/* Converts fixture `model` to a GGUF of architecture `arch` (Q/K permuted
+ * for llama, as llama.cpp does) and checks it against the golden. */
+static void check_model(const char *model, const char *arch, bool permute) {
     char dir[1024], path[1100], gpath[1100];
-    snprintf(dir, sizeof dir, "%s/models/tiny-llama", test_fixtures());
+    snprintf(dir, sizeof dir, "%s/models/%s", test_fixtures(), model);
     hr_err err = {0};
     hr_config c;
     CHECK_MSG(hr_config_load(dir, &c, &err) == HR_OK, "%s", err.msg);
     snprintf(path, sizeof path, "%s/model.safetensors", dir);
     st_file *sf = st_file_open(path, &err);
     CHECK_MSG(sf != NULL, "%s", err.msg);
-    if (!sf) return test_report("model/gguf_llama");
+    if (!sf) return;
 
-    gt ts[64];
+    gt ts[96];
     int n = 0;
     static const struct { const char *hf, *gg; int permute; bool f16; } map[] = {
         {"model.layers.%d.input_layernorm.weight", "blk.%d.attn_norm.weight", 0, false},
         {"model.layers.%d.post_attention_layernorm.weight", "blk.%d.ffn_norm.weight", 0, false},
         {"model.layers.%d.self_attn.q_proj.weight", "blk.%d.attn_q.weight", 1, false},
         {"model.layers.%d.self_attn.k_proj.weight", "blk.%d.attn_k.weight", 2, true},
+        {"model.layers.%d.self_attn.q_proj.bias", "blk.%d.attn_q.bias", 0, false},
+        {"model.layers.%d.self_attn.k_proj.bias", "blk.%d.attn_k.bias", 0, false},
+        {"model.layers.%d.self_attn.v_proj.bias", "blk.%d.attn_v.bias", 0, false},
         {"model.layers.%d.self_attn.v_proj.weight", "blk.%d.attn_v.weight", 0, false},
         {"model.layers.%d.self_attn.o_proj.weight", "blk.%d.attn_output.weight", 0, false},
         {"model.layers.%d.mlp.gate_proj.weight", "blk.%d.ffn_gate.weight", 0, true},
@@ -164,6 +169,7 @@ int main(void) {
         {"lm_head.weight", "output.weight"},
     };
     for (size_t i = 0; i < HR_ARRAY_LEN(globals); i++) {
+        if (!st_file_find(sf, globals[i].hf)) continue; /* tied lm_head: no "output" */
         gt *t = &ts[n++];
         memset(t, 0, sizeof *t);
         snprintf(t->name, sizeof t->name, "%s", globals[i].gg);
@@ -173,14 +179,15 @@ int main(void) {
     for (int l = 0; l < c.num_hidden_layers; l++)
         for (size_t i = 0; i < HR_ARRAY_LEN(map); i++) {
             char hf[128];
+            snprintf(hf, sizeof hf, map[i].hf, l);
+            if (!st_file_find(sf, hf) && strstr(hf, ".bias")) continue; /* biases: qwen2 only */
             gt *t = &ts[n++];
             memset(t, 0, sizeof *t);
-            snprintf(hf, sizeof hf, map[i].hf, l);
             snprintf(t->name, sizeof t->name, map[i].gg, l);
             t->data = st_f32(sf, hf, &t->rows, &t->cols);
             t->ndim = t->rows > 1 ? 2 : 1;
             t->f16 = map[i].f16;
-            if (t->data && map[i].permute)
+            if (t->data && map[i].permute && permute)
                 permute_rows(t->data, t->rows, t->cols, map[i].permute == 1 ? c.num_attention_heads : c.num_key_value_heads);
         }
     bool all = true;
@@ -211,7 +218,7 @@ int main(void) {
     close(fd);
     snprintf(path, sizeof path, "%s.gguf", tmpl);
     CHECK(rename(tmpl, path) == 0);
-    CHECK(write_gguf(path, &c, ts, n) == 0);
+    CHECK(write_gguf(path, arch, &c, ts, n) == 0);
 
     hr_backend *be = hr_backend_cpu_create(2, &err);
     hr_model *m = NULL;
@@ -271,7 +278,7 @@ int main(void) {
             CHECK_MSG(same == 24, "prompt %d: greedy differs at token %d", p, same);
             free(lg);
         }
-        printf("tiny-llama via GGUF: max abs logit error vs golden %.3g\n", worst);
+        printf("%s via GGUF (%s): max abs logit error vs golden %.3g\n", model, arch, worst);
     }
     st_file_close(gf);
     hr_model_free(m);
@@ -279,5 +286,10 @@ int main(void) {
     unlink(path);
     for (int i = 0; i < n; i++) free(ts[i].data);
     st_file_close(sf);
+}
+
+int main(void) {
+    check_model("tiny-llama", "llama", true);
+    check_model("tiny-qwen2", "qwen2", false); /* q/k/v biases, tied embeddings */
     return test_report("model/gguf_llama");
 }
