@@ -23,8 +23,10 @@ typedef struct hr_model_opts {
 /* path: directory, .gguf file or "synthetic:NAME" (llama-3.1-8b, llama-3.1-70b,
  * qwen2.5-7b, mixtral-8x7b, gpt-oss-20b, gpt-oss-120b, tiny-llama,
  * tiny-mixtral, tiny-gpt-oss: random weights, meaningless output). Resolves
- * HF ids first. Weights are stored as opts->weight_dtype, else bf16/f16
- * checkpoints as-is and dequantized (FP8, NVFP4, MXFP4, GGUF) ones as F32. */
+ * HF ids first. Weights are stored as opts->weight_dtype, else: bf16/f16
+ * checkpoints as-is, dequantized FP8/NVFP4/MXFP4 ones as F32 (the goldens'
+ * 1e-3 holds), GGUF blocks as BF16 (far coarser than bf16 already); norms,
+ * biases, sinks and MoE routers always F32. GGUF architectures: llama, qwen2. */
 int hr_model_load(const char *path, hr_backend *be, const hr_model_opts *opts, hr_model **out, hr_err *err);
 void hr_model_free(hr_model *m);
 
