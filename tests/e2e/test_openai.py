@@ -448,7 +448,7 @@ def test_concurrency(srv):
 
 def test_soak(srv):
     stop_at = time.time() + SOAK_S
-    counts = {"ok": 0, "bad": 0, "cancel": 0, "unexpected": 0}
+    counts = {"ok": 0, "bad": 0, "cancel": 0, "junk": 0, "unexpected": 0}
     lock = threading.Lock()
     rss0 = None
 
@@ -465,6 +465,27 @@ def test_soak(srv):
                     r = srv.post("/v1/completions", {"prompt": f"soak {rnd.random()}", "max_tokens": rnd.randint(1, 12),
                                                       "temperature": rnd.choice([0, 0.8]), "seed": rnd.randint(0, 9)})
                     bump("ok" if r.status_code == 200 else "unexpected")
+                elif kind < 0.45:
+                    # raw HTTP junk: random bytes, lying Content-Length, chunked bodies, bad methods
+                    body = json.dumps({"prompt": "x", "max_tokens": 2}).encode()
+                    cl = rnd.choice([len(body), 0, len(body) + 7, 10**12, -1])
+                    junk = rnd.choice([
+                        bytes(rnd.randrange(256) for _ in range(rnd.randint(1, 200))),
+                        (f"POST /v1/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEY}\r\n"
+                         f"Content-Length: {cl}\r\n\r\n").encode() + body,
+                        (f"POST /v1/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEY}\r\n"
+                         "Transfer-Encoding: chunked\r\n\r\n5\r\n{\"pro\r\n0\r\n\r\n").encode(),
+                        b"BREW /v1/models HTTP/1.1\r\nHost: x\r\n\r\n",
+                        b"GET /" + b"a" * 70000 + b" HTTP/1.1\r\n\r\n",
+                    ])
+                    with socket.create_connection(("127.0.0.1", srv.port), timeout=1) as sk:
+                        try:
+                            sk.sendall(junk)
+                            while sk.recv(65536):
+                                pass
+                        except OSError:
+                            pass
+                    bump("junk")
                 elif kind < 0.6:
                     body = rnd.choice(["{", "[]", '{"prompt": 3}', '{"prompt": "a", "n": -1}', '{"messages": []}',
                                        '{"prompt": "a", "top_p": 7}', "\x00\xff garbage", '{"prompt": [1e9]}'])
@@ -500,7 +521,11 @@ def test_soak(srv):
     check(counts["unexpected"] == 0, f"soak unexpected results {counts}")
     check(counts["ok"] > 0 and counts["cancel"] > 0 and counts["bad"] > 0, f"soak mix {counts}")
     check(requests.get(srv.url + "/health", timeout=30).status_code == 200, "health after soak")
-    check(rss1 < rss0 * 1.5 + 64 * 1024, f"RSS grew {rss0} -> {rss1} kB")
+    # an ASan build keeps up to 256 MB of freed memory in quarantine
+    with open(f"/proc/{srv.proc.pid}/maps") as f:
+        asan = "libasan" in f.read()
+    slack = (64 + (320 if asan else 0)) * 1024
+    check(rss1 < rss0 * 1.5 + slack, f"RSS grew {rss0} -> {rss1} kB")
     # every request ends and the KV pool drains completely
     deadline = time.time() + 30
     while time.time() < deadline:
