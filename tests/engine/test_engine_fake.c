@@ -54,10 +54,12 @@ static uint32_t ctx_hash(const int32_t *ctx, int n) {
 }
 
 static int ctx_errors;
+static int fake_delay_us; /* makes steps take time, so aborts land mid-flight */
 
 int hr_model_forward(hr_model *m, const hr_step *st, float *logits, hr_err *err) {
     (void)err;
     m->forwards++;
+    if (fake_delay_us) usleep((useconds_t)fake_delay_us);
     for (int i = 0; i < st->n_tokens; i++) {
         m->kv_tok[st->slot_mapping[i]] = st->tokens[i];
         m->kv_pos[st->slot_mapping[i]] = st->positions[i];
@@ -462,7 +464,111 @@ static void test_gpu_sizing(void) {
     fake_free(&m);
 }
 
+/* Stress: many requests through a tiny pool while another thread aborts
+ * random ones mid-flight. Every request gets exactly one final event, the
+ * survivors' outputs equal their solo outputs, and the pool ends free. */
+#define NS 120
+typedef struct stress {
+    hr_engine *e;
+    uint64_t ids[NS];
+    int n_submitted;
+    pthread_mutex_t mu;
+} stress;
+
+static void *aborter(void *arg) {
+    stress *st = arg;
+    uint32_t s = 7;
+    for (int i = 0; i < 400; i++) {
+        pthread_mutex_lock(&st->mu);
+        int n = st->n_submitted;
+        s = s * 1103515245u + 12345u;
+        uint64_t id = n ? st->ids[(s >> 16) % (uint32_t)n] : 0;
+        pthread_mutex_unlock(&st->mu);
+        if (n && (s >> 8) % 4 == 0) hr_engine_abort(st->e, id);
+        usleep(200);
+    }
+    return NULL;
+}
+
+static void test_abort_stress(void) {
+    static job jobs[NS];
+    static result solo[NS], res[NS];
+    uint32_t s = 4242;
+    for (int k = 0; k < NS; k++) {
+        job *j = &jobs[k];
+        s = s * 1103515245u + 12345u;
+        j->np = 1 + (int)((s >> 16) % 60);
+        j->max_tokens = 1 + (int)((s >> 20) % 40);
+        for (int i = 0; i < j->np; i++) j->prompt[i] = 3 + (int32_t)(((s = s * 1103515245u + 12345u) >> 16) % 20);
+        hr_sampling_params_default(&j->sp);
+        j->sp.temperature = 0;
+        j->sp.ignore_eos = true;
+    }
+    hr_engine_opts o;
+    hr_engine_opts_default(&o);
+    o.block_size = 4;
+    o.max_model_len = 128;
+    o.kv_cache_memory = 4 * 1024 * 512;
+    hr_engine_stats st;
+    run_jobs(jobs, NS, &o, true, solo, &st);
+
+    hr_model m;
+    fake_init(&m);
+    o.kv_cache_memory = 4 * 1024 * 40; /* 160 tokens */
+    o.max_num_batched_tokens = 20;
+    o.max_num_seqs = 16;
+    stress sx = {0};
+    pthread_mutex_init(&sx.mu, NULL);
+    hr_err err = {0};
+    CHECK_EQ_INT(hr_engine_create(&m, &o, &sx.e, &err), HR_OK);
+    pthread_t th;
+    fake_delay_us = 300;
+    pthread_create(&th, NULL, aborter, &sx);
+    for (int k = 0; k < NS; k++) {
+        result_init(&res[k]);
+        hr_request rq = {
+            .prompt = jobs[k].prompt, .n_prompt = jobs[k].np, .sampling = jobs[k].sp, .max_tokens = jobs[k].max_tokens};
+        uint64_t id;
+        CHECK_EQ_INT(hr_engine_submit(sx.e, &rq, on_event, &res[k], &id, &err), HR_OK);
+        pthread_mutex_lock(&sx.mu);
+        sx.ids[sx.n_submitted++] = id;
+        pthread_mutex_unlock(&sx.mu);
+        if (k % 10 == 0) usleep(500);
+    }
+    pthread_join(th, NULL);
+    int aborted = 0, mism = 0, after = 0;
+    for (int k = 0; k < NS; k++) {
+        result_wait(&res[k]);
+        after += res[k].events_after_done;
+        if (res[k].fin == HR_FINISH_ABORT) {
+            aborted++;
+            /* what it produced before the abort is a prefix of its solo output */
+            if (res[k].n > solo[k].n || memcmp(res[k].toks, solo[k].toks, sizeof(int32_t) * (size_t)res[k].n)) mism++;
+        } else if (res[k].n != solo[k].n || memcmp(res[k].toks, solo[k].toks, sizeof(int32_t) * (size_t)res[k].n)) {
+            mism++;
+        }
+    }
+    fake_delay_us = 0;
+    hr_engine_shutdown(sx.e, 1.0);
+    hr_engine_get_stats(sx.e, &st);
+    printf("abort stress: %d of %d aborted, %llu preemptions\n", aborted, NS,
+           (unsigned long long)st.num_preemptions_total);
+    CHECK(aborted > 0 && aborted < NS);
+    CHECK_EQ_INT(mism, 0);
+    CHECK_EQ_INT(after, 0);
+    CHECK_EQ_INT(st.kv_blocks_free, st.kv_blocks_total);
+    CHECK_EQ_INT(ctx_errors, 0);
+    hr_engine_free(sx.e);
+    for (int k = 0; k < NS; k++) {
+        result_destroy(&solo[k]);
+        result_destroy(&res[k]);
+    }
+    pthread_mutex_destroy(&sx.mu);
+    fake_free(&m);
+}
+
 int main(void) {
+    test_abort_stress();
     test_gpu_sizing();
     test_batching_invariance();
     test_controls();
