@@ -46,6 +46,7 @@ static void usage(FILE *f) {
                "  --chat-template FILE           Jinja chat template overriding the tokenizer's\n"
                "  --timeout-keep-alive S         idle connection timeout (default 60)\n"
                "  --shutdown-grace S             seconds in-flight requests get on SIGTERM (default 10)\n"
+               "  --disable-uvicorn-access-log   no per-request log line (also --disable-access-log)\n"
                "vLLM flags without an effect here (--dtype, --trust-remote-code, --enforce-eager, ...) are accepted\n"
                "with a warning; --tensor-parallel-size / --pipeline-parallel-size must be 1.\n");
 }
@@ -143,6 +144,10 @@ static int parse_args(int argc, char **argv, serve_args *a) {
         }
         if (!strcmp(arg, "--no-enable-prefix-caching")) {
             a->eo.enable_prefix_caching = false;
+            continue;
+        }
+        if (!strcmp(arg, "--disable-uvicorn-access-log") || !strcmp(arg, "--disable-access-log")) {
+            a->so.access_log = false;
             continue;
         }
         if (in_list(arg, k_ignored_switches, HR_ARRAY_LEN(k_ignored_switches))) {

@@ -683,6 +683,7 @@ static enum MHD_Result route_generate(srv_conn *cn, srv_api api) {
         MHD_add_response_header(r, "Content-Type", "text/event-stream; charset=utf-8");
         MHD_add_response_header(r, "Cache-Control", "no-cache");
         srv_add_common_headers(r);
+        srv_note_status(MHD_HTTP_OK);
         enum MHD_Result ret = MHD_queue_response(cn->c, MHD_HTTP_OK, r);
         MHD_destroy_response(r);
         return ret;

@@ -4,6 +4,7 @@
  * Content-Length header, before the body is read), and the small routes
  * (/health, /version, /v1/models, /metrics). Generation routes live in
  * generate.c. */
+#include <arpa/inet.h>
 #include <netdb.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -30,7 +31,13 @@ static const struct {
 
 void hr_server_opts_default(hr_server_opts *o) {
     *o = (hr_server_opts){
-        .host = "0.0.0.0", .port = 8000, .max_request_bytes = 16u << 20, .version = "0.0.0", .timeout_s = 60};
+        .host = "0.0.0.0",
+        .port = 8000,
+        .max_request_bytes = 16u << 20,
+        .version = "0.0.0",
+        .timeout_s = 60,
+        .access_log = true,
+    };
 }
 
 void srv_new_id(hr_server *s, const char *prefix, char *out, size_t n) {
@@ -45,6 +52,12 @@ void srv_new_id(hr_server *s, const char *prefix, char *out, size_t n) {
 
 /* ---------------------------------------------------------------- replies */
 
+/* One connection is served by one thread (thread-per-connection), so the
+ * status of the response queued last on this thread is this request's. */
+static _Thread_local int tl_status;
+
+void srv_note_status(int status) { tl_status = status; }
+
 /* Browser clients (web UIs calling the API directly) need CORS; like vLLM's
  * default (--allowed-origins '*'), any origin may call, auth still applies. */
 void srv_add_common_headers(struct MHD_Response *r) { MHD_add_response_header(r, "Access-Control-Allow-Origin", "*"); }
@@ -56,6 +69,7 @@ static enum MHD_Result reply_preflight(struct MHD_Connection *c) {
     MHD_add_response_header(r, "Access-Control-Allow-Methods", "GET, POST, OPTIONS");
     MHD_add_response_header(r, "Access-Control-Allow-Headers", "Authorization, Content-Type");
     MHD_add_response_header(r, "Access-Control-Max-Age", "600");
+    tl_status = 204;
     enum MHD_Result ret = MHD_queue_response(c, 204, r);
     MHD_destroy_response(r);
     return ret;
@@ -69,6 +83,7 @@ enum MHD_Result srv_reply_buf(struct MHD_Connection *c, int status, const char *
     }
     if (ctype) MHD_add_response_header(r, "Content-Type", ctype);
     srv_add_common_headers(r);
+    tl_status = status;
     enum MHD_Result ret = MHD_queue_response(c, (unsigned)status, r);
     MHD_destroy_response(r);
     return ret;
@@ -100,6 +115,7 @@ static enum MHD_Result reply_405(struct MHD_Connection *c, const char *allow) {
     MHD_add_response_header(r, "Content-Type", "application/json");
     MHD_add_response_header(r, "Allow", allow);
     srv_add_common_headers(r);
+    tl_status = 405;
     enum MHD_Result ret = MHD_queue_response(c, 405, r);
     MHD_destroy_response(r);
     return ret;
@@ -203,6 +219,10 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         cn->s = s;
         cn->c = c;
         cn->pool = srv_pool_new();
+        cn->t_start = hr_time_now();
+        snprintf(cn->method, sizeof cn->method, "%s", method);
+        snprintf(cn->path, sizeof cn->path, "%s", url);
+        tl_status = 0;
         *con_cls = cn;
         if (!cn->pool) return MHD_NO;
         bool method_ok = false;
@@ -249,11 +269,35 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     return dispatch(cn);
 }
 
+/* uvicorn's access line, plus the time the request took. */
+static void access_log(hr_server *s, struct MHD_Connection *c, const srv_conn *cn,
+                       enum MHD_RequestTerminationCode toe) {
+    if (!s->access_log) return;
+    char host[INET6_ADDRSTRLEN + 8] = "?";
+    int port = 0;
+    const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+    if (ci && ci->client_addr) {
+        const struct sockaddr *sa = ci->client_addr;
+        if (sa->sa_family == AF_INET) {
+            const struct sockaddr_in *in = (const struct sockaddr_in *)(const void *)sa;
+            inet_ntop(AF_INET, &in->sin_addr, host, sizeof host);
+            port = ntohs(in->sin_port);
+        } else if (sa->sa_family == AF_INET6) {
+            const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)(const void *)sa;
+            inet_ntop(AF_INET6, &in6->sin6_addr, host, sizeof host);
+            port = ntohs(in6->sin6_port);
+        }
+    }
+    const char *how = toe == MHD_REQUEST_TERMINATED_COMPLETED_OK ? "" : " (connection closed early)";
+    fprintf(stderr, "INFO:     %s:%d - \"%s %s HTTP/1.1\" %d %.1f ms%s\n", host, port, cn->method, cn->path, tl_status,
+            (hr_time_now() - cn->t_start) * 1e3, how);
+}
+
 static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls, enum MHD_RequestTerminationCode toe) {
-    (void)toe;
     hr_server *s = cls;
     srv_conn *cn = *con_cls;
     if (!cn) return;
+    access_log(s, c, cn, toe);
     if (cn->route == R_CHAT || cn->route == R_COMPLETIONS)
         MHD_set_connection_option(c, MHD_CONNECTION_OPTION_TIMEOUT, (unsigned)s->timeout_s);
     srv_buf_free(&cn->body);
@@ -292,6 +336,7 @@ int hr_server_start(hr_engine *engine, const hr_tokenizer *tok, const hr_config 
     s->version = hr_xstrdup(o->version ? o->version : "0.0.0");
     s->max_request_bytes = o->max_request_bytes ? o->max_request_bytes : 16u << 20;
     s->timeout_s = o->timeout_s > 0 ? o->timeout_s : 60;
+    s->access_log = o->access_log;
     s->vocab_size = cfg && cfg->vocab_size > 0 ? cfg->vocab_size : hr_tokenizer_vocab_size(tok);
     hr_engine_stats st = {0};
     hr_engine_get_stats(engine, &st);

@@ -21,6 +21,7 @@ struct hr_server {
     char *host, *model_path, *model_name, *api_key, *chat_template, *version;
     size_t max_request_bytes;
     int timeout_s;
+    bool access_log;
     int vocab_size, max_model_len;
     srv_metrics metrics;
     /* submissions hold the read side; quiesce takes the write side, so no
@@ -42,12 +43,16 @@ typedef struct srv_conn {
     bool started, too_large;
     srv_buf body;
     srv_pool *pool;
+    char method[16], path[160]; /* for the access log */
+    double t_start;
 } srv_conn;
 
 /* Responses. body/obj ownership passes to the function. */
 enum MHD_Result srv_reply_json(struct MHD_Connection *c, int status, json_t *obj);
 enum MHD_Result srv_reply_error(struct MHD_Connection *c, const srv_error *e);
 void srv_add_common_headers(struct MHD_Response *r); /* CORS */
+/* Records the status queued on this connection's thread (access log). */
+void srv_note_status(int status);
 enum MHD_Result srv_reply_buf(struct MHD_Connection *c, int status, const char *ctype, char *body, size_t len);
 
 /* prompt.c: shared by the generation and tokenizer routes. *ids live in pool. */

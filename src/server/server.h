@@ -180,7 +180,8 @@ typedef struct hr_server_opts {
     size_t max_request_bytes;      /* default 16 MiB */
     const char *chat_template;     /* template source (NULL = the tokenizer's) */
     const char *version;
-    int timeout_s; /* idle connection timeout (default 60) */
+    int timeout_s;   /* idle connection timeout (default 60) */
+    bool access_log; /* one uvicorn-style line per request (default true) */
 } hr_server_opts;
 
 void hr_server_opts_default(hr_server_opts *o);

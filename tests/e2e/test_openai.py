@@ -562,6 +562,7 @@ def test_sigterm(srv):
         code = None
     check(code == 0, f"exit code after SIGTERM: {code}")
     check(any("Application shutdown complete" in l for l in srv.lines), "shutdown line")
+    check(any('"POST /v1/completions HTTP/1.1" 200' in l for l in srv.lines), "access log lines")
     print("sigterm:", "".join(l for l in srv.lines if "Shutting down" in l).strip(), flush=True)
     try:
         socket.create_connection(("127.0.0.1", srv.port), timeout=2).close()

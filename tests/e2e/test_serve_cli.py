@@ -96,7 +96,8 @@ def main():
                 "{% if add_generation_prompt %}[assistant] {% endif %}")
         tmpl = f.name
     env = dict(os.environ, HEARTH_API_KEY="env-key")
-    p, port, lines = start("--chat-template", tmpl, "--dtype", "auto", "--trust-remote-code", env=env)
+    p, port, lines = start("--chat-template", tmpl, "--dtype", "auto", "--trust-remote-code",
+                           "--disable-uvicorn-access-log", env=env)
     try:
         url = f"http://127.0.0.1:{port}"
         check(requests.get(url + "/v1/models", timeout=30).status_code == 401, "env key not enforced")
@@ -119,6 +120,7 @@ def main():
             code = None
         os.unlink(tmpl)
     check(code == 0, f"SIGINT exit code {code}: {''.join(lines)[-500:]}")
+    check(not any('HTTP/1.1"' in l for l in lines), "access log printed despite --disable-uvicorn-access-log")
     print(f"e2e/test_serve_cli: {len(failures)} failed")
     sys.exit(1 if failures else 0)
 
