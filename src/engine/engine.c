@@ -10,15 +10,20 @@
 #include <pthread.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "core/log.h"
+#include "core/threadpool.h"
 #include "engine/kv_cache.h"
 #include "engine/scheduler.h"
 
-#define ENG_LOG_INTERVAL_S    5.0
-#define ENG_DEFAULT_MODEL_LEN 4096 /* when the config has no max_position_embeddings */
-#define ENG_CPU_KV_FRACTION   0.25f
-#define ENG_GPU_KV_FRACTION   0.9f
+/* Rows x vocab from which a step's sampling is spread over threads. */
+#define ENG_PARALLEL_SAMPLE_MIN (1 << 17)
+#define ENG_MAX_SAMPLER_THREADS 16
+#define ENG_LOG_INTERVAL_S      5.0
+#define ENG_DEFAULT_MODEL_LEN   4096 /* when the config has no max_position_embeddings */
+#define ENG_CPU_KV_FRACTION     0.25f
+#define ENG_GPU_KV_FRACTION     0.9f
 
 /* Per-request engine state; sched_req.user points here. */
 typedef struct eng_req {
@@ -68,7 +73,10 @@ struct hr_engine {
     size_t logits_cap;
     int32_t *sampled;
     hr_sample_result *results;
+    eng_req **sample_reqs; /* request of each logits row */
+    int *sample_rc;
     int sampled_cap;
+    hr_threadpool *pool; /* sampling rows in parallel (the backend's pool is idle then) */
     uint64_t prompt_total, gen_total;
     double log_t0;
     uint64_t log_prompt0, log_gen0, log_q0, log_h0;
@@ -299,10 +307,26 @@ static int ensure_step_buffers(hr_engine *e, int n_logits) {
         if (s) e->sampled = s;
         hr_sample_result *r = realloc(e->results, (size_t)n_logits * sizeof *r);
         if (r) e->results = r;
-        if (!s || !r) return HR_ENOMEM;
+        eng_req **q = realloc(e->sample_reqs, (size_t)n_logits * sizeof *q);
+        if (q) e->sample_reqs = q;
+        int *c = realloc(e->sample_rc, (size_t)n_logits * sizeof *c);
+        if (c) e->sample_rc = c;
+        if (!s || !r || !q || !c) return HR_ENOMEM;
         e->sampled_cap = n_logits;
     }
     return HR_OK;
+}
+
+/* hr_parallel_for body: samples rows [begin, end) of this step's logits. */
+static void sample_rows(void *ctx, int begin, int end, int tid) {
+    (void)tid;
+    hr_engine *e = ctx;
+    for (int k = begin; k < end; k++) {
+        eng_req *r = e->sample_reqs[k];
+        const sched_req *s = r->sr;
+        e->sample_rc[k] = hr_sampler_sample(r->sampler, e->logits + (size_t)k * e->vocab, s->n_tokens - s->n_prompt,
+                                            r->mask_ids, r->n_mask, &e->results[k]);
+    }
 }
 
 /* One engine step. Returns false when nothing could be scheduled. */
@@ -327,13 +351,17 @@ static bool engine_step(hr_engine *e) {
         /* prompt tokens computed this step (recomputed ones after preemption count again, as in vLLM) */
         int prompt_part = HR_MAX(0, HR_MIN(s->n_computed + it->n_new, s->n_prompt) - s->n_computed);
         e->prompt_total += (uint64_t)prompt_part;
-        if (!it->sample) continue;
-        eng_req *r = s->user;
-        rc = hr_sampler_sample(r->sampler, e->logits + (size_t)j * e->vocab, s->n_tokens - s->n_prompt, r->mask_ids,
-                               r->n_mask, &e->results[j]);
-        e->sampled[j] = e->results[j].id;
-        j++;
-        if (rc != HR_OK) hr_err_set(&err, rc, "engine: sampler out of memory");
+        if (it->sample) e->sample_reqs[j++] = s->user;
+    }
+    if (rc == HR_OK && j > 0) {
+        /* Rows are independent (each request owns its sampler and RNG), so
+         * they are sampled in parallel when there is enough work. */
+        bool par = j > 1 && (e->opts.n_sampler_threads > 0 || (size_t)j * (size_t)e->vocab >= ENG_PARALLEL_SAMPLE_MIN);
+        hr_parallel_for(par ? e->pool : NULL, j, 1, sample_rows, e);
+        for (int k = 0; k < j; k++) {
+            e->sampled[k] = e->results[k].id;
+            if (e->sample_rc[k] != HR_OK) rc = hr_err_set(&err, e->sample_rc[k], "engine: sampler out of memory");
+        }
     }
     if (rc != HR_OK) {
         /* The step's requests cannot continue; the others are unaffected. */
@@ -425,6 +453,11 @@ int hr_engine_create(hr_model *model, const hr_engine_opts *opts, hr_engine **ou
         rc = n_blocks;
         goto fail;
     }
+    {
+        long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+        int nt = o.n_sampler_threads > 0 ? o.n_sampler_threads : (int)HR_MIN(HR_MAX(ncpu, 1), ENG_MAX_SAMPLER_THREADS);
+        if (nt > 1 && !(e->pool = hr_threadpool_create(nt))) HR_LOGW("engine: no sampler thread pool; sampling inline");
+    }
     rc = hr_model_kv_alloc(model, n_blocks, o.block_size, err);
     if (rc != HR_OK) goto fail;
     rc = kv_cache_init(&e->kv, n_blocks, o.block_size, o.enable_prefix_caching, model_salt(model, o.block_size), err);
@@ -482,6 +515,9 @@ void hr_engine_free(hr_engine *e) {
     free(e->logits);
     free(e->sampled);
     free(e->results);
+    free(e->sample_reqs);
+    free(e->sample_rc);
+    hr_threadpool_free(e->pool);
     if (e->sched.prefix_buf) sched_destroy(&e->sched);
     if (e->kv.blocks) kv_cache_destroy(&e->kv);
     pthread_mutex_destroy(&e->mu);

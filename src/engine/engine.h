@@ -29,6 +29,8 @@ typedef struct hr_engine_opts {
     bool enable_prefix_caching;  /* default true */
     int max_waiting_requests;    /* queue limit before HR_EFULL (0 = unlimited) */
     hr_backend *backend;         /* the model's backend, for device memory sizing (NULL = size from host memory) */
+    int n_sampler_threads;       /* threads sampling a step's rows in parallel: 0 = auto (online CPUs, at most
+                                    16, when rows x vocab is large enough to pay); > 0 = that many, always */
 } hr_engine_opts;
 
 void hr_engine_opts_default(hr_engine_opts *o);

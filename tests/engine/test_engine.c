@@ -162,6 +162,7 @@ int main(void) {
      * 16-token budget: preemption and chunked prefill */
     o.kv_cache_memory = hr_model_kv_block_bytes(m, o.block_size) * 32;
     o.max_num_batched_tokens = 16;
+    o.n_sampler_threads = 2;
     if (run(m, &o, jobs, NJ, true, together, &st)) goto done;
     printf("together: %llu preemptions, prefix cache hits %llu / %llu tokens\n",
            (unsigned long long)st.num_preemptions_total, (unsigned long long)st.prefix_hits_total,

@@ -216,6 +216,7 @@ static void test_batching_invariance(void) {
     o.kv_cache_memory = 4 * 1024 * 48; /* 48 blocks = 192 tokens */
     o.max_num_batched_tokens = 24;
     o.max_num_seqs = 8;
+    o.n_sampler_threads = 3; /* rows sampled in parallel: results must not change */
     run_jobs(jobs, NREQ, &o, true, together, &st);
     printf("together: %llu preemptions, prefix hits %llu / %llu tokens\n", (unsigned long long)st.num_preemptions_total,
            (unsigned long long)st.prefix_hits_total, (unsigned long long)st.prefix_queries_total);
@@ -517,6 +518,7 @@ static void test_abort_stress(void) {
     o.kv_cache_memory = 4 * 1024 * 40; /* 160 tokens */
     o.max_num_batched_tokens = 20;
     o.max_num_seqs = 16;
+    o.n_sampler_threads = 2;
     stress sx = {0};
     pthread_mutex_init(&sx.mu, NULL);
     hr_err err = {0};
