@@ -351,8 +351,7 @@ static int cu_add_op(hr_backend *be, hr_tensor *out, const hr_tensor *a, const h
     return HR_OK;
 }
 
-static int cu_linear_op(hr_backend *be, hr_tensor *out, const hr_tensor *x, const hr_linear *l) {
-    cu_backend *c = cu_of(be);
+static int linear_check(hr_backend *be, const hr_tensor *out, const hr_tensor *x, const hr_linear *l) {
     const hr_tensor *w = l->w;
     if (w->ndim != 2 || w->ne[1] != hr_tensor_cols(x) || hr_tensor_cols(out) != w->ne[0] ||
         hr_tensor_rows(out) != hr_tensor_rows(x))
@@ -365,6 +364,14 @@ static int cu_linear_op(hr_backend *be, hr_tensor *out, const hr_tensor *x, cons
         return hr_err_set(&be->err, HR_EUNSUP, "cuda linear: dtypes x %s w %s out %s", hr_dtype_name(x->dtype),
                           hr_dtype_name(w->dtype), hr_dtype_name(out->dtype));
     if (hr_tensor_rows(x) > INT32_MAX) return hr_err_set(&be->err, HR_EINVAL, "cuda linear: too many rows");
+    return HR_OK;
+}
+
+static int cu_linear_op(hr_backend *be, hr_tensor *out, const hr_tensor *x, const hr_linear *l) {
+    cu_backend *c = cu_of(be);
+    const hr_tensor *w = l->w;
+    int rc0 = linear_check(be, out, x, l);
+    if (rc0) return rc0;
     cu_gemv_args a;
     memset(&a, 0, sizeof(a));
     a.x = x->data;
@@ -628,6 +635,71 @@ static int cu_get_rows_op(hr_backend *be, hr_tensor *out, const hr_tensor *x, co
     return HR_OK;
 }
 
+/* ---- fused linears during a capture ----------------------------------- */
+/* A linear can join a fused GEMV: one token, BF16 x and weights, no FP8 input. */
+static bool fusable(const hr_tensor *out, const hr_tensor *x, const hr_linear *l) {
+    return hr_tensor_rows(x) == 1 && x->dtype == HR_BF16 && l->w->dtype == HR_BF16 && l->input_scale <= 0 &&
+           (out->dtype == HR_BF16 || out->dtype == HR_F32);
+}
+
+int cu_pend_flush(cu_backend *c) {
+    int n = c->n_pend;
+    c->n_pend = 0;
+    if (n == 0) return HR_OK;
+    if (n == 1) return cu_linear_op(&c->base, &c->pend[0].out, &c->pend[0].x, &c->pend[0].l);
+    cu_gemv_args a;
+    memset(&a, 0, sizeof(a));
+    a.x = c->pend[0].x.data;
+    a.tx = HR_BF16;
+    a.ldx = hr_tensor_cols(&c->pend[0].x);
+    a.tw = HR_BF16;
+    a.K = a.ldx;
+    a.T = 1;
+    a.alpha = 1.0f;
+    a.to = c->pend[0].out.dtype;
+    a.nseg = n;
+    for (int i = 0; i < n; i++) {
+        const hr_linear *l = &c->pend[i].l;
+        a.seg[i].w = l->w->data;
+        a.seg[i].bias = l->bias ? (const float *)l->bias->data : NULL;
+        a.seg[i].out = c->pend[i].out.data;
+        a.seg[i].N = l->w->ne[0];
+        a.seg[i].ldo = l->w->ne[0];
+    }
+    cu_gemv_splits(&a, c->n_sm); /* rows per warp; fused launches never split */
+    if (!cu_gemv_ok(&a)) { /* alignment: launch them one by one */
+        for (int i = 0; i < n; i++) {
+            int rc = cu_linear_op(&c->base, &c->pend[i].out, &c->pend[i].x, &c->pend[i].l);
+            if (rc) return rc;
+        }
+        return HR_OK;
+    }
+    CU_TRY(c, cu_gemv(c->stream, &a, 1, NULL), "fused gemv");
+    return HR_OK;
+}
+
+/* Holds a capture-mode linear back when it can fuse with the held ones;
+ * returns 1 when held, 0 when the caller must run it now, < 0 on error. */
+static int pend_linear(cu_backend *c, hr_tensor *out, const hr_tensor *x, const hr_linear *l) {
+    int rc = linear_check(&c->base, out, x, l);
+    if (rc) return rc;
+    /* fused linears all read x before any writes: none may write into x */
+    bool ok = fusable(out, x, l) && out->data != x->data;
+    if (c->n_pend > 0) {
+        const hr_tensor *px = &c->pend[0].x;
+        bool joins = ok && c->n_pend < 3 && px->data == x->data && hr_tensor_cols(px) == hr_tensor_cols(x) &&
+                     c->pend[0].out.dtype == out->dtype;
+        for (int i = 0; i < c->n_pend; i++) joins = joins && c->pend[i].out.data != out->data;
+        if (!joins && (rc = cu_pend_flush(c))) return rc;
+    }
+    if (!ok) return 0;
+    c->pend[c->n_pend].out = *out;
+    c->pend[c->n_pend].x = *x;
+    c->pend[c->n_pend].l = *l;
+    c->n_pend++;
+    return 1;
+}
+
 /* ---- logging wrappers (the op table): eager ops run at once; in a graph
  * capture they also log; in a replay they only log (step_graph.cu) ----- */
 static int w_embed(hr_backend *be, hr_tensor *out, const hr_tensor *table, const hr_step *step) {
@@ -637,6 +709,8 @@ static int w_embed(hr_backend *be, hr_tensor *out, const hr_tensor *table, const
         o->t[0] = *out;
         o->t[1] = *table;
         if (cu_of(be)->mode == CU_REPLAY) return HR_OK;
+        int prc = cu_pend_flush(cu_of(be));
+        if (prc) return prc;
     }
     return cu_embed_op(be, out, table, step);
 }
@@ -650,6 +724,8 @@ static int w_rmsnorm(hr_backend *be, hr_tensor *out, const hr_tensor *x, const h
         o->t[2] = *w;
         o->p.eps = eps;
         if (cu_of(be)->mode == CU_REPLAY) return HR_OK;
+        int prc = cu_pend_flush(cu_of(be));
+        if (prc) return prc;
     }
     return cu_rmsnorm_op(be, out, x, w, eps);
 }
@@ -665,6 +741,8 @@ static int w_add_rmsnorm(hr_backend *be, hr_tensor *out, hr_tensor *res, const h
         o->t[3] = *w;
         o->p.eps = eps;
         if (cu_of(be)->mode == CU_REPLAY) return HR_OK;
+        int prc = cu_pend_flush(cu_of(be));
+        if (prc) return prc;
     }
     return cu_add_rmsnorm_op(be, out, res, x, w, eps);
 }
@@ -677,6 +755,8 @@ static int w_add(hr_backend *be, hr_tensor *out, const hr_tensor *a, const hr_te
         o->t[1] = *a;
         o->t[2] = *b;
         if (cu_of(be)->mode == CU_REPLAY) return HR_OK;
+        int prc = cu_pend_flush(cu_of(be));
+        if (prc) return prc;
     }
     return cu_add_op(be, out, a, b);
 }
@@ -689,6 +769,10 @@ static int w_linear(hr_backend *be, hr_tensor *out, const hr_tensor *x, const hr
         o->t[1] = *x;
         o->p.lin = *l;
         if (cu_of(be)->mode == CU_REPLAY) return HR_OK;
+        if (cu_of(be)->fuse_linears) {
+            int held = pend_linear(cu_of(be), out, x, l);
+            if (held) return held < 0 ? held : HR_OK;
+        }
     }
     return cu_linear_op(be, out, x, l);
 }
@@ -701,6 +785,8 @@ static int w_rope(hr_backend *be, hr_tensor *x, int n_heads, const hr_rope *r, c
         o->i0 = n_heads;
         o->p.rope = *r;
         if (cu_of(be)->mode == CU_REPLAY) return HR_OK;
+        int prc = cu_pend_flush(cu_of(be));
+        if (prc) return prc;
     }
     return cu_rope_op(be, x, n_heads, r, step);
 }
@@ -715,6 +801,8 @@ static int w_kv_store(hr_backend *be, hr_tensor *kc, hr_tensor *vc, const hr_ten
         o->t[2] = *k;
         o->t[3] = *v;
         if (cu_of(be)->mode == CU_REPLAY) return HR_OK;
+        int prc = cu_pend_flush(cu_of(be));
+        if (prc) return prc;
     }
     return cu_kv_store_op(be, kc, vc, k, v, step);
 }
@@ -730,6 +818,8 @@ static int w_attention(hr_backend *be, hr_tensor *out, const hr_tensor *q, const
         o->t[3] = *vc;
         o->p.attn = *p;
         if (cu_of(be)->mode == CU_REPLAY) return HR_OK;
+        int prc = cu_pend_flush(cu_of(be));
+        if (prc) return prc;
     }
     return cu_attention_op(be, out, q, kc, vc, step, p);
 }
@@ -743,6 +833,8 @@ static int w_swiglu(hr_backend *be, hr_tensor *out, const hr_tensor *gate, const
         o->t[2] = *up;
         o->p.act = *act;
         if (cu_of(be)->mode == CU_REPLAY) return HR_OK;
+        int prc = cu_pend_flush(cu_of(be));
+        if (prc) return prc;
     }
     return cu_swiglu_op(be, out, gate, up, act);
 }
@@ -755,6 +847,8 @@ static int w_moe(hr_backend *be, hr_tensor *out, const hr_tensor *x, const hr_mo
         o->t[1] = *x;
         o->p.moe = *m;
         if (cu_of(be)->mode == CU_REPLAY) return HR_OK;
+        int prc = cu_pend_flush(cu_of(be));
+        if (prc) return prc;
     }
     return cu_moe_op(be, out, x, m);
 }
@@ -766,6 +860,8 @@ static int w_get_rows(hr_backend *be, hr_tensor *out, const hr_tensor *x, const 
         o->t[0] = *out;
         o->t[1] = *x;
         if (cu_of(be)->mode == CU_REPLAY) return HR_OK;
+        int prc = cu_pend_flush(cu_of(be));
+        if (prc) return prc;
     }
     return cu_get_rows_op(be, out, x, step);
 }
@@ -880,6 +976,10 @@ extern "C" hr_backend *hr_backend_cuda_create(int device_index, hr_err *err) {
     c->base.impl = c;
     c->device = device_index;
     cu_graphs_init(c);
+    {
+        const char *e = getenv("HEARTH_CUDA_FUSE"); /* 0: no fused linears in graphs (comparisons) */
+        c->fuse_linears = !(e && !strcmp(e, "0"));
+    }
     {
         const char *e = getenv("HEARTH_CUDA_ATTN_TC"); /* 0: the split kernel for prefill too (comparisons) */
         c->use_tc_attn = !(e && !strcmp(e, "0"));

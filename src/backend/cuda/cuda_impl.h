@@ -103,6 +103,12 @@ typedef struct cu_backend {
 
     bool use_tc_attn;      /* tensor-core prefill attention (HEARTH_CUDA_ATTN_TC=0: off) */
 
+    /* capture only: linears of one token that share x, held back to be
+     * launched as one fused GEMV (q/k/v, gate/up) */
+    struct { hr_tensor out, x; hr_linear l; } pend[3];
+    int n_pend;
+    bool fuse_linears;     /* HEARTH_CUDA_FUSE=0: off */
+
     /* graphs: the current step's mode, op log and cache entry */
     bool graphs_on;
     cu_mode mode;
@@ -154,6 +160,11 @@ typedef struct cu_gemv_args {
     void *out; hr_dtype to; int64_t ldo;
     const int32_t *expert; int xrow_div; int64_t w_stride;
     int rows;                 /* output rows per warp; 0 = by token count (cu_gemv_splits sets it) */
+    /* nseg > 1: several linears of the same x fused into one launch (q/k/v,
+     * gate/up); their row blocks follow each other in the grid, no split-K.
+     * w, bias, out, N, ldo above are then unused. */
+    int nseg;
+    struct { const void *w; const float *bias; void *out; int64_t N, ldo; } seg[3];
 } cu_gemv_args;
 /* true when the GEMV kernel handles this shape (K vector-aligned, dtypes known). */
 bool cu_gemv_ok(const cu_gemv_args *a);
@@ -214,6 +225,8 @@ int cu_graph_step_end(cu_backend *c);       /* launch, or finish capture, or run
 cu_op *cu_graph_log(cu_backend *c, cu_op_kind kind); /* NULL when eager */
 /* Runs one logged op eagerly (backend_cuda.cu). */
 int cu_exec_op(cu_backend *c, const cu_op *o);
+/* Launches the held-back linears (backend_cuda.cu); called before any other op. */
+int cu_pend_flush(cu_backend *c);
 
 /* A failed CUDA call: sets be->err and returns HR_EIO (or HR_EUNSUP / HR_ENOMEM). */
 int cu_fail(cu_backend *c, cudaError_t e, const char *what);

@@ -85,20 +85,21 @@ cudaError_t cu_swiglu(cudaStream_t st, void *out, const void *gate, const void *
 }
 
 /* ---- rope: NeoX / HF rotate_half pairs (i, i + rot/2) ---------------------- */
+/* grid (tokens, heads): one thread per rotated pair, so a decode token's
+ * heads run in parallel instead of looping in one block */
 template <typename T>
 __global__ void rope_kernel(T *x, int64_t ld, int n_heads, int head_dim, int rot_dim, const float *inv_freq,
                             float mscale, const int32_t *positions) {
     pdl_begin();
     int64_t t = blockIdx.x;
-    int half = rot_dim / 2;
+    int h = blockIdx.y, half = rot_dim / 2;
     float pos = (float)positions[t];
-    for (int i = threadIdx.x; i < n_heads * half; i += blockDim.x) {
-        int h = i / half, j = i % half;
+    T *p = x + t * ld + (int64_t)h * head_dim;
+    for (int j = threadIdx.x; j < half; j += blockDim.x) {
         float s, c;
         sincosf(pos * inv_freq[j], &s, &c);
         c *= mscale;
         s *= mscale;
-        T *p = x + t * ld + (int64_t)h * head_dim;
         float x0 = to_f(p[j]), x1 = to_f(p[j + half]);
         p[j] = from_f<T>(x0 * c - x1 * s);
         p[j + half] = from_f<T>(x1 * c + x0 * s);
@@ -108,8 +109,11 @@ __global__ void rope_kernel(T *x, int64_t ld, int n_heads, int head_dim, int rot
 cudaError_t cu_rope(cudaStream_t st, void *x, hr_dtype t, int n_tokens, int64_t ld, int n_heads, int head_dim,
                     int rot_dim, const float *inv_freq, float mscale, const int32_t *positions) {
     if (n_tokens <= 0) return cudaSuccess;
-    CU_DISPATCH_ACT(t, T, cu_launch(rope_kernel<T>, n_tokens, 256, 0, st, (T *)x, ld, n_heads, head_dim, rot_dim, inv_freq,
-                                                                   mscale, positions));
+    if (n_heads > 65535) return cudaErrorInvalidValue;
+    dim3 grid((unsigned)n_tokens, (unsigned)n_heads);
+    int threads = HR_MIN(256, HR_MAX(32, (rot_dim / 2 + 31) / 32 * 32));
+    CU_DISPATCH_ACT(t, T, cu_launch(rope_kernel<T>, grid, threads, 0, st, (T *)x, ld, n_heads, head_dim, rot_dim,
+                                    inv_freq, mscale, positions));
     return cudaGetLastError();
 }
 
@@ -121,7 +125,7 @@ __global__ void kv_store_kernel(TKV *kc, TKV *vc, const TX *k, const TX *v, int6
     int64_t t = blockIdx.x;
     int64_t s = slots[t];
     if (s < 0 || s >= n_slots) return; /* padding token or bad slot: nothing to store */
-    for (int64_t i = threadIdx.x; i < row; i += blockDim.x) {
+    for (int64_t i = blockIdx.y * (int64_t)blockDim.x + threadIdx.x; i < row; i += (int64_t)gridDim.y * blockDim.x) {
         kc[s * row + i] = from_f<TKV>(to_f(k[t * ldk + i]));
         vc[s * row + i] = from_f<TKV>(to_f(v[t * ldv + i]));
     }
@@ -131,8 +135,9 @@ cudaError_t cu_kv_store(cudaStream_t st, void *kc, void *vc, hr_dtype tkv, const
                         int64_t ldk, int64_t ldv, int n_tokens, int64_t row, const int32_t *slots,
                         int64_t n_slots) {
     if (n_tokens <= 0) return cudaSuccess;
+    dim3 grid((unsigned)n_tokens, HR_MIN(cu_blocks(row, 256), 16u));
     CU_DISPATCH_ACT(tkv, TKV, CU_DISPATCH_ACT(tx, TX,
-        cu_launch(kv_store_kernel<TKV, TX>, n_tokens, 256, 0, st, (TKV *)kc, (TKV *)vc, (const TX *)k, (const TX *)v, ldk,
+        cu_launch(kv_store_kernel<TKV, TX>, grid, 256, 0, st, (TKV *)kc, (TKV *)vc, (const TX *)k, (const TX *)v, ldk,
                                                            ldv, row, slots, n_slots)));
     return cudaGetLastError();
 }

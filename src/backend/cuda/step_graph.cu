@@ -40,6 +40,7 @@ void cu_graphs_free(cu_backend *c) {
 }
 
 void cu_graph_abort(cu_backend *c) {
+    c->n_pend = 0;
     if (c->mode == CU_CAPTURE) {
         cudaGraph_t g = NULL;
         cudaStreamEndCapture(c->stream, &g);
@@ -119,6 +120,7 @@ static int run_log(cu_backend *c, const cu_op *log, int n) {
 
 void cu_graph_flush(cu_backend *c) {
     if (c->mode == CU_EAGER) return;
+    c->n_pend = 0; /* the held-back linears are in the log that runs below */
     if (c->mode == CU_CAPTURE) {
         cudaGraph_t g = NULL;
         cudaStreamEndCapture(c->stream, &g);
@@ -134,6 +136,7 @@ void cu_graph_flush(cu_backend *c) {
 
 void cu_graph_demote(cu_backend *c) {
     if (c->mode != CU_CAPTURE) return;
+    c->n_pend = 0; /* held-back linears are in the log that runs below */
     cudaGraph_t g = NULL;
     cudaStreamEndCapture(c->stream, &g);
     if (g) cudaGraphDestroy(g);
@@ -197,7 +200,17 @@ int cu_graph_step_end(cu_backend *c) {
     if (mode == CU_CAPTURE) {
         cudaGraph_t graph = NULL;
         cudaGraphExec_t exec = NULL;
+        int prc = cu_pend_flush(c); /* still inside the capture */
         c->mode = CU_EAGER;
+        if (prc) {
+            cudaStreamEndCapture(c->stream, &graph);
+            if (graph) cudaGraphDestroy(graph);
+            cudaGetLastError();
+            g->failed = true;
+            c->cur = -1;
+            c->n_log = 0;
+            return prc;
+        }
         cudaError_t e = cudaStreamEndCapture(c->stream, &graph);
         if (e == cudaSuccess && graph) e = cudaGraphInstantiate(&exec, graph, 0);
         if (graph) cudaGraphDestroy(graph);

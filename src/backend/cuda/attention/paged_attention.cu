@@ -145,14 +145,20 @@ __global__ void attn_combine_kernel(cu_attn_args a, int splits, const float *par
     }
 }
 
+/* Splits of the context so that the grid has ~4 blocks per SM, each with at
+ * least AT_MIN_KEYS keys: a decode block's time is a chain of dependent
+ * per-key steps (load, dot, warp reduce, exp), so short chains in many
+ * blocks beat long chains in few (ncu, H100, 8B decode at ~300 tokens:
+ * 64 keys/split took 24 us per layer). */
+#define AT_MIN_KEYS 16
 int cu_attn_splits(const cu_attn_args *a, int n_sm) {
     int G = a->n_heads / a->n_kv_heads, n_hc = HR_CDIV(G, AT_HB);
-    int64_t blocks = (int64_t)a->step.n_tokens * a->n_kv_heads * n_hc, target = 2 * (int64_t)n_sm;
+    int64_t blocks = (int64_t)a->step.n_tokens * a->n_kv_heads * n_hc, target = 4 * (int64_t)n_sm;
     int ctx = a->step.ctx_bucket; /* not max_seq_len: a graph captured for this bucket stays valid */
     if (a->window > 0) ctx = HR_MIN(ctx, a->window);
-    if (blocks >= target || ctx <= 64) return 1;
+    if (blocks >= target || ctx <= AT_MIN_KEYS) return 1;
     int64_t s = HR_CDIV(target, blocks);
-    s = HR_MIN(s, (int64_t)HR_CDIV(ctx, 64)); /* at least 64 keys per split */
+    s = HR_MIN(s, (int64_t)HR_CDIV(ctx, AT_MIN_KEYS));
     return (int)HR_MAX((int64_t)1, HR_MIN(s, (int64_t)64));
 }
 
