@@ -414,7 +414,7 @@ def test_concurrency(srv):
     prompts = [f"{common}Question {i}: what is {i} plus {i * 7 % 13}?" for i in range(64)]
     c = srv.client()
     t0 = time.time()
-    alone = [stream_text(c, p, 16 + i % 9) for i, p in enumerate(prompts)]
+    alone = [stream_text(c, p, 32 + i % 9) for i, p in enumerate(prompts)]
     t_alone = time.time() - t0
     pre0 = srv.metric("hearth:num_preemptions_total") or 0
     hits0 = srv.metric("hearth:prefix_cache_hits_total") or 0
@@ -422,7 +422,7 @@ def test_concurrency(srv):
 
     def worker(i):
         try:
-            results[i] = stream_text(srv.client(), prompts[i], 16 + i % 9)
+            results[i] = stream_text(srv.client(), prompts[i], 32 + i % 9)
         except Exception as e:
             results[i] = ("EXC", repr(e))
 
@@ -578,7 +578,7 @@ def main():
         skip(f"fixture model missing: {MODEL}")
     t_start = time.time()
     srv = Server("--api-key", KEY, "--max-model-len", "256", "--max-num-seqs", "64",
-                 "--max-num-batched-tokens", "48", "--kv-cache-memory", "400K", "--block-size", "16",
+                 "--max-num-batched-tokens", "48", "--kv-cache-memory", "300K", "--block-size", "16",
                  "--enable-prefix-caching", "--max-request-bytes", "65536")
     try:
         for fn in (test_basics, test_stream, test_sampling, test_errors, test_concurrency, test_soak):
