@@ -30,7 +30,8 @@ static void usage(FILE *o, bool detok) {
                 "  --add-special-tokens add the post-processor's BOS/EOS (HF add_special_tokens=True)\n"
                 "  --allowed-special all  tiktoken: match special-token text (default: encode_ordinary)\n"
                 "  --json               print a JSON array instead of comma-separated ids\n"
-                "  --jsonl F            batch: each line of F is a JSON string; prints one JSON array per line\n"
+                "  --jsonl F            batch: each line of F is a JSON string (or an array of byte values,\n"
+                "                       for text that is not valid UTF-8); prints one JSON id array per line\n"
                 "  --time               print the encode time and MB/s to stderr (--quiet: no ids)\n"
                 "Invalid UTF-8 in the text is replaced by U+FFFD first (as Python's decode(errors='replace')).\n");
     else
@@ -152,7 +153,8 @@ static int run_jsonl(const hr_tokenizer *t, const tok_cli *c, bool detok) {
         lineno++;
         json_error_t je;
         json_t *v = json_loadb(line, (size_t)len, JSON_DECODE_ANY | JSON_ALLOW_NUL, &je);
-        if (!v || (detok ? !json_is_array(v) : !json_is_string(v))) {
+        bool raw = !detok && json_is_array(v); /* tokenize: an array of byte values = raw bytes */
+        if (!v || (detok ? !json_is_array(v) : !json_is_string(v) && !raw)) {
             fprintf(stderr, "hearth: %s:%zu: expected a JSON %s\n", c->jsonl, lineno, detok ? "id array" : "string");
             json_decref(v);
             rc = 1;
@@ -172,6 +174,12 @@ static int run_jsonl(const hr_tokenizer *t, const tok_cli *c, bool detok) {
             json_decref(s);
             free(text);
             free(ids);
+        } else if (raw) {
+            size_t n = json_array_size(v);
+            char *bytes = malloc(n + 1);
+            for (size_t i = 0; i < n; i++) bytes[i] = (char)json_integer_value(json_array_get(v, i));
+            rc = encode_print(t, c, bytes, n, true);
+            free(bytes);
         } else {
             rc = encode_print(t, c, json_string_value(v), json_string_length(v), true);
         }

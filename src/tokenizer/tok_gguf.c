@@ -160,10 +160,10 @@ static void spm_derive_merges(hr_tokenizer *t, const float *scores, int n) {
             memcpy(&sc, scores + i, sizeof(sc));
             m[nm++] = (spm_merge){.l = l, .r = r, .merged = i, .score = sc, .lenl = lenl, .lenr = total - lenl};
         }
-        qsort(m + first, nm - first, sizeof(spm_merge), pair_cmp);
+        if (nm > first) qsort(m + first, nm - first, sizeof(spm_merge), pair_cmp);
     }
     for (size_t k = 0; k < nm; k++) m[k].seq = (int32_t)k;
-    qsort(m, nm, sizeof(spm_merge), spm_merge_cmp);
+    if (nm) qsort(m, nm, sizeof(spm_merge), spm_merge_cmp);
     tok_pmap_init(&t->merges, nm);
     for (size_t k = 0; k < nm; k++) tok_pmap_put(&t->merges, m[k].l, m[k].r, (int32_t)k, m[k].merged);
     free(m);

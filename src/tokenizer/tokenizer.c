@@ -874,7 +874,7 @@ int tok_finish(hr_tokenizer *t, hr_err *err) {
             t->byte_tok[b] = tok_smap_get(&t->vocab, s, 6);
         }
     }
-    qsort(t->added, (size_t)t->n_added, sizeof(tok_added), added_cmp);
+    if (t->n_added) qsort(t->added, (size_t)t->n_added, sizeof(tok_added), added_cmp);
     for (int c = 0; c <= 256; c++) t->added_first[c] = t->n_added;
     for (int i = t->n_added - 1; i >= 0; i--)
         if (t->added[i].pat_len) t->added_first[(unsigned char)t->added[i].pat[0]] = i;

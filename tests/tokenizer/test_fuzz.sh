@@ -2,7 +2,7 @@
 # Bounded libFuzzer run of tests/tokenizer/fuzz_encode.c (encoder, decoder,
 # incremental detokenizer on arbitrary bytes) under ASan + UBSan.
 # Skips (77) when clang with -fsanitize=fuzzer is not available.
-# HEARTH_FUZZ_SECONDS (default 15) bounds the run.
+# HEARTH_FUZZ_SECONDS (default 10) bounds the run.
 set -euo pipefail
 SRC="${HEARTH_SOURCE_DIR:-$(cd "$(dirname "$0")/../.." && pwd)}"
 CC="$(command -v clang || command -v clang-14 || true)"
@@ -26,5 +26,5 @@ mkdir -p "$OUT/corpus"
 printf '\x00Hello, world! 123 <|im_start|>' > "$OUT/corpus/a"
 printf '\x21<|start|>user<|message|>\xf0\x9f\x98\x80 e\xcc\x81' > "$OUT/corpus/b"
 printf '\x02\xff\xfe  \n\n\t 12345678 \xe4\xb8\xad\xe6\x96\x87' > "$OUT/corpus/c"
-cd "$OUT" && "$OUT/fuzz_encode" -max_total_time="${HEARTH_FUZZ_SECONDS:-15}" -max_len=2048 -rss_limit_mb=4096 \
+cd "$OUT" && "$OUT/fuzz_encode" -max_total_time="${HEARTH_FUZZ_SECONDS:-10}" -max_len=2048 -rss_limit_mb=4096 \
     -print_final_stats=1 "$OUT/corpus" 2>&1 | tail -n 15
