@@ -14,7 +14,7 @@
 #include "model/model.h"
 #include "tokenizer/tokenizer.h"
 
-#define GEN_BLOCK 16        /* KV block size: any value works for one sequence */
+#define GEN_BLOCK         16  /* KV block size: any value works for one sequence */
 #define GEN_PREFILL_CHUNK 256 /* prompt tokens per prefill step, bounds activation memory */
 
 /* The tokenizer may be missing from a partial build; its functions are then
@@ -37,32 +37,31 @@ typedef struct gen_opts {
 } gen_opts;
 
 static void usage(FILE *f) {
-    fprintf(f,
-            "usage: hearth generate --model PATH_OR_ID (--prompt TEXT | --prompt-ids 1,2,3) [options]\n"
-            "\n"
-            "Generates a continuation of one prompt, offline, and prints the tokens as\n"
-            "they are produced, then prompt and generation tokens/s.\n"
-            "\n"
-            "  --model PATH_OR_ID   model directory (config.json + safetensors), .gguf file,\n"
-            "                       or Hugging Face id (org/name[@rev]) found in the HF cache\n"
-            "  --prompt TEXT        prompt text, encoded with the model's tokenizer\n"
-            "  --prompt-ids IDS     prompt as comma-separated token ids (no tokenizer needed)\n"
-            "  --max-tokens N       tokens to generate at most (default 64)\n"
-            "  --min-tokens N       mask end-of-sequence tokens until N tokens exist (default 0)\n"
-            "  --ignore-eos         do not stop at end-of-sequence tokens\n"
-            "  --temperature T      sampling temperature; 0 = greedy (default: the model's\n"
-            "                       generation_config.json value, else 0)\n"
-            "  --top-p P            nucleus sampling mass in (0, 1] (default: generation_config,\n"
-            "                       else 1 = off)\n"
-            "  --top-k K            keep the K most likely tokens (default: generation_config,\n"
-            "                       else 0 = off)\n"
-            "  --seed S             seed of the sampler's RNG (reproducible sampling)\n"
-            "  --device DEV         cpu, cuda or auto (default auto: cuda when a GPU is present)\n"
-            "  --threads N          CPU worker threads (default: all cores)\n"
-            "  --json               print, as the last line, one JSON object: ids, text (with a\n"
-            "                       tokenizer), prompt_tokens, generated_tokens, prompt_tps,\n"
-            "                       gen_tps, ttft_ms; timings then go to stderr\n"
-            "  -h, --help           this help\n");
+    fprintf(f, "usage: hearth generate --model PATH_OR_ID (--prompt TEXT | --prompt-ids 1,2,3) [options]\n"
+               "\n"
+               "Generates a continuation of one prompt, offline, and prints the tokens as\n"
+               "they are produced, then prompt and generation tokens/s.\n"
+               "\n"
+               "  --model PATH_OR_ID   model directory (config.json + safetensors), .gguf file,\n"
+               "                       or Hugging Face id (org/name[@rev]) found in the HF cache\n"
+               "  --prompt TEXT        prompt text, encoded with the model's tokenizer\n"
+               "  --prompt-ids IDS     prompt as comma-separated token ids (no tokenizer needed)\n"
+               "  --max-tokens N       tokens to generate at most (default 64)\n"
+               "  --min-tokens N       mask end-of-sequence tokens until N tokens exist (default 0)\n"
+               "  --ignore-eos         do not stop at end-of-sequence tokens\n"
+               "  --temperature T      sampling temperature; 0 = greedy (default: the model's\n"
+               "                       generation_config.json value, else 0)\n"
+               "  --top-p P            nucleus sampling mass in (0, 1] (default: generation_config,\n"
+               "                       else 1 = off)\n"
+               "  --top-k K            keep the K most likely tokens (default: generation_config,\n"
+               "                       else 0 = off)\n"
+               "  --seed S             seed of the sampler's RNG (reproducible sampling)\n"
+               "  --device DEV         cpu, cuda or auto (default auto: cuda when a GPU is present)\n"
+               "  --threads N          CPU worker threads (default: all cores)\n"
+               "  --json               print, as the last line, one JSON object: ids, text (with a\n"
+               "                       tokenizer), prompt_tokens, generated_tokens, prompt_tps,\n"
+               "                       gen_tps, ttft_ms; timings then go to stderr\n"
+               "  -h, --help           this help\n");
 }
 
 /* 0 = parsed, 1 = --help shown, 2 = bad usage (message printed). */
@@ -146,9 +145,18 @@ static int run_step(hr_model *m, const int32_t *toks, int n, int pos, const int3
         slots[i] = bt[(pos + i) / GEN_BLOCK] * GEN_BLOCK + (pos + i) % GEN_BLOCK;
     }
     int32_t qs[2] = {0, n}, len = pos + n, row = n - 1;
-    hr_step st = {.n_tokens = n, .tokens = toks, .positions = p, .slot_mapping = slots, .n_seqs = 1,
-                  .query_start = qs, .seq_lens = &len, .block_tables = bt, .max_blocks_per_seq = max_blocks,
-                  .block_size = GEN_BLOCK, .n_logits = 1, .logit_rows = &row};
+    hr_step st = {.n_tokens = n,
+                  .tokens = toks,
+                  .positions = p,
+                  .slot_mapping = slots,
+                  .n_seqs = 1,
+                  .query_start = qs,
+                  .seq_lens = &len,
+                  .block_tables = bt,
+                  .max_blocks_per_seq = max_blocks,
+                  .block_size = GEN_BLOCK,
+                  .n_logits = 1,
+                  .logit_rows = &row};
     return hr_model_forward(m, &st, logits, err);
 }
 
@@ -191,8 +199,10 @@ int cmd_generate(int argc, char **argv) {
     const hr_config *cfg = hr_model_config(m);
     int V = hr_model_vocab_size(m);
     /* sampling defaults from generation_config.json, as vLLM does */
-    if (!o.have_temp && isfinite(cfg->gen_temperature) && cfg->gen_temperature >= 0) o.sp.temperature = cfg->gen_temperature;
-    if (!o.have_top_p && isfinite(cfg->gen_top_p) && cfg->gen_top_p > 0 && cfg->gen_top_p <= 1) o.sp.top_p = cfg->gen_top_p;
+    if (!o.have_temp && isfinite(cfg->gen_temperature) && cfg->gen_temperature >= 0)
+        o.sp.temperature = cfg->gen_temperature;
+    if (!o.have_top_p && isfinite(cfg->gen_top_p) && cfg->gen_top_p > 0 && cfg->gen_top_p <= 1)
+        o.sp.top_p = cfg->gen_top_p;
     if (!o.have_top_k && cfg->gen_top_k > 0) o.sp.top_k = cfg->gen_top_k;
 
     if (hr_tokenizer_load_model) {
@@ -206,7 +216,8 @@ int cmd_generate(int argc, char **argv) {
     }
     if (o.prompt) {
         if (!tok) {
-            fprintf(stderr, "hearth generate: --prompt needs the tokenizer, which this build lacks; use --prompt-ids\n");
+            fprintf(stderr,
+                    "hearth generate: --prompt needs the tokenizer, which this build lacks; use --prompt-ids\n");
             goto fail;
         }
         size_t n = 0;

@@ -14,8 +14,8 @@
 /* When a projection carries a bias. */
 typedef enum {
     HR_BIAS_NEVER = 0,
-    HR_BIAS_ALWAYS,     /* qwen2 q/k/v */
-    HR_BIAS_CONFIG,     /* config.attention_bias (llama, gpt-oss) */
+    HR_BIAS_ALWAYS, /* qwen2 q/k/v */
+    HR_BIAS_CONFIG, /* config.attention_bias (llama, gpt-oss) */
 } hr_bias_rule;
 
 /* Where a layer's sliding window comes from. */
@@ -28,10 +28,10 @@ typedef enum {
 
 /* How the feed-forward weights are laid out. */
 typedef enum {
-    HR_FFN_DENSE = 0,      /* mlp.{gate,up,down}_proj */
-    HR_FFN_MOE_SPLIT,      /* Mixtral: block_sparse_moe.gate + experts.N.{w1,w3,w2} */
-    HR_FFN_MOE_FUSED,      /* gpt-oss: mlp.router + experts.{gate_up,down}_proj(_blocks/_scales/_bias),
-                              gate/up rows interleaved (even = gate, odd = up) */
+    HR_FFN_DENSE = 0, /* mlp.{gate,up,down}_proj */
+    HR_FFN_MOE_SPLIT, /* Mixtral: block_sparse_moe.gate + experts.N.{w1,w3,w2} */
+    HR_FFN_MOE_FUSED, /* gpt-oss: mlp.router + experts.{gate_up,down}_proj(_blocks/_scales/_bias),
+                         gate/up rows interleaved (even = gate, odd = up) */
 } hr_ffn_kind;
 
 /* Tensor names: printf formats taking the layer index (and the expert index
@@ -49,18 +49,18 @@ typedef struct hr_arch_names {
 } hr_arch_names;
 
 typedef struct hr_arch {
-    const char *model_type;   /* config.json model_type, or "gguf:llama" */
+    const char *model_type; /* config.json model_type, or "gguf:llama" */
     hr_bias_rule qkv_bias, o_bias;
-    bool tied_default;        /* lm_head = embed_tokens when config says nothing */
+    bool tied_default; /* lm_head = embed_tokens when config says nothing */
     hr_window_rule window;
-    bool sinks;               /* per-head attention-sink logits (gpt-oss) */
+    bool sinks; /* per-head attention-sink logits (gpt-oss) */
     hr_ffn_kind ffn;
-    hr_route route;           /* MoE routing */
-    bool renormalize;         /* SOFTMAX_TOPK: renormalise the top-k weights */
+    hr_route route;   /* MoE routing */
+    bool renormalize; /* SOFTMAX_TOPK: renormalise the top-k weights */
     bool router_bias;
     bool expert_bias;
-    bool clamped_swiglu;      /* gpt-oss: alpha 1.702, limit = config swiglu_limit, up + 1 */
-    bool permuted_qk;         /* GGUF llama: Q/K rows permuted for interleaved RoPE; undo on load */
+    bool clamped_swiglu; /* gpt-oss: alpha 1.702, limit = config swiglu_limit, up + 1 */
+    bool permuted_qk;    /* GGUF llama: Q/K rows permuted for interleaved RoPE; undo on load */
     hr_arch_names names;
 } hr_arch;
 

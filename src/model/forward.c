@@ -37,7 +37,8 @@ static hr_tensor flat_view(const hr_tensor *t, int64_t off, int rows, int64_t co
 
 static void free_acts(hr_model *m) {
     hr_acts *a = &m->acts;
-    hr_tensor **all[] = {&a->x, &a->h, &a->q, &a->k, &a->v, &a->att, &a->o, &a->gate, &a->up, &a->ffn_out, &a->sel, &a->logits};
+    hr_tensor **all[] = {&a->x, &a->h,    &a->q,  &a->k,       &a->v,   &a->att,
+                         &a->o, &a->gate, &a->up, &a->ffn_out, &a->sel, &a->logits};
     for (size_t i = 0; i < HR_ARRAY_LEN(all); i++) {
         hr_model_tensor_drop(m, *all[i]);
         *all[i] = NULL;
@@ -54,11 +55,18 @@ static int ensure_acts(hr_model *m, int n, hr_err *err) {
     int cap = n < 16 ? 16 : n;
     hr_dtype dt = m->be->act_dtype;
     int64_t H = m->hidden, qd = (int64_t)m->n_heads * m->head_dim, kvd = (int64_t)m->n_kv_heads * m->head_dim;
-    struct { hr_tensor **t; int64_t cols; hr_dtype dt; const char *name; } spec[] = {
-        {&a->x, H, dt, "act.x"},      {&a->h, H, dt, "act.h"},       {&a->q, qd, dt, "act.q"},
-        {&a->k, kvd, dt, "act.k"},    {&a->v, kvd, dt, "act.v"},     {&a->att, qd, dt, "act.att"},
-        {&a->o, H, dt, "act.o"},      {&a->gate, m->ffn, dt, "act.gate"}, {&a->up, m->ffn, dt, "act.up"},
-        {&a->ffn_out, H, dt, "act.ffn"}, {&a->sel, H, dt, "act.sel"}, {&a->logits, m->vocab, HR_F32, "act.logits"},
+    struct {
+        hr_tensor **t;
+        int64_t cols;
+        hr_dtype dt;
+        const char *name;
+    } spec[] = {
+        {&a->x, H, dt, "act.x"},        {&a->h, H, dt, "act.h"},
+        {&a->q, qd, dt, "act.q"},       {&a->k, kvd, dt, "act.k"},
+        {&a->v, kvd, dt, "act.v"},      {&a->att, qd, dt, "act.att"},
+        {&a->o, H, dt, "act.o"},        {&a->gate, m->ffn, dt, "act.gate"},
+        {&a->up, m->ffn, dt, "act.up"}, {&a->ffn_out, H, dt, "act.ffn"},
+        {&a->sel, H, dt, "act.sel"},    {&a->logits, m->vocab, HR_F32, "act.logits"},
     };
     for (size_t i = 0; i < HR_ARRAY_LEN(spec); i++) {
         int64_t ne[2] = {cap, spec[i].cols};
@@ -109,16 +117,17 @@ static int check_step(const hr_model *m, const hr_step *s, hr_err *err) {
     }
     for (int i = 0; i < s->n_logits; i++)
         if (!s->logit_rows || s->logit_rows[i] < 0 || s->logit_rows[i] >= s->n_tokens)
-            return hr_err_set(err, HR_EINVAL, "forward: logit row %d out of range", s->logit_rows ? s->logit_rows[i] : -1);
+            return hr_err_set(err, HR_EINVAL, "forward: logit row %d out of range",
+                              s->logit_rows ? s->logit_rows[i] : -1);
     return HR_OK;
 }
 
-#define OP(call)                                                                        \
-    do {                                                                                \
-        if ((rc = (call)) != HR_OK) {                                                   \
-            hr_err_set(err, rc, "forward: %s: %s", #call, be->err.msg);                 \
-            goto fail;                                                                  \
-        }                                                                               \
+#define OP(call)                                                                                                       \
+    do {                                                                                                               \
+        if ((rc = (call)) != HR_OK) {                                                                                  \
+            hr_err_set(err, rc, "forward: %s: %s", #call, be->err.msg);                                                \
+            goto fail;                                                                                                 \
+        }                                                                                                              \
     } while (0)
 
 int hr_model_forward(hr_model *m, const hr_step *step, float *logits, hr_err *err) {
@@ -135,15 +144,19 @@ int hr_model_forward(hr_model *m, const hr_step *step, float *logits, hr_err *er
     hr_tensor v = rows_view(a->v, T), att = rows_view(a->att, T), o = rows_view(a->o, T);
     hr_tensor gate = rows_view(a->gate, T), up = rows_view(a->up, T), f = rows_view(a->ffn_out, T);
     hr_tensor sel = rows_view(a->sel, step->n_logits), lg = rows_view(a->logits, step->n_logits);
-    hr_attn_params ap = {.n_heads = m->n_heads, .n_kv_heads = m->n_kv_heads, .head_dim = m->head_dim,
+    hr_attn_params ap = {.n_heads = m->n_heads,
+                         .n_kv_heads = m->n_kv_heads,
+                         .head_dim = m->head_dim,
                          .scale = 1.0f / sqrtf((float)m->head_dim)};
 
     OP(ops->step_begin ? ops->step_begin(be, step) : HR_OK);
     OP(ops->embed(be, &x, m->embed, step));
     for (int li = 0; li < m->n_layers; li++) {
         hr_layer *l = &m->layers[li];
-        if (li == 0) OP(ops->rmsnorm(be, &h, &x, l->attn_norm, m->eps));
-        else OP(ops->add_rmsnorm(be, &h, &x, &f, l->attn_norm, m->eps));
+        if (li == 0)
+            OP(ops->rmsnorm(be, &h, &x, l->attn_norm, m->eps));
+        else
+            OP(ops->add_rmsnorm(be, &h, &x, &f, l->attn_norm, m->eps));
 
         /* decode (one token): q|k|v in one linear, its output row split by views */
         if (T == 1 && l->qkv.lin.w) {

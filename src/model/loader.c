@@ -16,24 +16,24 @@
 typedef struct wsrc {
     st_set *st;
     gguf_file *gg;
-    bool synthetic;          /* no file: every tensor is random (synthetic:NAME) */
+    bool synthetic; /* no file: every tensor is random (synthetic:NAME) */
     uint64_t rng;
 } wsrc;
 
 typedef struct wtensor {
     int ndim;
     int64_t shape[4];
-    hr_dtype dtype;          /* safetensors dtype (unused for GGUF) */
+    hr_dtype dtype; /* safetensors dtype (unused for GGUF) */
     const void *data;
     size_t nbytes;
-    const gguf_tensor *gt;   /* non-NULL for GGUF */
+    const gguf_tensor *gt; /* non-NULL for GGUF */
 } wtensor;
 
 typedef struct loader {
     hr_model *m;
     wsrc src;
-    hr_dtype wdt;            /* matrices that are bf16/f16/f32 in the checkpoint */
-    hr_dtype qdt;            /* matrices dequantized from FP8 / NVFP4 / MXFP4 / GGUF blocks */
+    hr_dtype wdt; /* matrices that are bf16/f16/f32 in the checkpoint */
+    hr_dtype qdt; /* matrices dequantized from FP8 / NVFP4 / MXFP4 / GGUF blocks */
 } loader;
 
 static bool wfind(const wsrc *s, const char *name, wtensor *w) {
@@ -68,7 +68,8 @@ static int64_t wnelem(const wtensor *w) {
 
 static void shape_str(char *buf, size_t len, int ndim, const int64_t *s) {
     size_t o = (size_t)snprintf(buf, len, "[");
-    for (int i = 0; i < ndim && o < len; i++) o += (size_t)snprintf(buf + o, len - o, "%s%lld", i ? ", " : "", (long long)s[i]);
+    for (int i = 0; i < ndim && o < len; i++)
+        o += (size_t)snprintf(buf + o, len - o, "%s%lld", i ? ", " : "", (long long)s[i]);
     if (o < len) snprintf(buf + o, len - o, "]");
 }
 
@@ -116,8 +117,8 @@ static float *falloc(int64_t n, hr_err *err) {
 }
 
 /* Uploads host float32 data as dtype dt (F32, BF16 or F16). */
-static hr_tensor *upload_f32(hr_model *m, const float *data, int ndim, const int64_t *ne, hr_dtype dt,
-                             const char *name, hr_err *err) {
+static hr_tensor *upload_f32(hr_model *m, const float *data, int ndim, const int64_t *ne, hr_dtype dt, const char *name,
+                             hr_err *err) {
     hr_tensor *t = hr_model_tensor_new(m, dt, ndim, ne, name, err);
     if (!t) return NULL;
     int64_t n = hr_tensor_nelem(t);
@@ -396,7 +397,8 @@ static int load_group(loader *L, int n, const char *const *prefix, const int64_t
             if (!(parts[i]->w = upload_f32(L->m, buf + off[i] * in, 2, ps, quant[i] ? L->qdt : L->wdt, name, err)))
                 rc = err->code;
             snprintf(name, sizeof name, "%s.bias", prefix[i]);
-            if (rc == HR_OK && with_bias && !(parts[i]->bias = upload_f32(L->m, bias + off[i], 1, pb, HR_F32, name, err)))
+            if (rc == HR_OK && with_bias &&
+                !(parts[i]->bias = upload_f32(L->m, bias + off[i], 1, pb, HR_F32, name, err)))
                 rc = err->code;
         }
         if (rc == HR_OK && fusable) {
@@ -502,8 +504,10 @@ static int read_fused_experts(loader *L, const char *prefix, const char *what, i
         if (cols % HR_MXFP4_BLOCK) return hr_err_set(err, HR_EINVAL, "%s: MXFP4 needs in %% 32 == 0", name);
         if ((rc = check_shape(name, &b, 4, bw, err)) != HR_OK) return rc;
         snprintf(sname, sizeof sname, "%s%s_scales", prefix, what);
-        if ((rc = need(&L->src, sname, &s, err)) != HR_OK || (rc = check_shape(sname, &s, 3, sw, err)) != HR_OK) return rc;
-        if (b.dtype != HR_U8 || s.dtype != HR_U8) return hr_err_set(err, HR_EUNSUP, "%s: expected U8 blocks and scales", name);
+        if ((rc = need(&L->src, sname, &s, err)) != HR_OK || (rc = check_shape(sname, &s, 3, sw, err)) != HR_OK)
+            return rc;
+        if (b.dtype != HR_U8 || s.dtype != HR_U8)
+            return hr_err_set(err, HR_EUNSUP, "%s: expected U8 blocks and scales", name);
         hr_dequant_mxfp4(b.data, s.data, dst, E * rows, cols);
         *quantized = true;
         return HR_OK;
@@ -528,7 +532,8 @@ static int load_moe_fused(loader *L, int li, hr_moe *moe, hr_err *err) {
     int64_t E = moe->n_experts, F = m->ffn, H = m->hidden;
     char prefix[256], name[300];
     float *gu = falloc(E * 2 * F * H, err), *g = falloc(E * F * H, err), *u = falloc(E * F * H, err);
-    float *d = falloc(E * F * H, err), *bias = falloc(E * 2 * F, err), *gb = falloc(E * F, err), *ub = falloc(E * F, err);
+    float *d = falloc(E * F * H, err), *bias = falloc(E * 2 * F, err), *gb = falloc(E * F, err),
+          *ub = falloc(E * F, err);
     int rc = HR_ENOMEM;
     bool q1 = false, q2 = false;
     if (!gu || !g || !u || !d || !bias || !gb || !ub) goto fail;
@@ -553,7 +558,7 @@ static int load_moe_fused(loader *L, int li, hr_moe *moe, hr_err *err) {
         int64_t want[2] = {E, 2 * F}, wantd[2] = {E, H};
         snprintf(name, sizeof name, "%sgate_up_proj_bias", prefix);
         if ((rc = need(&L->src, name, &w, err)) != HR_OK || (rc = check_shape(name, &w, 2, want, err)) != HR_OK ||
-                 (rc = wto_f32(name, &w, bias, err)) != HR_OK)
+            (rc = wto_f32(name, &w, bias, err)) != HR_OK)
             goto fail;
         for (int64_t i = 0; i < E * F; i++) {
             gb[i] = bias[2 * i];
@@ -653,7 +658,7 @@ static int load_layers(loader *L, hr_err *err) {
         rc = load_linear(L, pfx, moe->n_experts, H, a->router_bias, 0, &moe->router, err);
         L->wdt = keep;
         if (rc != HR_OK) return rc;
-        rc = L->src.synthetic            ? synth_moe(L, li, moe, err)
+        rc = L->src.synthetic             ? synth_moe(L, li, moe, err)
              : a->ffn == HR_FFN_MOE_SPLIT ? load_moe_split(L, li, moe, err)
                                           : load_moe_fused(L, li, moe, err);
         if (rc != HR_OK) return rc;
@@ -774,8 +779,10 @@ static int gguf_config(gguf_file *g, hr_config *c, hr_err *err) {
     if (c->vocab_size <= 0) {
         const gguf_kv *toks = gguf_find_kv(g, "tokenizer.ggml.tokens");
         const gguf_tensor *emb = gguf_find_tensor(g, "token_embd.weight");
-        if (toks && toks->type == GGUF_TYPE_ARRAY) c->vocab_size = (int)toks->arr_len;
-        else if (emb && emb->ndim == 2) c->vocab_size = (int)emb->ne[1];
+        if (toks && toks->type == GGUF_TYPE_ARRAY)
+            c->vocab_size = (int)toks->arr_len;
+        else if (emb && emb->ndim == 2)
+            c->vocab_size = (int)emb->ne[1];
     }
     c->partial_rotary_factor = c->partial_rotary_factor > 0 ? c->partial_rotary_factor : 1.0f;
     c->bos_token_id = (int)gguf_get_int(g, "tokenizer.ggml.bos_token_id", -1);
@@ -810,7 +817,8 @@ int hr_model_load_gguf(hr_model *m, const char *file, const hr_model_opts *opts,
     if (rc == HR_OK && wfind(&L.src, "rope_freqs.weight", &rf)) {
         int half = hr_rope_rot_dim(&m->cfg, m->head_dim) / 2;
         if (wnelem(&rf) != half) {
-            rc = hr_err_set(err, HR_EINVAL, "rope_freqs.weight has %lld elements, expected %d", (long long)wnelem(&rf), half);
+            rc = hr_err_set(err, HR_EINVAL, "rope_freqs.weight has %lld elements, expected %d", (long long)wnelem(&rf),
+                            half);
             goto done;
         }
         if (!(m->rope_factors = falloc(half, err))) {
@@ -848,14 +856,19 @@ int hr_model_finish(hr_model *m, hr_err *err) {
     for (int li = 0; li < m->n_layers; li++) {
         bool sliding = false;
         switch (m->arch->window) {
-        case HR_WINDOW_NONE: break;
-        case HR_WINDOW_ALL_LAYERS: sliding = c->sliding_window > 0; break;
+        case HR_WINDOW_NONE:
+            break;
+        case HR_WINDOW_ALL_LAYERS:
+            sliding = c->sliding_window > 0;
+            break;
         case HR_WINDOW_LAYER_TYPES:
             sliding = c->n_layer_types > li ? c->layer_is_sliding[li] : c->sliding_window > 0;
             break;
         case HR_WINDOW_QWEN2:
-            if (c->n_layer_types > li) sliding = c->layer_is_sliding[li];
-            else sliding = c->use_sliding_window && li >= c->max_window_layers;
+            if (c->n_layer_types > li)
+                sliding = c->layer_is_sliding[li];
+            else
+                sliding = c->use_sliding_window && li >= c->max_window_layers;
             break;
         }
         m->layers[li].window = sliding && c->sliding_window > 0 ? c->sliding_window : 0;

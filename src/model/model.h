@@ -17,7 +17,7 @@
 typedef struct hr_model hr_model;
 
 typedef struct hr_model_opts {
-    hr_dtype weight_dtype;  /* storage type for dequantized/unquantized weights; HR_DTYPE_COUNT = backend default */
+    hr_dtype weight_dtype; /* storage type for dequantized/unquantized weights; HR_DTYPE_COUNT = backend default */
 } hr_model_opts;
 
 /* path: directory, .gguf file or "synthetic:NAME" (llama-3.1-8b, llama-3.1-70b,

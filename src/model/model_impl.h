@@ -22,9 +22,9 @@ typedef struct hr_fused {
 typedef struct hr_layer {
     hr_tensor *attn_norm, *ffn_norm;
     hr_linear q, k, v, o;
-    hr_tensor *sinks;            /* [n_heads] F32 or NULL */
-    int window;                  /* sliding window (0 = full attention) */
-    hr_linear gate, up, down;    /* dense FFN */
+    hr_tensor *sinks;         /* [n_heads] F32 or NULL */
+    int window;               /* sliding window (0 = full attention) */
+    hr_linear gate, up, down; /* dense FFN */
     bool is_moe;
     hr_moe moe;
     hr_tensor *k_cache, *v_cache;
@@ -51,8 +51,8 @@ struct hr_model {
     hr_linear lm_head;
     hr_layer *layers;
 
-    float *inv_freq;             /* [rot_dim / 2] */
-    float *rope_factors;         /* GGUF rope_freqs.weight (llama3 scaling as data): inv_freq /= factor, or NULL */
+    float *inv_freq;     /* [rot_dim / 2] */
+    float *rope_factors; /* GGUF rope_freqs.weight (llama3 scaling as data): inv_freq /= factor, or NULL */
     hr_rope rope;
 
     int kv_blocks, kv_block_size;

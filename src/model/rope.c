@@ -22,7 +22,8 @@ static int llama3_freqs(const hr_config *c, int dim, double *f, hr_err *err) {
     double factor = c->rope_factor, lo = c->rope_low_freq_factor, hi = c->rope_high_freq_factor;
     double old_ctx = c->rope_original_max_pos;
     if (factor <= 0 || old_ctx <= 0 || hi == lo)
-        return hr_err_set(err, HR_EINVAL, "llama3 rope_scaling needs factor, low/high_freq_factor, original_max_position_embeddings");
+        return hr_err_set(err, HR_EINVAL,
+                          "llama3 rope_scaling needs factor, low/high_freq_factor, original_max_position_embeddings");
     double lo_wavelen = old_ctx / lo, hi_wavelen = old_ctx / hi;
     for (int i = 0; i < dim / 2; i++) {
         double wavelen = 2 * M_PI / f[i];
@@ -47,7 +48,8 @@ static double yarn_corr_dim(double rot, int dim, double base, double max_pos) {
 static int yarn_freqs(const hr_config *c, int dim, double base, double *f, float *mscale, hr_err *err) {
     double factor = c->rope_factor;
     double orig = c->rope_original_max_pos > 0 ? c->rope_original_max_pos : c->max_position_embeddings;
-    if (factor <= 0 || orig <= 0) return hr_err_set(err, HR_EINVAL, "yarn rope_scaling needs factor and original_max_position_embeddings");
+    if (factor <= 0 || orig <= 0)
+        return hr_err_set(err, HR_EINVAL, "yarn rope_scaling needs factor and original_max_position_embeddings");
     double beta_fast = c->rope_beta_fast > 0 ? c->rope_beta_fast : 32;
     double beta_slow = c->rope_beta_slow > 0 ? c->rope_beta_slow : 1;
     double attn = c->rope_attention_factor;
@@ -81,14 +83,20 @@ int hr_rope_compute(const hr_config *cfg, int head_dim, float *inv_freq, float *
     default_freqs(base, dim, f);
     int rc = HR_OK;
     switch (cfg->rope_type) {
-    case HR_ROPE_DEFAULT: break;
+    case HR_ROPE_DEFAULT:
+        break;
     case HR_ROPE_LINEAR:
         if (cfg->rope_factor <= 0) return hr_err_set(err, HR_EINVAL, "linear rope_scaling needs factor > 0");
         for (int i = 0; i < dim / 2; i++) f[i] /= cfg->rope_factor;
         break;
-    case HR_ROPE_LLAMA3: rc = llama3_freqs(cfg, dim, f, err); break;
-    case HR_ROPE_YARN: rc = yarn_freqs(cfg, dim, base, f, mscale, err); break;
-    default: return hr_err_set(err, HR_EUNSUP, "rope: unsupported rope type %d", (int)cfg->rope_type);
+    case HR_ROPE_LLAMA3:
+        rc = llama3_freqs(cfg, dim, f, err);
+        break;
+    case HR_ROPE_YARN:
+        rc = yarn_freqs(cfg, dim, base, f, mscale, err);
+        break;
+    default:
+        return hr_err_set(err, HR_EUNSUP, "rope: unsupported rope type %d", (int)cfg->rope_type);
     }
     if (rc != HR_OK) return rc;
     for (int i = 0; i < dim / 2; i++) inv_freq[i] = (float)f[i];

@@ -18,6 +18,7 @@ typedef struct synth_preset {
     int orig, window;
 } synth_preset;
 
+/* clang-format off */
 static const synth_preset k_presets[] = {
     /* name            type       hidden   ffn  layers heads kv  hd   vocab  E   k  theta    eps    tied  bias  rope            factor lo hi orig window */
     {"llama-3.1-8b",   "llama",   4096, 14336, 32, 32,  8, 128, 128256,  0, 0, 500000, 1e-5f, false, false, HR_ROPE_LLAMA3, 8,  1, 4, 8192,   0},
@@ -31,6 +32,7 @@ static const synth_preset k_presets[] = {
     {"tiny-mixtral",   "mixtral",  128,   192,  2,  4,  2,  32,    512,  4, 2, 1e6f,   1e-5f, false, false, HR_ROPE_DEFAULT, 0, 0, 0, 0,      0},
     {"tiny-gpt-oss",   "gpt_oss",  128,    96,  2,  4,  2,  32,    512,  4, 2, 150000, 1e-5f, false, true,  HR_ROPE_YARN,   32, 0, 0, 128,    8},
 };
+/* clang-format on */
 
 int hr_model_synthetic_config(const char *name, hr_config *c, hr_err *err) {
     const synth_preset *p = NULL;

@@ -46,9 +46,9 @@ static void kv_s(FILE *f, const char *k, const char *v) {
 typedef struct gt {
     char name[96];
     int ndim;
-    int64_t rows, cols;   /* numpy order; 1-D: rows = 1 */
-    float *data;          /* F32 values */
-    bool f16;             /* store as GGML F16 */
+    int64_t rows, cols; /* numpy order; 1-D: rows = 1 */
+    float *data;        /* F32 values */
+    bool f16;           /* store as GGML F16 */
 } gt;
 
 static size_t gt_bytes(const gt *t) { return (size_t)(t->rows * t->cols) * (t->f16 ? 2 : 4); }
@@ -122,7 +122,8 @@ static void permute_rows(float *w, int64_t rows, int64_t cols, int n_heads) {
     for (int h = 0; h < n_heads; h++)
         for (int i = 0; i < 2; i++)
             for (int64_t j = 0; j < half; j++)
-                memcpy(tmp + (h * hd + 2 * j + i) * cols, w + (h * hd + i * half + j) * cols, sizeof(float) * (size_t)cols);
+                memcpy(tmp + (h * hd + 2 * j + i) * cols, w + (h * hd + i * half + j) * cols,
+                       sizeof(float) * (size_t)cols);
     memcpy(w, tmp, sizeof(float) * (size_t)(rows * cols));
     free(tmp);
 }
@@ -149,7 +150,11 @@ static void check_model(const char *model, const char *arch, bool permute) {
 
     gt ts[96];
     int n = 0;
-    static const struct { const char *hf, *gg; int permute; bool f16; } map[] = {
+    static const struct {
+        const char *hf, *gg;
+        int permute;
+        bool f16;
+    } map[] = {
         {"model.layers.%d.input_layernorm.weight", "blk.%d.attn_norm.weight", 0, false},
         {"model.layers.%d.post_attention_layernorm.weight", "blk.%d.ffn_norm.weight", 0, false},
         {"model.layers.%d.self_attn.q_proj.weight", "blk.%d.attn_q.weight", 1, false},
@@ -163,7 +168,9 @@ static void check_model(const char *model, const char *arch, bool permute) {
         {"model.layers.%d.mlp.up_proj.weight", "blk.%d.ffn_up.weight", 0, false},
         {"model.layers.%d.mlp.down_proj.weight", "blk.%d.ffn_down.weight", 0, false},
     };
-    static const struct { const char *hf, *gg; } globals[] = {
+    static const struct {
+        const char *hf, *gg;
+    } globals[] = {
         {"model.embed_tokens.weight", "token_embd.weight"},
         {"model.norm.weight", "output_norm.weight"},
         {"lm_head.weight", "output.weight"},
@@ -188,7 +195,8 @@ static void check_model(const char *model, const char *arch, bool permute) {
             t->ndim = t->rows > 1 ? 2 : 1;
             t->f16 = map[i].f16;
             if (t->data && map[i].permute && permute)
-                permute_rows(t->data, t->rows, t->cols, map[i].permute == 1 ? c.num_attention_heads : c.num_key_value_heads);
+                permute_rows(t->data, t->rows, t->cols,
+                             map[i].permute == 1 ? c.num_attention_heads : c.num_key_value_heads);
         }
     bool all = true;
     for (int i = 0; i < n; i++) all &= ts[i].data != NULL;
@@ -248,9 +256,18 @@ static void check_model(const char *model, const char *arch, bool permute) {
                 slot[i] = bt[i / 4] * 4 + i % 4;
                 rows[i] = i;
             }
-            hr_step st = {.n_tokens = L, .tokens = pt->data, .positions = pos, .slot_mapping = slot, .n_seqs = 1,
-                          .query_start = qs, .seq_lens = &len, .block_tables = bt, .max_blocks_per_seq = 32,
-                          .block_size = 4, .n_logits = L, .logit_rows = rows};
+            hr_step st = {.n_tokens = L,
+                          .tokens = pt->data,
+                          .positions = pos,
+                          .slot_mapping = slot,
+                          .n_seqs = 1,
+                          .query_start = qs,
+                          .seq_lens = &len,
+                          .block_tables = bt,
+                          .max_blocks_per_seq = 32,
+                          .block_size = 4,
+                          .n_logits = L,
+                          .logit_rows = rows};
             float *lg = malloc(sizeof(float) * (size_t)L * (size_t)V);
             CHECK(hr_model_forward(m, &st, lg, &err) == HR_OK);
             const float *g = lt->data;
@@ -269,9 +286,18 @@ static void check_model(const char *model, const char *arch, bool permute) {
                 if (tok != gi[k]) break;
                 same++;
                 int32_t ps = L + k, sl = bt[ps / 4] * 4 + ps % 4, ln = ps + 1, r0 = 0;
-                hr_step ds = {.n_tokens = 1, .tokens = &tok, .positions = &ps, .slot_mapping = &sl, .n_seqs = 1,
-                              .query_start = (int32_t[]){0, 1}, .seq_lens = &ln, .block_tables = bt,
-                              .max_blocks_per_seq = 32, .block_size = 4, .n_logits = 1, .logit_rows = &r0};
+                hr_step ds = {.n_tokens = 1,
+                              .tokens = &tok,
+                              .positions = &ps,
+                              .slot_mapping = &sl,
+                              .n_seqs = 1,
+                              .query_start = (int32_t[]){0, 1},
+                              .seq_lens = &ln,
+                              .block_tables = bt,
+                              .max_blocks_per_seq = 32,
+                              .block_size = 4,
+                              .n_logits = 1,
+                              .logit_rows = &r0};
                 if (hr_model_forward(m, &ds, lg, &err) != HR_OK) break;
                 row = lg;
             }

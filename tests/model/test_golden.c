@@ -14,11 +14,11 @@
 #include "model/model.h"
 #include "test.h"
 
-#define BLOCK 4
+#define BLOCK    4
 #define N_BLOCKS 64
-#define MAX_TOK 128
-#define MAX_SEQ 2
-#define MAX_BPS 32 /* blocks per sequence */
+#define MAX_TOK  128
+#define MAX_SEQ  2
+#define MAX_BPS  32 /* blocks per sequence */
 #define N_GREEDY 24
 
 typedef struct seq {
@@ -34,7 +34,8 @@ typedef struct stepbuf {
 
 /* One step feeding ntok[s] new tokens to each sequence; all logit rows when
  * all_rows, else the last row of each sequence. */
-static const hr_step *make_step(stepbuf *b, seq **seqs, int n, const int32_t *const *toks, const int *ntok, bool all_rows) {
+static const hr_step *make_step(stepbuf *b, seq **seqs, int n, const int32_t *const *toks, const int *ntok,
+                                bool all_rows) {
     int t = 0, nl = 0;
     b->qs[0] = 0;
     for (int s = 0; s < n; s++) {
@@ -50,9 +51,18 @@ static const hr_step *make_step(stepbuf *b, seq **seqs, int n, const int32_t *co
         b->lens[s] = seqs[s]->len;
         memcpy(b->bts + s * MAX_BPS, seqs[s]->bt, sizeof seqs[s]->bt);
     }
-    b->st = (hr_step){.n_tokens = t, .tokens = b->tokens, .positions = b->pos, .slot_mapping = b->slots,
-                      .n_seqs = n, .query_start = b->qs, .seq_lens = b->lens, .block_tables = b->bts,
-                      .max_blocks_per_seq = MAX_BPS, .block_size = BLOCK, .n_logits = nl, .logit_rows = b->rows};
+    b->st = (hr_step){.n_tokens = t,
+                      .tokens = b->tokens,
+                      .positions = b->pos,
+                      .slot_mapping = b->slots,
+                      .n_seqs = n,
+                      .query_start = b->qs,
+                      .seq_lens = b->lens,
+                      .block_tables = b->bts,
+                      .max_blocks_per_seq = MAX_BPS,
+                      .block_size = BLOCK,
+                      .n_logits = nl,
+                      .logit_rows = b->rows};
     return &b->st;
 }
 
@@ -72,7 +82,8 @@ static void assign_blocks(seq *seqs, int n) {
         perm[j] = tmp;
     }
     for (int s = 0; s < n; s++) {
-        for (int i = 0; i < MAX_BPS; i++) seqs[s].bt[i] = i < N_BLOCKS / MAX_SEQ ? perm[s * (N_BLOCKS / MAX_SEQ) + i] : -1;
+        for (int i = 0; i < MAX_BPS; i++)
+            seqs[s].bt[i] = i < N_BLOCKS / MAX_SEQ ? perm[s * (N_BLOCKS / MAX_SEQ) + i] : -1;
         seqs[s].len = 0;
     }
 }
@@ -98,7 +109,8 @@ static double max_abs_diff(const float *a, const float *b, size_t n) {
 static void mask_eos(const hr_model *m, float *logits) {
     const hr_config *c = hr_model_config(m);
     for (int i = 0; i < c->n_eos; i++)
-        if (c->eos_token_ids[i] >= 0 && c->eos_token_ids[i] < hr_model_vocab_size(m)) logits[c->eos_token_ids[i]] = -INFINITY;
+        if (c->eos_token_ids[i] >= 0 && c->eos_token_ids[i] < hr_model_vocab_size(m))
+            logits[c->eos_token_ids[i]] = -INFINITY;
 }
 
 typedef struct golden {
@@ -236,8 +248,8 @@ static void test_errors(hr_backend *be) {
 }
 
 int main(void) {
-    static const char *models[] = {"tiny-llama", "tiny-qwen2", "tiny-mixtral", "tiny-gpt-oss", "tiny-llama-fp8",
-                                   "tiny-llama-nvfp4"};
+    static const char *models[] = {"tiny-llama",   "tiny-qwen2",     "tiny-mixtral",
+                                   "tiny-gpt-oss", "tiny-llama-fp8", "tiny-llama-nvfp4"};
     hr_err err = {0};
     hr_backend *be = hr_backend_cpu_create(2, &err);
     CHECK_MSG(be != NULL, "cpu backend: %s", err.msg);

