@@ -50,3 +50,33 @@ void srv_buf_free(srv_buf *b) {
     free(b->p);
     *b = (srv_buf){0};
 }
+
+/* Length of the valid UTF-8 sequence at p (1-4), or 0 if invalid. */
+static int utf8_len(const unsigned char *p, size_t n) {
+    int len = p[0] < 0x80                   ? 1
+              : p[0] >= 0xC2 && p[0] < 0xE0 ? 2
+              : p[0] >= 0xE0 && p[0] < 0xF0 ? 3
+              : p[0] >= 0xF0 && p[0] < 0xF5 ? 4
+                                            : 0;
+    if (!len || (size_t)len > n) return 0;
+    for (int i = 1; i < len; i++)
+        if ((p[i] & 0xC0) != 0x80) return 0;
+    /* overlong forms, UTF-16 surrogates, beyond U+10FFFF (RFC 3629) */
+    if ((p[0] == 0xE0 && p[1] < 0xA0) || (p[0] == 0xED && p[1] >= 0xA0) || (p[0] == 0xF0 && p[1] < 0x90) ||
+        (p[0] == 0xF4 && p[1] >= 0x90))
+        return 0;
+    return len;
+}
+
+void srv_buf_append_utf8(srv_buf *b, const char *s, size_t n) {
+    const unsigned char *p = (const unsigned char *)s;
+    for (size_t i = 0; i < n;) {
+        int l = utf8_len(p + i, n - i);
+        if (l)
+            srv_buf_append(b, p + i, (size_t)l);
+        else
+            srv_buf_puts(b, "\xef\xbf\xbd");
+        i += l ? (size_t)l : 1;
+    }
+    if (!b->p) srv_buf_append(b, "", 0);
+}

@@ -396,38 +396,13 @@ static json_t *take_logprobs(gen_ctx *g, gen_choice *ch) {
     return r;
 }
 
-/* Length of the valid UTF-8 sequence at p (1-4), or 0 if invalid. */
-static int utf8_len(const unsigned char *p, size_t n) {
-    int len = p[0] < 0x80                   ? 1
-              : p[0] >= 0xC2 && p[0] < 0xE0 ? 2
-              : p[0] >= 0xE0 && p[0] < 0xF0 ? 3
-              : p[0] >= 0xF0 && p[0] < 0xF5 ? 4
-                                            : 0;
-    if (!len || (size_t)len > n) return 0;
-    for (int i = 1; i < len; i++)
-        if ((p[i] & 0xC0) != 0x80) return 0;
-    /* overlong forms, UTF-16 surrogates, beyond U+10FFFF (RFC 3629) */
-    if ((p[0] == 0xE0 && p[1] < 0xA0) || (p[0] == 0xED && p[1] >= 0xA0) || (p[0] == 0xF0 && p[1] < 0x90) ||
-        (p[0] == 0xF4 && p[1] >= 0x90))
-        return 0;
-    return len;
-}
-
 static json_t *text_json(srv_buf *b) {
     json_t *j = json_stringn(b->p ? b->p : "", b->len);
     if (j) return j;
     /* the detokenizer emits whole UTF-8 characters; should a stray byte get
      * through anyway, it becomes U+FFFD rather than invalid JSON */
     srv_buf clean = {0};
-    const unsigned char *p = (const unsigned char *)b->p;
-    for (size_t i = 0; i < b->len;) {
-        int l = utf8_len(p + i, b->len - i);
-        if (l)
-            srv_buf_append(&clean, p + i, (size_t)l);
-        else
-            srv_buf_puts(&clean, "\xef\xbf\xbd");
-        i += l ? (size_t)l : 1;
-    }
+    srv_buf_append_utf8(&clean, b->p ? b->p : "", b->len);
     j = json_stringn(clean.p ? clean.p : "", clean.len);
     srv_buf_free(&clean);
     return j ? j : json_string("");

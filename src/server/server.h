@@ -38,6 +38,10 @@ typedef struct srv_buf {
 void srv_buf_append(srv_buf *b, const void *s, size_t n);
 void srv_buf_puts(srv_buf *b, const char *s);
 void srv_buf_printf(srv_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Appends s with every byte that is not part of a valid UTF-8 sequence
+ * (RFC 3629: no overlongs, surrogates or code points past U+10FFFF)
+ * replaced by U+FFFD, so it can go into JSON. */
+void srv_buf_append_utf8(srv_buf *b, const char *s, size_t n);
 /* Removes the first n bytes. */
 void srv_buf_consume(srv_buf *b, size_t n);
 void srv_buf_free(srv_buf *b);

@@ -30,6 +30,32 @@ static double value_of(const char *text, const char *prefix) {
     return -1;
 }
 
+static void test_utf8(void) {
+    struct {
+        const char *in, *out;
+    } cases[] = {
+        {"plain", "plain"},
+        {"caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80", "caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80"},
+        {"a\xff" "b", "a\xef\xbf\xbd"
+                   "b"},
+        {"\xc3", "\xef\xbf\xbd"},                                 /* truncated */
+        {"\xc0\xaf", "\xef\xbf\xbd\xef\xbf\xbd"},                 /* overlong '/' */
+        {"\xed\xa0\x80", "\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd"}, /* surrogate */
+        {"\xf4\x90\x80\x80x", "\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd"
+                              "x"}, /* > U+10FFFF */
+        {"", ""},
+    };
+    for (size_t i = 0; i < HR_ARRAY_LEN(cases); i++) {
+        srv_buf b = {0};
+        srv_buf_append_utf8(&b, cases[i].in, strlen(cases[i].in));
+        CHECK_MSG(b.p && !strcmp(b.p, cases[i].out), "case %zu", i);
+        json_t *j = json_string(b.p ? b.p : ""); /* jansson accepts the result */
+        CHECK(j != NULL);
+        json_decref(j);
+        srv_buf_free(&b);
+    }
+}
+
 static void test_histogram(void) {
     static const double bounds[] = {0.1, 0.5, 1.0};
     srv_histogram h;
@@ -123,6 +149,7 @@ static void test_render(void) {
 
 int main(void) {
     test_sse();
+    test_utf8();
     test_histogram();
     test_render();
     return test_report("server/test_sse_metrics");
