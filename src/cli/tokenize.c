@@ -19,38 +19,43 @@ typedef struct tok_cli {
 
 static void usage(FILE *o, bool detok) {
     if (!detok)
-        fprintf(o,
-                "usage: hearth tokenize (--model M | --tokenizer FILE [--encoding E] | --encoding E)\n"
-                "                       (--text T | --file F | --jsonl F) [--add-special-tokens]\n"
-                "                       [--allowed-special all] [--json]\n"
-                "  --model M            a model directory, a .gguf file or a Hugging Face id (HF cache)\n"
-                "  --tokenizer FILE     tokenizer.json, a .tiktoken rank file, tokenizer.model (tiktoken) or .gguf\n"
-                "  --encoding E         o200k_harmony | o200k_base | cl100k_base | llama3 (tiktoken; alone:\n"
-                "                       the rank file is looked up in $TIKTOKEN_ENCODINGS_BASE)\n"
-                "  --add-special-tokens add the post-processor's BOS/EOS (HF add_special_tokens=True)\n"
-                "  --allowed-special all  tiktoken: match special-token text (default: encode_ordinary)\n"
-                "  --json               print a JSON array instead of comma-separated ids\n"
-                "  --jsonl F            batch: each line of F is a JSON string (or an array of byte values,\n"
-                "                       for text that is not valid UTF-8); prints one JSON id array per line\n"
-                "  --time               print the encode time and MB/s to stderr (--quiet: no ids)\n"
-                "Invalid UTF-8 in the text is replaced by U+FFFD first (as Python's decode(errors='replace')).\n");
+        fprintf(o, "usage: hearth tokenize (--model M | --tokenizer FILE [--encoding E] | --encoding E)\n"
+                   "                       (--text T | --file F | --jsonl F) [--add-special-tokens]\n"
+                   "                       [--allowed-special all] [--json]\n"
+                   "  --model M            a model directory, a .gguf file or a Hugging Face id (HF cache)\n"
+                   "  --tokenizer FILE     tokenizer.json, a .tiktoken rank file, tokenizer.model (tiktoken) or .gguf\n"
+                   "  --encoding E         o200k_harmony | o200k_base | cl100k_base | llama3 (tiktoken; alone:\n"
+                   "                       the rank file is looked up in $TIKTOKEN_ENCODINGS_BASE)\n"
+                   "  --add-special-tokens add the post-processor's BOS/EOS (HF add_special_tokens=True)\n"
+                   "  --allowed-special all  tiktoken: match special-token text (default: encode_ordinary)\n"
+                   "  --json               print a JSON array instead of comma-separated ids\n"
+                   "  --jsonl F            batch: each line of F is a JSON string (or an array of byte values,\n"
+                   "                       for text that is not valid UTF-8); prints one JSON id array per line\n"
+                   "  --time               print the encode time and MB/s to stderr (--quiet: no ids)\n"
+                   "Invalid UTF-8 in the text is replaced by U+FFFD first (as Python's decode(errors='replace')).\n");
     else
-        fprintf(o,
-                "usage: hearth detokenize (--model M | --tokenizer FILE [--encoding E] | --encoding E)\n"
-                "                         (--ids 1,2,3 | --jsonl F) [--skip-special-tokens] [--json]\n"
-                "Prints the decoded text followed by one newline (with --json: a JSON string).\n"
-                "--jsonl F: each line of F is a JSON array of ids; prints one JSON string per line.\n");
+        fprintf(o, "usage: hearth detokenize (--model M | --tokenizer FILE [--encoding E] | --encoding E)\n"
+                   "                         (--ids 1,2,3 | --jsonl F) [--skip-special-tokens] [--json]\n"
+                   "Prints the decoded text followed by one newline (with --json: a JSON string).\n"
+                   "--jsonl F: each line of F is a JSON array of ids; prints one JSON string per line.\n");
 }
 
 static int parse(int argc, char **argv, tok_cli *c, bool detok) {
     static const struct option opts[] = {
-        {"model", required_argument, 0, 'm'},     {"tokenizer", required_argument, 0, 't'},
-        {"encoding", required_argument, 0, 'e'},  {"text", required_argument, 0, 'x'},
-        {"file", required_argument, 0, 'f'},      {"ids", required_argument, 0, 'i'},
-        {"jsonl", required_argument, 0, 'l'},     {"add-special-tokens", no_argument, 0, 'a'},
-        {"allowed-special", required_argument, 0, 's'}, {"json", no_argument, 0, 'j'},
-        {"skip-special-tokens", no_argument, 0, 'k'}, {"help", no_argument, 0, 'h'},
-        {"time", no_argument, 0, 'T'},            {"quiet", no_argument, 0, 'q'},
+        {"model", required_argument, 0, 'm'},
+        {"tokenizer", required_argument, 0, 't'},
+        {"encoding", required_argument, 0, 'e'},
+        {"text", required_argument, 0, 'x'},
+        {"file", required_argument, 0, 'f'},
+        {"ids", required_argument, 0, 'i'},
+        {"jsonl", required_argument, 0, 'l'},
+        {"add-special-tokens", no_argument, 0, 'a'},
+        {"allowed-special", required_argument, 0, 's'},
+        {"json", no_argument, 0, 'j'},
+        {"skip-special-tokens", no_argument, 0, 'k'},
+        {"help", no_argument, 0, 'h'},
+        {"time", no_argument, 0, 'T'},
+        {"quiet", no_argument, 0, 'q'},
         {0, 0, 0, 0},
     };
     memset(c, 0, sizeof(*c));
@@ -58,14 +63,30 @@ static int parse(int argc, char **argv, tok_cli *c, bool detok) {
     int o;
     while ((o = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
         switch (o) {
-        case 'm': c->model = optarg; break;
-        case 't': c->tokenizer = optarg; break;
-        case 'e': c->encoding = optarg; break;
-        case 'x': c->text = optarg; break;
-        case 'f': c->file = optarg; break;
-        case 'i': c->ids = optarg; break;
-        case 'l': c->jsonl = optarg; break;
-        case 'a': c->add_special = true; break;
+        case 'm':
+            c->model = optarg;
+            break;
+        case 't':
+            c->tokenizer = optarg;
+            break;
+        case 'e':
+            c->encoding = optarg;
+            break;
+        case 'x':
+            c->text = optarg;
+            break;
+        case 'f':
+            c->file = optarg;
+            break;
+        case 'i':
+            c->ids = optarg;
+            break;
+        case 'l':
+            c->jsonl = optarg;
+            break;
+        case 'a':
+            c->add_special = true;
+            break;
         case 's':
             if (strcmp(optarg, "all") != 0) {
                 fprintf(stderr, "hearth: --allowed-special takes only \"all\"\n");
@@ -73,12 +94,24 @@ static int parse(int argc, char **argv, tok_cli *c, bool detok) {
             }
             c->allowed_all = true;
             break;
-        case 'j': c->json = true; break;
-        case 'k': c->skip_special = true; break;
-        case 'T': c->time = true; break;
-        case 'q': c->quiet = true; break;
-        case 'h': usage(stdout, detok); return -1;
-        default: usage(stderr, detok); return 2;
+        case 'j':
+            c->json = true;
+            break;
+        case 'k':
+            c->skip_special = true;
+            break;
+        case 'T':
+            c->time = true;
+            break;
+        case 'q':
+            c->quiet = true;
+            break;
+        case 'h':
+            usage(stdout, detok);
+            return -1;
+        default:
+            usage(stderr, detok);
+            return 2;
         }
     }
     if (optind < argc) {
@@ -130,7 +163,8 @@ static int encode_print(const hr_tokenizer *t, const tok_cli *c, const char *s, 
     }
     double dt = hr_time_now() - t0;
     if (c->time)
-        fprintf(stderr, "encode: %zu bytes -> %zu ids in %.4f s (%.2f MB/s)\n", n, nid, dt, dt > 0 ? n / dt / 1e6 : 0.0);
+        fprintf(stderr, "encode: %zu bytes -> %zu ids in %.4f s (%.2f MB/s)\n", n, nid, dt,
+                dt > 0 ? n / dt / 1e6 : 0.0);
     if (!c->quiet) print_ids(ids, nid, json);
     free(ids);
     return 0;
@@ -202,8 +236,10 @@ int cmd_tokenize(int argc, char **argv) {
     }
     hr_tokenizer *t = NULL;
     if (load(&c, &t)) return 1;
-    if (c.jsonl) rc = run_jsonl(t, &c, false);
-    else if (c.text) rc = encode_print(t, &c, c.text, strlen(c.text), c.json);
+    if (c.jsonl)
+        rc = run_jsonl(t, &c, false);
+    else if (c.text)
+        rc = encode_print(t, &c, c.text, strlen(c.text), c.json);
     else {
         char *data;
         size_t len;

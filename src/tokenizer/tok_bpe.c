@@ -22,9 +22,7 @@ typedef struct word {
     int hn, hcap;
 } word;
 
-static bool cand_less(const cand *a, const cand *b) {
-    return a->rank != b->rank ? a->rank < b->rank : a->pos < b->pos;
-}
+static bool cand_less(const cand *a, const cand *b) { return a->rank != b->rank ? a->rank < b->rank : a->pos < b->pos; }
 
 static void heap_push(word *w, cand c) {
     if (w->hn == w->hcap) {
@@ -132,8 +130,10 @@ void tok_bpe_word(const hr_tokenizer *t, const char *s, size_t n, tok_ids *out) 
                     }
                 }
                 if (!done && t->unk_id >= 0) {
-                    if (t->fuse_unk && last_unk) w.len[w.n - 1] += (uint32_t)l;
-                    else push_sym(&w, t->unk_id, (uint32_t)i, (uint32_t)l);
+                    if (t->fuse_unk && last_unk)
+                        w.len[w.n - 1] += (uint32_t)l;
+                    else
+                        push_sym(&w, t->unk_id, (uint32_t)i, (uint32_t)l);
                     last_unk = true;
                 }
             }

@@ -16,10 +16,11 @@ static const char llama3_split[] = "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\
                                    "?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
 static const char qwen2_split[] = "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| "
                                   "?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
-static const char gpt4o_split[] =
-    "[^\\r\\n\\p{L}\\p{N}]?[\\p{Lu}\\p{Lt}\\p{Lm}\\p{Lo}\\p{M}]*[\\p{Ll}\\p{Lm}\\p{Lo}\\p{M}]+(?i:'s|'t|'re|'ve|'m|'ll|'d)?"
-    "|[^\\r\\n\\p{L}\\p{N}]?[\\p{Lu}\\p{Lt}\\p{Lm}\\p{Lo}\\p{M}]+[\\p{Ll}\\p{Lm}\\p{Lo}\\p{M}]*(?i:'s|'t|'re|'ve|'m|'ll|'d)?"
-    "|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n/]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
+static const char gpt4o_split[] = "[^\\r\\n\\p{L}\\p{N}]?[\\p{Lu}\\p{Lt}\\p{Lm}\\p{Lo}\\p{M}]*[\\p{Ll}\\p{Lm}\\p{Lo}"
+                                  "\\p{M}]+(?i:'s|'t|'re|'ve|'m|'ll|'d)?"
+                                  "|[^\\r\\n\\p{L}\\p{N}]?[\\p{Lu}\\p{Lt}\\p{Lm}\\p{Lo}\\p{M}]+[\\p{Ll}\\p{Lm}\\p{Lo}"
+                                  "\\p{M}]*(?i:'s|'t|'re|'ve|'m|'ll|'d)?"
+                                  "|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n/]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
 static const char tekken_split[] =
     "[^\\r\\n\\p{L}\\p{N}]?[\\p{Lu}\\p{Lt}\\p{Lm}\\p{Lo}\\p{M}]*[\\p{Ll}\\p{Lm}\\p{Lo}\\p{M}]+"
     "|[^\\r\\n\\p{L}\\p{N}]?[\\p{Lu}\\p{Lt}\\p{Lm}\\p{Lo}\\p{M}]+[\\p{Ll}\\p{Lm}\\p{Lo}\\p{M}]*"
@@ -34,6 +35,7 @@ typedef struct pre_map {
     const char *split;
 } pre_map;
 
+/* clang-format off */
 static const pre_map pre_table[] = {
     {"default",    PRE_GPT2,        NULL},         {"gpt-2",      PRE_GPT2,  NULL},
     {"gpt2",       PRE_GPT2,        NULL},         {"smollm",     PRE_DIGITS_GPT2, NULL},
@@ -44,6 +46,7 @@ static const pre_map pre_table[] = {
     {"gpt-4o",     PRE_SPLIT,       gpt4o_split},  {"llama4",     PRE_SPLIT, gpt4o_split},
     {"tekken",     PRE_SPLIT,       tekken_split},
 };
+/* clang-format on */
 
 static tok_step *add_pre(hr_tokenizer *t) {
     t->pre = hr_xrealloc(t->pre, (size_t)(t->n_pre + 1) * sizeof(tok_step));
@@ -220,8 +223,9 @@ int tok_load_gguf(const char *path, hr_tokenizer **out, hr_err *err) {
     const gguf_kv *types = gguf_find_kv(f, "tokenizer.ggml.token_type");
     const gguf_kv *scores = gguf_find_kv(f, "tokenizer.ggml.scores");
     if (merges && (merges->type != GGUF_TYPE_ARRAY || merges->arr_type != GGUF_TYPE_STRING)) merges = NULL;
-    if (spm && !merges && (!scores || scores->type != GGUF_TYPE_ARRAY || scores->arr_type != GGUF_TYPE_FLOAT32 ||
-                           scores->arr_len != (toks ? toks->arr_len : 0))) {
+    if (spm && !merges &&
+        (!scores || scores->type != GGUF_TYPE_ARRAY || scores->arr_type != GGUF_TYPE_FLOAT32 ||
+         scores->arr_len != (toks ? toks->arr_len : 0))) {
         rc = hr_err_set(err, HR_EINVAL, "%s: llama GGUF vocab without merges or float scores", path);
         goto fail;
     }
@@ -258,8 +262,10 @@ int tok_load_gguf(const char *path, hr_tokenizer **out, hr_err *err) {
             }
         }
     }
-    if (!merges) spm_derive_merges(t, scores->arr_data, (int)toks->arr_len);
-    else tok_pmap_init(&t->merges, merges->arr_len);
+    if (!merges)
+        spm_derive_merges(t, scores->arr_data, (int)toks->arr_len);
+    else
+        tok_pmap_init(&t->merges, merges->arr_len);
     for (uint64_t i = 0; merges && i < merges->arr_len; i++) {
         gguf_str m = gguf_get_arr_str(merges, i);
         const char *spc = memchr(m.ptr, ' ', m.len);

@@ -100,12 +100,18 @@ static int read_normalizer(json_t *n, hr_tokenizer *t, hr_err *err) {
 
 static int read_split_behavior(const char *b, tok_split_behavior *out, hr_err *err) {
     if (!b) return hr_err_set(err, HR_EINVAL, "tokenizer.json: Split without behavior");
-    if (!strcmp(b, "Removed")) *out = TOK_SPLIT_REMOVED;
-    else if (!strcmp(b, "Isolated")) *out = TOK_SPLIT_ISOLATED;
-    else if (!strcmp(b, "MergedWithPrevious")) *out = TOK_SPLIT_PREV;
-    else if (!strcmp(b, "MergedWithNext")) *out = TOK_SPLIT_NEXT;
-    else if (!strcmp(b, "Contiguous")) *out = TOK_SPLIT_CONTIGUOUS;
-    else return hr_err_set(err, HR_EUNSUP, "tokenizer.json: Split behavior %s is not supported", b);
+    if (!strcmp(b, "Removed"))
+        *out = TOK_SPLIT_REMOVED;
+    else if (!strcmp(b, "Isolated"))
+        *out = TOK_SPLIT_ISOLATED;
+    else if (!strcmp(b, "MergedWithPrevious"))
+        *out = TOK_SPLIT_PREV;
+    else if (!strcmp(b, "MergedWithNext"))
+        *out = TOK_SPLIT_NEXT;
+    else if (!strcmp(b, "Contiguous"))
+        *out = TOK_SPLIT_CONTIGUOUS;
+    else
+        return hr_err_set(err, HR_EUNSUP, "tokenizer.json: Split behavior %s is not supported", b);
     return HR_OK;
 }
 
@@ -186,9 +192,12 @@ static int read_decoder(json_t *n, hr_tokenizer *t, hr_err *err) {
         return HR_OK;
     }
     tok_step *s = new_step(&t->dec, &t->n_dec);
-    if (!strcmp(type, "ByteLevel")) s->type = TOK_D_BYTELEVEL;
-    else if (!strcmp(type, "ByteFallback")) s->type = TOK_D_BYTEFALLBACK;
-    else if (!strcmp(type, "Fuse")) s->type = TOK_D_FUSE;
+    if (!strcmp(type, "ByteLevel"))
+        s->type = TOK_D_BYTELEVEL;
+    else if (!strcmp(type, "ByteFallback"))
+        s->type = TOK_D_BYTEFALLBACK;
+    else if (!strcmp(type, "Fuse"))
+        s->type = TOK_D_FUSE;
     else if (!strcmp(type, "Metaspace")) {
         s->type = TOK_D_METASPACE;
         const char *r = jstr(n, "replacement");

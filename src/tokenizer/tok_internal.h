@@ -91,25 +91,43 @@ int tok_cp_to_byte(uint32_t cp); /* -1 if not a mapped char */
 /* ---- steps ---------------------------------------------------------------- */
 typedef enum {
     /* normalizers */
-    TOK_N_PREPEND, TOK_N_REPLACE, TOK_N_STRIP, TOK_N_NFC,
+    TOK_N_PREPEND,
+    TOK_N_REPLACE,
+    TOK_N_STRIP,
+    TOK_N_NFC,
     /* pre-tokenizers */
-    TOK_P_BYTELEVEL, TOK_P_SPLIT, TOK_P_DIGITS, TOK_P_METASPACE, TOK_P_WHITESPACE_SPLIT,
+    TOK_P_BYTELEVEL,
+    TOK_P_SPLIT,
+    TOK_P_DIGITS,
+    TOK_P_METASPACE,
+    TOK_P_WHITESPACE_SPLIT,
     /* decoders */
-    TOK_D_BYTELEVEL, TOK_D_BYTEFALLBACK, TOK_D_METASPACE, TOK_D_FUSE, TOK_D_STRIP, TOK_D_REPLACE,
+    TOK_D_BYTELEVEL,
+    TOK_D_BYTEFALLBACK,
+    TOK_D_METASPACE,
+    TOK_D_FUSE,
+    TOK_D_STRIP,
+    TOK_D_REPLACE,
 } tok_step_type;
 
-typedef enum { TOK_SPLIT_REMOVED, TOK_SPLIT_ISOLATED, TOK_SPLIT_PREV, TOK_SPLIT_NEXT, TOK_SPLIT_CONTIGUOUS } tok_split_behavior;
+typedef enum {
+    TOK_SPLIT_REMOVED,
+    TOK_SPLIT_ISOLATED,
+    TOK_SPLIT_PREV,
+    TOK_SPLIT_NEXT,
+    TOK_SPLIT_CONTIGUOUS
+} tok_split_behavior;
 typedef enum { TOK_PREPEND_ALWAYS, TOK_PREPEND_FIRST, TOK_PREPEND_NEVER } tok_prepend_scheme;
 
 typedef struct tok_step {
     tok_step_type type;
-    pcre2_code *re;       /* SPLIT (regex form), BYTELEVEL (use_regex), REPLACE (regex form) */
-    char *str, *str2;     /* SPLIT/REPLACE string pattern, REPLACE content, PREPEND, METASPACE replacement */
+    pcre2_code *re;   /* SPLIT (regex form), BYTELEVEL (use_regex), REPLACE (regex form) */
+    char *str, *str2; /* SPLIT/REPLACE string pattern, REPLACE content, PREPEND, METASPACE replacement */
     size_t str_len, str2_len;
     tok_split_behavior behavior;
     tok_prepend_scheme prepend;
     bool invert, add_prefix_space, use_regex, individual_digits, split, left, right;
-    int start, stop;      /* decoder Strip */
+    int start, stop; /* decoder Strip */
 } tok_step;
 
 typedef struct tok_added {
@@ -126,11 +144,11 @@ typedef enum { TOK_MODEL_BPE, TOK_MODEL_TIKTOKEN } tok_model_type;
 struct hr_tokenizer {
     tok_model_type model;
     int n_vocab;
-    char **tok;           /* id -> token string (vocab form), may be NULL for holes */
+    char **tok; /* id -> token string (vocab form), may be NULL for holes */
     uint32_t *tok_len;
-    uint8_t *special;     /* id -> special added token */
-    tok_smap vocab;       /* model vocab: string -> id (added tokens not included) */
-    tok_pmap merges;      /* BPE: pair -> rank, merged id */
+    uint8_t *special; /* id -> special added token */
+    tok_smap vocab;   /* model vocab: string -> id (added tokens not included) */
+    tok_pmap merges;  /* BPE: pair -> rank, merged id */
     bool ignore_merges, byte_fallback, fuse_unk;
     int32_t unk_id;
     int32_t byte_tok[256]; /* byte_fallback: id of <0xNN>, else -1 */
@@ -140,7 +158,7 @@ struct hr_tokenizer {
     int added_first[257]; /* added[added_first[c] .. added_first[c+1]) start with byte c */
     bool has_added_normalized;
     bool no_special_text; /* tekken: special-token text is never matched in input */
-    pcre2_code *word_re; /* Rust regex's \w, for single_word tokens */
+    pcre2_code *word_re;  /* Rust regex's \w, for single_word tokens */
 
     tok_step *norm, *pre, *dec;
     int n_norm, n_pre, n_dec;

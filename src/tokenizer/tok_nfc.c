@@ -8,8 +8,17 @@
 #include "tokenizer/tok_internal.h"
 #include "tokenizer/tok_unicode.h"
 
-enum { S_BASE = 0xAC00, L_BASE = 0x1100, V_BASE = 0x1161, T_BASE = 0x11A7, L_COUNT = 19, V_COUNT = 21,
-       T_COUNT = 28, N_COUNT = V_COUNT * T_COUNT, S_COUNT = L_COUNT * N_COUNT };
+enum {
+    S_BASE = 0xAC00,
+    L_BASE = 0x1100,
+    V_BASE = 0x1161,
+    T_BASE = 0x11A7,
+    L_COUNT = 19,
+    V_COUNT = 21,
+    T_COUNT = 28,
+    N_COUNT = V_COUNT * T_COUNT,
+    S_COUNT = L_COUNT * N_COUNT
+};
 
 static int ccc(uint32_t cp) {
     if (cp < 0x300) return 0;
@@ -17,8 +26,10 @@ static int ccc(uint32_t cp) {
     while (lo <= hi) {
         int m = (lo + hi) / 2;
         if (tok_ccc_table[m][0] == cp) return (int)tok_ccc_table[m][1];
-        if (tok_ccc_table[m][0] < cp) lo = m + 1;
-        else hi = m - 1;
+        if (tok_ccc_table[m][0] < cp)
+            lo = m + 1;
+        else
+            hi = m - 1;
     }
     return 0;
 }
@@ -53,8 +64,10 @@ static void decompose(uint32_t cp, cps *out) {
                     cps_push(out, tok_decomp_chars[tok_decomp_table[m][1] + k]);
                 return;
             }
-            if (tok_decomp_table[m][0] < cp) lo = m + 1;
-            else hi = m - 1;
+            if (tok_decomp_table[m][0] < cp)
+                lo = m + 1;
+            else
+                hi = m - 1;
         }
     }
     cps_push(out, cp);
@@ -71,8 +84,10 @@ static uint32_t compose(uint32_t a, uint32_t b) {
         int m = (lo + hi) / 2;
         uint32_t f = tok_comp_table[m][0], s = tok_comp_table[m][1];
         if (f == a && s == b) return tok_comp_table[m][2];
-        if (f < a || (f == a && s < b)) lo = m + 1;
-        else hi = m - 1;
+        if (f < a || (f == a && s < b))
+            lo = m + 1;
+        else
+            hi = m - 1;
     }
     return 0;
 }

@@ -12,10 +12,11 @@
 
 static const char cl100k_pat[] = "'(?i:[sdmt]|ll|ve|re)|[^\\r\\n\\p{L}\\p{N}]?+\\p{L}++|\\p{N}{1,3}+| "
                                  "?[^\\s\\p{L}\\p{N}]++[\\r\\n]*+|\\s++$|\\s*[\\r\\n]|\\s+(?!\\S)|\\s";
-static const char o200k_pat[] =
-    "[^\\r\\n\\p{L}\\p{N}]?[\\p{Lu}\\p{Lt}\\p{Lm}\\p{Lo}\\p{M}]*[\\p{Ll}\\p{Lm}\\p{Lo}\\p{M}]+(?i:'s|'t|'re|'ve|'m|'ll|'d)?"
-    "|[^\\r\\n\\p{L}\\p{N}]?[\\p{Lu}\\p{Lt}\\p{Lm}\\p{Lo}\\p{M}]+[\\p{Ll}\\p{Lm}\\p{Lo}\\p{M}]*(?i:'s|'t|'re|'ve|'m|'ll|'d)?"
-    "|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n/]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
+static const char o200k_pat[] = "[^\\r\\n\\p{L}\\p{N}]?[\\p{Lu}\\p{Lt}\\p{Lm}\\p{Lo}\\p{M}]*[\\p{Ll}\\p{Lm}\\p{Lo}\\p{"
+                                "M}]+(?i:'s|'t|'re|'ve|'m|'ll|'d)?"
+                                "|[^\\r\\n\\p{L}\\p{N}]?[\\p{Lu}\\p{Lt}\\p{Lm}\\p{Lo}\\p{M}]+[\\p{Ll}\\p{Lm}\\p{Lo}\\p{"
+                                "M}]*(?i:'s|'t|'re|'ve|'m|'ll|'d)?"
+                                "|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n/]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
 static const char llama3_pat[] = "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| "
                                  "?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
 
@@ -25,7 +26,7 @@ typedef struct named_special {
 } named_special;
 
 static const named_special cl100k_sp[] = {
-    {"<|endoftext|>", 100257}, {"<|fim_prefix|>", 100258}, {"<|fim_middle|>", 100259},
+    {"<|endoftext|>", 100257},  {"<|fim_prefix|>", 100258},  {"<|fim_middle|>", 100259},
     {"<|fim_suffix|>", 100260}, {"<|endofprompt|>", 100276},
 };
 static const named_special o200k_sp[] = {{"<|endoftext|>", 199999}, {"<|endofprompt|>", 200018}};
@@ -33,9 +34,9 @@ static const named_special o200k_sp[] = {{"<|endoftext|>", 199999}, {"<|endofpro
  * other id in 200000..201087 (the dict in tiktoken lets <|reserved_200018|>
  * also name 200018, and decoding 200018 gives that later name). */
 static const named_special harmony_sp[] = {
-    {"<|startoftext|>", 199998}, {"<|endoftext|>", 199999}, {"<|return|>", 200002}, {"<|constrain|>", 200003},
-    {"<|channel|>", 200005},     {"<|start|>", 200006},     {"<|end|>", 200007},    {"<|message|>", 200008},
-    {"<|call|>", 200012},
+    {"<|startoftext|>", 199998}, {"<|endoftext|>", 199999}, {"<|return|>", 200002},
+    {"<|constrain|>", 200003},   {"<|channel|>", 200005},   {"<|start|>", 200006},
+    {"<|end|>", 200007},         {"<|message|>", 200008},   {"<|call|>", 200012},
 };
 
 static int b64val(int c) {
@@ -82,21 +83,39 @@ int tok_load_tiktoken(const char *path, const char *encoding, hr_tokenizer **out
     const char *base = strrchr(path, '/');
     base = base ? base + 1 : path;
     if (!encoding) {
-        if (has(base, "cl100k")) encoding = "cl100k_base";
-        else if (has(base, "o200k_harmony")) encoding = "o200k_harmony";
-        else if (has(base, "o200k")) encoding = "o200k_base";
-        else if (!strcmp(base, "tokenizer.model")) encoding = "llama3";
+        if (has(base, "cl100k"))
+            encoding = "cl100k_base";
+        else if (has(base, "o200k_harmony"))
+            encoding = "o200k_harmony";
+        else if (has(base, "o200k"))
+            encoding = "o200k_base";
+        else if (!strcmp(base, "tokenizer.model"))
+            encoding = "llama3";
         else
-            return hr_err_set(err, HR_EINVAL, "%s: cannot tell the tiktoken encoding from the file name; pass one "
-                              "(o200k_harmony, o200k_base, cl100k_base, llama3)", path);
+            return hr_err_set(err, HR_EINVAL,
+                              "%s: cannot tell the tiktoken encoding from the file name; pass one "
+                              "(o200k_harmony, o200k_base, cl100k_base, llama3)",
+                              path);
     }
     const char *pat;
-    if (!strcmp(encoding, "cl100k_base")) pat = cl100k_pat;
-    else if (!strcmp(encoding, "o200k_base") || !strcmp(encoding, "o200k_harmony")) pat = o200k_pat;
-    else if (!strcmp(encoding, "llama3")) pat = llama3_pat;
-    else return hr_err_set(err, HR_EUNSUP, "unknown tiktoken encoding %s", encoding);
+    if (!strcmp(encoding, "cl100k_base"))
+        pat = cl100k_pat;
+    else if (!strcmp(encoding, "o200k_base") || !strcmp(encoding, "o200k_harmony"))
+        pat = o200k_pat;
+    else if (!strcmp(encoding, "llama3"))
+        pat = llama3_pat;
+    else
+        return hr_err_set(err, HR_EUNSUP, "unknown tiktoken encoding %s", encoding);
 
     if ((rc = hr_read_file(path, &data, &len, err))) return rc;
+    if (len && b64val((unsigned char)data[0]) < 0) {
+        /* a SentencePiece tokenizer.model is a protobuf, not a rank file */
+        free(data);
+        return hr_err_set(err, HR_EUNSUP,
+                          "%s: not a tiktoken rank file (a SentencePiece model? hearth reads those "
+                          "through tokenizer.json or a GGUF vocab)",
+                          path);
+    }
     /* first pass: count lines for the table size */
     size_t lines = 0;
     for (size_t i = 0; i < len; i++) lines += data[i] == '\n';
@@ -157,15 +176,25 @@ int tok_load_tiktoken(const char *path, const char *encoding, hr_tokenizer **out
     } else if (!strcmp(encoding, "llama3")) {
         /* Llama 3 (names as llama-models' llama3/tokenizer.py): 256
          * specials after the ranks */
-        static const char *const named[] = {"<|begin_of_text|>", "<|end_of_text|>", "<|reserved_special_token_0|>",
-                                            "<|reserved_special_token_1|>", "<|finetune_right_pad_id|>",
-                                            "<|step_id|>", "<|start_header_id|>", "<|end_header_id|>",
-                                            "<|eom_id|>", "<|eot_id|>", "<|python_tag|>", "<|image|>"};
+        static const char *const named[] = {"<|begin_of_text|>",
+                                            "<|end_of_text|>",
+                                            "<|reserved_special_token_0|>",
+                                            "<|reserved_special_token_1|>",
+                                            "<|finetune_right_pad_id|>",
+                                            "<|step_id|>",
+                                            "<|start_header_id|>",
+                                            "<|end_header_id|>",
+                                            "<|eom_id|>",
+                                            "<|eot_id|>",
+                                            "<|python_tag|>",
+                                            "<|image|>"};
         int32_t b0 = max_rank + 1;
         for (int i = 0; i < 256; i++) {
             char s[64];
-            if (i < (int)HR_ARRAY_LEN(named)) snprintf(s, sizeof(s), "%s", named[i]);
-            else snprintf(s, sizeof(s), "<|reserved_special_token_%d|>", i - 10);
+            if (i < (int)HR_ARRAY_LEN(named))
+                snprintf(s, sizeof(s), "%s", named[i]);
+            else
+                snprintf(s, sizeof(s), "<|reserved_special_token_%d|>", i - 10);
             add_special(t, s, b0 + i);
         }
         t->bos = b0;
@@ -221,9 +250,26 @@ int hr_tokenizer_load_encoding(const char *encoding, hr_tokenizer **out, hr_err 
  * <SPECIAL_i>. Special-token text is not matched in input (Tekkenizer
  * encodes plain text only). */
 static const char *const tekken_legacy[] = {
-    "<unk>", "<s>", "</s>", "[INST]", "[/INST]", "[AVAILABLE_TOOLS]", "[/AVAILABLE_TOOLS]", "[TOOL_RESULTS]",
-    "[/TOOL_RESULTS]", "[TOOL_CALLS]", "[IMG]", "<pad>", "[IMG_BREAK]", "[IMG_END]", "[PREFIX]", "[MIDDLE]",
-    "[SUFFIX]", "[SYSTEM_PROMPT]", "[/SYSTEM_PROMPT]", "[TOOL_CONTENT]",
+    "<unk>",
+    "<s>",
+    "</s>",
+    "[INST]",
+    "[/INST]",
+    "[AVAILABLE_TOOLS]",
+    "[/AVAILABLE_TOOLS]",
+    "[TOOL_RESULTS]",
+    "[/TOOL_RESULTS]",
+    "[TOOL_CALLS]",
+    "[IMG]",
+    "<pad>",
+    "[IMG_BREAK]",
+    "[IMG_END]",
+    "[PREFIX]",
+    "[MIDDLE]",
+    "[SUFFIX]",
+    "[SYSTEM_PROMPT]",
+    "[/SYSTEM_PROMPT]",
+    "[TOOL_CONTENT]",
 };
 
 int tok_load_tekken(json_t *root, const char *path, hr_tokenizer **out, hr_err *err) {
@@ -237,8 +283,10 @@ int tok_load_tekken(json_t *root, const char *path, hr_tokenizer **out, hr_err *
     *out = NULL;
     if (!pat || !json_is_array(vocab) || nsp <= 0 || vsize <= nsp || vsize > 16 * 1024 * 1024 ||
         (size_t)(vsize - nsp) > json_array_size(vocab))
-        return hr_err_set(err, HR_EINVAL, "%s: not a tekken tokenizer (config.pattern, vocab, default_vocab_size, "
-                          "default_num_special_tokens)", path);
+        return hr_err_set(err, HR_EINVAL,
+                          "%s: not a tekken tokenizer (config.pattern, vocab, default_vocab_size, "
+                          "default_num_special_tokens)",
+                          path);
     t = tok_alloc((int)vsize);
     t->model = TOK_MODEL_TIKTOKEN;
     unsigned char buf[1024];

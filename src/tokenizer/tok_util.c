@@ -163,8 +163,8 @@ void tok_pmap_put(tok_pmap *m, int32_t a, int32_t b, int32_t rank, int32_t merge
         tok_pmap_init(&n, m->cap);
         for (size_t i = 0; i < m->cap; i++)
             if (m->key[i])
-                tok_pmap_put(&n, (int32_t)((m->key[i] - 1) >> 32), (int32_t)((m->key[i] - 1) & 0xffffffffu),
-                             m->rank[i], m->merged[i]);
+                tok_pmap_put(&n, (int32_t)((m->key[i] - 1) >> 32), (int32_t)((m->key[i] - 1) & 0xffffffffu), m->rank[i],
+                             m->merged[i]);
         tok_pmap_free(m);
         *m = n;
     }
@@ -225,7 +225,8 @@ static size_t maximal_subpart(const unsigned char *s, size_t n) {
     unsigned c = s[0];
     size_t need;
     unsigned lo = 0x80, hi = 0xBF;
-    if (c >= 0xC2 && c < 0xE0) need = 2;
+    if (c >= 0xC2 && c < 0xE0)
+        need = 2;
     else if (c >= 0xE0 && c < 0xF0) {
         need = 3;
         if (c == 0xE0) lo = 0xA0;
@@ -237,8 +238,10 @@ static size_t maximal_subpart(const unsigned char *s, size_t n) {
     } else
         return 1;
     size_t i = 1;
-    if (i < n && s[i] >= lo && s[i] <= hi) i++;
-    else return 1;
+    if (i < n && s[i] >= lo && s[i] <= hi)
+        i++;
+    else
+        return 1;
     while (i < need && i < n && (s[i] & 0xC0) == 0x80) i++;
     return i;
 }
@@ -290,9 +293,12 @@ size_t tok_utf8_decode(const char *s, size_t n, uint32_t *cp) {
         *cp = 0xFFFD;
         return 1;
     }
-    if (l == 1) *cp = u[0];
-    else if (l == 2) *cp = ((uint32_t)(u[0] & 0x1F) << 6) | (u[1] & 0x3F);
-    else if (l == 3) *cp = ((uint32_t)(u[0] & 0x0F) << 12) | ((uint32_t)(u[1] & 0x3F) << 6) | (u[2] & 0x3F);
+    if (l == 1)
+        *cp = u[0];
+    else if (l == 2)
+        *cp = ((uint32_t)(u[0] & 0x1F) << 6) | (u[1] & 0x3F);
+    else if (l == 3)
+        *cp = ((uint32_t)(u[0] & 0x0F) << 12) | ((uint32_t)(u[1] & 0x3F) << 6) | (u[2] & 0x3F);
     else
         *cp = ((uint32_t)(u[0] & 0x07) << 18) | ((uint32_t)(u[1] & 0x3F) << 12) | ((uint32_t)(u[2] & 0x3F) << 6) |
               (u[3] & 0x3F);
@@ -306,16 +312,17 @@ bool tok_is_whitespace(uint32_t c) {
 
 /* GPT-2's bytes_to_unicode(): printable Latin-1 bytes map to themselves, the
  * other 68 bytes to U+0100.. in byte order. */
-#define R4(a) a, a + 1, a + 2, a + 3
+#define R4(a)  a, a + 1, a + 2, a + 3
 #define R16(a) R4(a), R4(a + 4), R4(a + 8), R4(a + 12)
 const uint16_t tok_byte_to_cp[256] = {
     R16(256), R16(272), 288, /* 0..32 */
-    33, 34, 35, 36, 37, 38, 39, 40, 41, 42, 43, 44, 45, 46, 47, R16(48), R16(64), R16(80), R16(96), R4(112), R4(116),
-    R4(120), 124, 125, 126,                              /* 33..126 */
-    289, 290, 291, 292, R16(293), 309, 310, 311, 312, 313, 314, 315, 316, 317, 318, 319, 320, 321, 322, /* 127..160 */
-    161, 162, 163, 164, 165, 166, 167, 168, 169, 170, 171, 172, /* 161..172 */
-    323,                                                   /* 173 */
-    174, 175, R16(176), R16(192), R16(208), R16(224), R16(240) /* 174..255 */
+    33,       34,       35,       36,       37,       38,       39,      40,      41,      42,  43,  44,  45,
+    46,       47,       R16(48),  R16(64),  R16(80),  R16(96),  R4(112), R4(116), R4(120), 124, 125, 126, /* 33..126 */
+    289,      290,      291,      292,      R16(293), 309,      310,     311,     312,     313, 314, 315, 316,
+    317,      318,      319,      320,      321,      322,                                                /* 127..160 */
+    161,      162,      163,      164,      165,      166,      167,     168,     169,     170, 171, 172, /* 161..172 */
+    323,                                                                                                  /* 173 */
+    174,      175,      R16(176), R16(192), R16(208), R16(224), R16(240)                                  /* 174..255 */
 };
 
 int tok_cp_to_byte(uint32_t cp) {

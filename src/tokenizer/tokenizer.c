@@ -205,23 +205,29 @@ static void emit_split(const char *s, segs *v, tok_split_behavior b, bool invert
         break;
     case TOK_SPLIT_PREV:
         for (size_t i = 0; i < v->n; i++) {
-            if (v->p[i].m && !prev && r.n) r.p[r.n - 1].e = v->p[i].e;
-            else segs_push(&r, v->p[i].s, v->p[i].e, false);
+            if (v->p[i].m && !prev && r.n)
+                r.p[r.n - 1].e = v->p[i].e;
+            else
+                segs_push(&r, v->p[i].s, v->p[i].e, false);
             prev = v->p[i].m;
         }
         break;
     case TOK_SPLIT_CONTIGUOUS:
         for (size_t i = 0; i < v->n; i++) {
-            if (v->p[i].m == prev && r.n) r.p[r.n - 1].e = v->p[i].e;
-            else segs_push(&r, v->p[i].s, v->p[i].e, false);
+            if (v->p[i].m == prev && r.n)
+                r.p[r.n - 1].e = v->p[i].e;
+            else
+                segs_push(&r, v->p[i].s, v->p[i].e, false);
             prev = v->p[i].m;
         }
         break;
     case TOK_SPLIT_NEXT: {
         /* walk backwards: a match is glued to the segment after it */
         for (size_t k = v->n; k-- > 0;) {
-            if (v->p[k].m && !prev && r.n) r.p[r.n - 1].s = v->p[k].s;
-            else segs_push(&r, v->p[k].s, v->p[k].e, false);
+            if (v->p[k].m && !prev && r.n)
+                r.p[r.n - 1].s = v->p[k].s;
+            else
+                segs_push(&r, v->p[k].s, v->p[k].e, false);
             prev = v->p[k].m;
         }
         for (size_t i = 0; i < r.n / 2; i++) {
@@ -376,8 +382,8 @@ static bool starts_with_word(const hr_tokenizer *t, const char *s, size_t n) {
  * whose `normalized` flag equals want_norm take part (HF matches the
  * non-normalized ones on the raw text, the others after normalization).
  * parse_special=false leaves special tokens as text (tiktoken's ordinary). */
-static void split_added(const hr_tokenizer *t, const char *s, size_t n, bool want_norm, bool parse_special,
-                        size_t base, tok_pieces *out, size_t *origin0_piece) {
+static void split_added(const hr_tokenizer *t, const char *s, size_t n, bool want_norm, bool parse_special, size_t base,
+                        tok_pieces *out, size_t *origin0_piece) {
     size_t start_offset = 0, i = 0;
     while (i < n) {
         const tok_added *hit = NULL;
@@ -438,7 +444,6 @@ static void split_added(const hr_tokenizer *t, const char *s, size_t n, bool wan
 
 /* ---- pre-tokenizers ------------------------------------------------------- */
 
-
 static void bytelevel_map(const char *s, size_t n, tok_buf *o) {
     for (size_t i = 0; i < n; i++) {
         char u[4];
@@ -450,8 +455,8 @@ static void bytelevel_map(const char *s, size_t n, tok_buf *o) {
 /* Runs one pre-tokenizer over every text piece of in, writing out. orig0 is
  * the index of the piece that starts at offset 0 of the input (or SIZE_MAX),
  * updated for out. */
-static void pretok_step(const hr_tokenizer *t, const tok_step *st, rx_ctx *rx, const tok_pieces *in,
-                        tok_pieces *out, size_t *orig0) {
+static void pretok_step(const hr_tokenizer *t, const tok_step *st, rx_ctx *rx, const tok_pieces *in, tok_pieces *out,
+                        size_t *orig0) {
     segs v = {0};
     tok_buf tmp = {0};
     size_t new0 = SIZE_MAX;
@@ -469,7 +474,8 @@ static void pretok_step(const hr_tokenizer *t, const tok_step *st, rx_ctx *rx, c
         case TOK_P_BYTELEVEL: {
             if (st->add_prefix_space && (n == 0 || s[0] != ' ')) tok_buf_putc(&tmp, ' ');
             tok_buf_put(&tmp, s, n);
-            if (st->use_regex) split_regex(rx, st->re, tmp.p, tmp.len, &v);
+            if (st->use_regex)
+                split_regex(rx, st->re, tmp.p, tmp.len, &v);
             else {
                 v.n = 0;
                 segs_push(&v, 0, tmp.len, false);
@@ -484,8 +490,10 @@ static void pretok_step(const hr_tokenizer *t, const tok_step *st, rx_ctx *rx, c
             break;
         }
         case TOK_P_SPLIT:
-            if (st->re) split_regex(rx, st->re, s, n, &v);
-            else split_string(st->str, st->str_len, s, n, &v);
+            if (st->re)
+                split_regex(rx, st->re, s, n, &v);
+            else
+                split_string(st->str, st->str_len, s, n, &v);
             emit_split(s, &v, st->behavior, st->invert, out, false, NULL);
             break;
         case TOK_P_DIGITS:
@@ -540,8 +548,8 @@ static void pretok_step(const hr_tokenizer *t, const tok_step *st, rx_ctx *rx, c
 
 /* ---- encode --------------------------------------------------------------- */
 
-int hr_tokenizer_encode(const hr_tokenizer *t, const char *text, size_t len, const hr_encode_opts *opts,
-                        int32_t **ids, size_t *n_ids, hr_err *err) {
+int hr_tokenizer_encode(const hr_tokenizer *t, const char *text, size_t len, const hr_encode_opts *opts, int32_t **ids,
+                        size_t *n_ids, hr_err *err) {
     hr_encode_opts def = {0};
     if (!opts) opts = &def;
     tok_buf clean = {0}, nb = {0};
@@ -603,8 +611,10 @@ int hr_tokenizer_encode(const hr_tokenizer *t, const char *text, size_t len, con
     for (size_t i = 0; i < a.n; i++) {
         size_t n;
         const char *s = tok_piece(&a, i, &n);
-        if (a.flag[i]) tok_ids_push(&out, a.fixed_id[i]);
-        else tok_bpe_word(t, s, n, &out);
+        if (a.flag[i])
+            tok_ids_push(&out, a.fixed_id[i]);
+        else
+            tok_bpe_word(t, s, n, &out);
     }
     if (opts->add_special_tokens && t->has_post) {
         int k = 0;
@@ -687,7 +697,8 @@ static void dec_step(const tok_step *st, const tok_pieces *in, tok_pieces *out) 
                     }
                     k += l;
                 }
-                if (valid) tok_pieces_add(out, tmp.p, tmp.len, -1);
+                if (valid)
+                    tok_pieces_add(out, tmp.p, tmp.len, -1);
                 else {
                     tok_buf r = {0};
                     for (size_t k = 0; k < nbytes; k++) tok_buf_put(&r, "\xEF\xBF\xBD", 3);
@@ -828,9 +839,7 @@ int32_t hr_tokenizer_token_id(const hr_tokenizer *t, const char *s) {
     return tok_smap_get(&t->vocab, s, n);
 }
 
-bool hr_tokenizer_is_special(const hr_tokenizer *t, int32_t id) {
-    return id >= 0 && id < t->n_vocab && t->special[id];
-}
+bool hr_tokenizer_is_special(const hr_tokenizer *t, int32_t id) { return id >= 0 && id < t->n_vocab && t->special[id]; }
 
 int32_t hr_tokenizer_bos(const hr_tokenizer *t) { return t->bos; }
 int32_t hr_tokenizer_eos(const hr_tokenizer *t) { return t->eos; }

@@ -33,11 +33,15 @@ typedef struct hr_encode_opts {
                                 tokenizer.json added tokens are always matched as HF does */
 } hr_encode_opts;
 
-/* Encodes len bytes of text. *ids is malloc'd (caller frees). Invalid UTF-8
- * is handled as the reference does for that tokenizer type. */
-int hr_tokenizer_encode(const hr_tokenizer *t, const char *text, size_t len, const hr_encode_opts *opts,
-                        int32_t **ids, size_t *n_ids, hr_err *err);
-/* Decodes ids to a malloc'd NUL-terminated string (caller frees). */
+/* Encodes len bytes of text. *ids is malloc'd (caller frees). The reference
+ * libraries take Python str, so invalid UTF-8 is first replaced with U+FFFD
+ * per maximal ill-formed subpart, exactly as bytes.decode("utf-8",
+ * "replace") does; the ids then equal the reference's on that string. */
+int hr_tokenizer_encode(const hr_tokenizer *t, const char *text, size_t len, const hr_encode_opts *opts, int32_t **ids,
+                        size_t *n_ids, hr_err *err);
+/* Decodes ids to a malloc'd NUL-terminated string (caller frees). Bytes that
+ * do not form UTF-8 come out as U+FFFD, as the references' decode does.
+ * skip_special drops special tokens (HF skip_special_tokens, Tekken IGNORE). */
 int hr_tokenizer_decode(const hr_tokenizer *t, const int32_t *ids, size_t n, bool skip_special, char **text,
                         hr_err *err);
 

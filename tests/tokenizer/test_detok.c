@@ -112,8 +112,8 @@ static void write_spm_json(const char *path) {
                "\"model\":{\"type\":\"BPE\",\"unk_token\":\"<unk>\",\"fuse_unk\":true,\"byte_fallback\":true,"
                "\"vocab\":{\"<unk>\":0,\"<s>\":1,\"</s>\":2");
     for (int b = 0; b < 256; b++) fprintf(f, ",\"<0x%02X>\":%d", b, 3 + b);
-    static const char *const extra[] = {"\\u2581", "h", "e", "l", "o", "w", "r", "d", "he", "ll", "hell", "hello",
-                                        "\\u2581w", "\\u2581h"};
+    static const char *const extra[] = {"\\u2581", "h",  "e",  "l",    "o",     "w",        "r",
+                                        "d",       "he", "ll", "hell", "hello", "\\u2581w", "\\u2581h"};
     for (size_t i = 0; i < HR_ARRAY_LEN(extra); i++) fprintf(f, ",\"%s\":%zu", extra[i], 259 + i);
     fprintf(f, "},\"merges\":[\"h e\",\"l l\",\"he ll\",\"hell o\",\"\\u2581 w\",\"\\u2581 h\"]}}");
     fclose(f);

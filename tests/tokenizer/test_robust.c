@@ -20,8 +20,9 @@ static uint64_t rnd(void) {
     return rng_state;
 }
 
-static const char *const frags[] = {"<|endoftext|>", "<|im_start|>", "<|start|>", "<|", "\xE2\x96\x81", "\xF0\x9F",
-                                    "\xC3", " ", "\n", "'s", "123", "\xE4\xB8\xAD"};
+static const char *const frags[] = {"<|endoftext|>", "<|im_start|>", "<|start|>", "<|", "\xE2\x96\x81",
+                                    "\xF0\x9F",      "\xC3",         " ",         "\n", "'s",
+                                    "123",           "\xE4\xB8\xAD"};
 
 static void fuzz(const hr_tokenizer *t, const char *label, int iters) {
     char buf[512];
