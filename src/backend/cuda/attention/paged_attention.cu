@@ -115,30 +115,39 @@ __global__ void __launch_bounds__(AT_WARPS * 32) attn_split_kernel(cu_attn_args 
     }
 }
 
+/* Merges the splits of one (token, head): the split weights exp(m_z - M) are
+ * computed once into shared memory, then each thread sums its dims. */
 template <typename TQ>
 __global__ void attn_combine_kernel(cu_attn_args a, int splits, const float *part) {
     pdl_begin();
+    __shared__ float wz[64], red[2];
     const int64_t t = blockIdx.y;
     const int h = blockIdx.x, hd = a.head_dim, stride = hd + 2;
     const float *ph = part + (t * a.n_heads + h) * (int64_t)splits * stride;
-    float M = a.sinks ? a.sinks[h] : -INFINITY;
-    for (int z = 0; z < splits; z++) M = fmaxf(M, ph[z * stride + hd]);
-    float L = 0.0f;
-    if (M != -INFINITY) {
-        if (a.sinks) L += expf(a.sinks[h] - M);
-        for (int z = 0; z < splits; z++) {
+    if (threadIdx.x < 32) {
+        float M = a.sinks ? a.sinks[h] : -INFINITY;
+        for (int z = threadIdx.x; z < splits; z += 32) M = fmaxf(M, ph[z * stride + hd]);
+        M = warp_max(M);
+        float L = 0.0f;
+        for (int z = threadIdx.x; z < splits; z += 32) {
             float mz = ph[z * stride + hd];
-            if (mz != -INFINITY) L += ph[z * stride + hd + 1] * expf(mz - M);
+            float w = (M != -INFINITY && mz != -INFINITY) ? expf(mz - M) : 0.0f;
+            wz[z] = w;
+            L += w * ph[z * stride + hd + 1];
+        }
+        L = warp_sum(L);
+        if (threadIdx.x == 0) {
+            if (a.sinks && M != -INFINITY) L += expf(a.sinks[h] - M);
+            red[0] = L;
         }
     }
+    __syncthreads();
+    const float L = red[0];
     TQ *out = (TQ *)a.out + t * a.ldo + (int64_t)h * hd;
     for (int d = threadIdx.x; d < hd; d += blockDim.x) {
         float v = 0.0f;
         if (L > 0.0f) {
-            for (int z = 0; z < splits; z++) {
-                float mz = ph[z * stride + hd];
-                if (mz != -INFINITY) v += ph[z * stride + d] * expf(mz - M);
-            }
+            for (int z = 0; z < splits; z++) v += ph[z * stride + d] * wz[z];
             v /= L;
         }
         out[d] = from_f<TQ>(v);
@@ -177,7 +186,7 @@ static cudaError_t launch_split(cudaStream_t st, const cu_attn_args *a, dim3 gri
 cudaError_t cu_attention(cudaStream_t st, const cu_attn_args *a, int splits, float *part) {
     int T = a->step.n_tokens;
     if (T <= 0) return cudaSuccess;
-    if (a->n_kv_heads <= 0 || a->n_heads % a->n_kv_heads || a->head_dim > 256 || T > 65535 || splits < 1)
+    if (a->n_kv_heads <= 0 || a->n_heads % a->n_kv_heads || a->head_dim > 256 || T > 65535 || splits < 1 || splits > 64)
         return cudaErrorNotSupported;
     int G = a->n_heads / a->n_kv_heads, n_hc = HR_CDIV(G, AT_HB);
     size_t shm = (size_t)AT_WARPS * AT_HB * (a->head_dim + 2) * sizeof(float);
