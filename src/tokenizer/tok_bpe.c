@@ -105,7 +105,7 @@ void tok_bpe_word(const hr_tokenizer *t, const char *s, size_t n, tok_ids *out) 
     w.len = hr_xmalloc(cap * sizeof(uint32_t));
 
     if (t->model == TOK_MODEL_TIKTOKEN) {
-        for (size_t i = 0; i < n; i++) push_sym(&w, tok_smap_get(&t->vocab, s + i, 1), (uint32_t)i, 1);
+        for (size_t i = 0; i < n; i++) push_sym(&w, t->byte_id[(unsigned char)s[i]], (uint32_t)i, 1);
     } else {
         /* Initial symbols are characters; unknown ones fall back to <0xNN>
          * byte tokens or the unk token (fused when fuse_unk), as HF's BPE. */

@@ -48,11 +48,16 @@ static inline const char *tok_piece(const tok_pieces *p, size_t i, size_t *n) {
 }
 
 /* ---- hash maps ------------------------------------------------------------ */
-/* Bytes -> int32, open addressing. Keys point into memory the map does not own. */
+/* Bytes -> int32, open addressing. Keys point into memory the map does not
+ * own. One slot per probe keeps a lookup to about one cache line. */
+typedef struct tok_slot {
+    const char *key;
+    uint32_t klen;
+    uint32_t tag; /* high hash bits: most probe misses end without memcmp */
+    int32_t val;
+} tok_slot;
 typedef struct tok_smap {
-    const char **key;
-    uint32_t *klen;
-    int32_t *val;
+    tok_slot *slot;
     size_t cap, n; /* cap is a power of two */
 } tok_smap;
 void tok_smap_init(tok_smap *m, size_t expect);
@@ -152,6 +157,7 @@ struct hr_tokenizer {
     bool ignore_merges, byte_fallback, fuse_unk;
     int32_t unk_id;
     int32_t byte_tok[256]; /* byte_fallback: id of <0xNN>, else -1 */
+    int32_t byte_id[256];  /* tiktoken: id of the single-byte token */
 
     tok_added *added;
     int n_added;

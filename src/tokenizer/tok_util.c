@@ -71,7 +71,8 @@ void tok_pieces_add(tok_pieces *p, const char *s, size_t n, int32_t id) {
     p->off[p->n] = p->buf.len;
 }
 
-/* FNV-1a: short keys dominate (tokens), so a simple byte hash is enough. */
+/* FNV-1a with a final mix: keys are short (tokens, pair concatenations), so
+ * a byte loop beats word-at-a-time hashing with its variable-length tail. */
 static uint64_t hash_bytes(const char *s, size_t n) {
     uint64_t h = 1469598103934665603ull;
     for (size_t i = 0; i < n; i++) h = (h ^ (unsigned char)s[i]) * 1099511628211ull;
@@ -87,15 +88,11 @@ static size_t pow2_at_least(size_t n) {
 void tok_smap_init(tok_smap *m, size_t expect) {
     m->cap = pow2_at_least(expect * 2 + 16);
     m->n = 0;
-    m->key = hr_xcalloc(m->cap, sizeof(*m->key));
-    m->klen = hr_xcalloc(m->cap, sizeof(*m->klen));
-    m->val = hr_xcalloc(m->cap, sizeof(*m->val));
+    m->slot = hr_xcalloc(m->cap, sizeof(*m->slot));
 }
 
 void tok_smap_free(tok_smap *m) {
-    free(m->key);
-    free(m->klen);
-    free(m->val);
+    free(m->slot);
     memset(m, 0, sizeof(*m));
 }
 
@@ -103,34 +100,33 @@ static void smap_grow(tok_smap *m) {
     tok_smap n;
     tok_smap_init(&n, m->cap);
     for (size_t i = 0; i < m->cap; i++)
-        if (m->key[i]) tok_smap_put(&n, m->key[i], m->klen[i], m->val[i]);
+        if (m->slot[i].key) tok_smap_put(&n, m->slot[i].key, m->slot[i].klen, m->slot[i].val);
     tok_smap_free(m);
     *m = n;
 }
 
 void tok_smap_put(tok_smap *m, const char *k, uint32_t klen, int32_t v) {
     if ((m->n + 1) * 2 > m->cap) smap_grow(m);
-    size_t i = hash_bytes(k, klen) & (m->cap - 1);
-    while (m->key[i]) {
-        if (m->klen[i] == klen && memcmp(m->key[i], k, klen) == 0) {
-            m->val[i] = v;
+    uint64_t h = hash_bytes(k, klen);
+    uint32_t tag = (uint32_t)(h >> 32);
+    size_t i = h & (m->cap - 1);
+    for (tok_slot *e = &m->slot[i]; e->key; e = &m->slot[i = (i + 1) & (m->cap - 1)]) {
+        if (e->tag == tag && e->klen == klen && memcmp(e->key, k, klen) == 0) {
+            e->val = v;
             return;
         }
-        i = (i + 1) & (m->cap - 1);
     }
-    m->key[i] = k;
-    m->klen[i] = klen;
-    m->val[i] = v;
+    m->slot[i] = (tok_slot){.key = k, .klen = klen, .tag = tag, .val = v};
     m->n++;
 }
 
 int32_t tok_smap_get(const tok_smap *m, const char *k, size_t klen) {
     if (!m->cap) return -1;
-    size_t i = hash_bytes(k, klen) & (m->cap - 1);
-    while (m->key[i]) {
-        if (m->klen[i] == klen && memcmp(m->key[i], k, klen) == 0) return m->val[i];
-        i = (i + 1) & (m->cap - 1);
-    }
+    uint64_t h = hash_bytes(k, klen);
+    uint32_t tag = (uint32_t)(h >> 32);
+    size_t i = h & (m->cap - 1);
+    for (const tok_slot *e = &m->slot[i]; e->key; e = &m->slot[i = (i + 1) & (m->cap - 1)])
+        if (e->tag == tag && e->klen == klen && memcmp(e->key, k, klen) == 0) return e->val;
     return -1;
 }
 

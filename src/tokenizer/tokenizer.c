@@ -883,6 +883,10 @@ int tok_finish(hr_tokenizer *t, hr_err *err) {
             t->byte_tok[b] = tok_smap_get(&t->vocab, s, 6);
         }
     }
+    for (int b = 0; b < 256; b++) {
+        char c = (char)b;
+        t->byte_id[b] = tok_smap_get(&t->vocab, &c, 1);
+    }
     if (t->n_added) qsort(t->added, (size_t)t->n_added, sizeof(tok_added), added_cmp);
     for (int c = 0; c <= 256; c++) t->added_first[c] = t->n_added;
     for (int i = t->n_added - 1; i >= 0; i--)
