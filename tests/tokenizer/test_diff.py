@@ -380,6 +380,23 @@ def main():
         check_tokenizer(name + " ordinary", base, enc.encode_ordinary, enc.decode, texts)
         check_tokenizer(name + " allowed_special=all", base + ["--allowed-special", "all"],
                         lambda s: enc.encode(s, allowed_special="all"), None, texts[: len(texts) // 3])
+    # o200k as a Hugging Face tokenizer.json (the layout gpt-oss ships: Split + ByteLevel without regex,
+    # ignore_merges, 446k merges), converted by transformers' TikTokenConverter; reference = HF tokenizers
+    try:
+        from transformers.convert_slow_tokenizer import TikTokenConverter
+        enc = tiktoken_encoding("o200k_base", os.path.join(tdir, "o200k_base.tiktoken"))
+        hf = TikTokenConverter(vocab_file=os.path.join(tdir, "o200k_base.tiktoken"), pattern=enc._pat_str,
+                               extra_special_tokens={"<|endoftext|>": 199999}).converted()
+        with tempfile.TemporaryDirectory() as td:
+            hp = os.path.join(td, "tokenizer.json")
+            hf.save(hp)
+            sub = texts[:1500]
+            check_tokenizer("o200k as tokenizer.json", ["--tokenizer", hp],
+                            lambda s: hf.encode(s, add_special_tokens=False).ids,
+                            lambda ids: hf.decode(ids, skip_special_tokens=False), sub)
+    except ImportError as e:
+        log(f"NOTE transformers TikTokenConverter unavailable ({e}); o200k tokenizer.json not compared")
+
     # $TIKTOKEN_ENCODINGS_BASE resolution, and openai-harmony's own encoding
     env = dict(os.environ, TIKTOKEN_ENCODINGS_BASE=tdir)
     p = subprocess.run([HEARTH, "tokenize", "--encoding", "o200k_harmony", "--allowed-special", "all", "--json",
