@@ -322,14 +322,11 @@ const uint16_t tok_byte_to_cp[256] = {
 };
 
 int tok_cp_to_byte(uint32_t cp) {
-    static int16_t rev[324];
-    static int init;
-    if (!__atomic_load_n(&init, __ATOMIC_ACQUIRE)) {
-        int16_t tmp[324];
-        for (int i = 0; i < 324; i++) tmp[i] = -1;
-        for (int b = 0; b < 256; b++) tmp[tok_byte_to_cp[b]] = (int16_t)b;
-        memcpy(rev, tmp, sizeof(tmp)); /* idempotent: racing threads write the same values */
-        __atomic_store_n(&init, 1, __ATOMIC_RELEASE);
-    }
-    return cp < 324 ? rev[cp] : -1;
+    /* inverse of the table above, computed: no shared state to initialise */
+    if ((cp >= 33 && cp <= 126) || (cp >= 161 && cp <= 172) || (cp >= 174 && cp <= 255)) return (int)cp;
+    if (cp < 256 || cp > 323) return -1;
+    uint32_t k = cp - 256; /* k-th byte that is not printable Latin-1 */
+    if (k < 33) return (int)k;         /* 0..32 */
+    if (k < 67) return (int)(k + 94);  /* 127..160 */
+    return 173;
 }

@@ -152,8 +152,25 @@ static void test_spm(void) {
     hr_tokenizer_free(t);
 }
 
+/* GPT-2's bytes_to_unicode() and its inverse (values from the Python original). */
+static void test_byte_map(void) {
+    CHECK_EQ_INT(tok_byte_to_cp[0], 256);
+    CHECK_EQ_INT(tok_byte_to_cp[' '], 288);
+    CHECK_EQ_INT(tok_byte_to_cp[127], 289);
+    CHECK_EQ_INT(tok_byte_to_cp[160], 322);
+    CHECK_EQ_INT(tok_byte_to_cp[173], 323);
+    CHECK_EQ_INT(tok_byte_to_cp['A'], 'A');
+    CHECK_EQ_INT(tok_byte_to_cp[255], 255);
+    int bad = 0;
+    for (int b = 0; b < 256; b++) bad += tok_cp_to_byte(tok_byte_to_cp[b]) != b;
+    CHECK_EQ_INT(bad, 0);
+    CHECK_EQ_INT(tok_cp_to_byte(324), -1);
+    CHECK_EQ_INT(tok_cp_to_byte(' '), -1);
+}
+
 int main(void) {
     const char *fx = test_fixtures();
+    test_byte_map();
     char p[1024];
     hr_err err = {0};
     hr_tokenizer *t = NULL;
