@@ -3,9 +3,13 @@
  *    fragments) through byte-level BPE, tiktoken and a SentencePiece-style
  *    tokenizer: no crash (run under ASan/UBSan in the sanitizer build), every
  *    id in range, and encode(decode(ids)) is stable for byte-level vocabs.
- * 2. Long repetitive inputs (1 MiB of one character, of spaces, of digits, of
+ * 2. Concurrency: 4 threads encode and decode with one tokenizer; every
+ *    result must equal the single-threaded one (tokenizer.h promises
+ *    thread-safe encode/decode after load).
+ * 3. Long repetitive inputs (1 MiB of one character, of spaces, of digits, of
  *    "ab") must encode in well under a second each (no quadratic merging):
  *    bound 1 s in optimized builds; only run, not timed, under sanitizers. */
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -83,6 +87,54 @@ static void timed(const hr_tokenizer *t, const char *label, const char *unit, si
     free(s);
 }
 
+typedef struct job {
+    const hr_tokenizer *t;
+    const char *text;
+    const int32_t *want;
+    size_t n_want;
+    int bad;
+} job;
+
+static void *worker(void *arg) {
+    job *j = arg;
+    for (int it = 0; it < 50; it++) {
+        hr_encode_opts o = {.parse_special = true};
+        int32_t *ids = NULL;
+        size_t n = 0;
+        hr_err err = {0};
+        if (hr_tokenizer_encode(j->t, j->text, strlen(j->text), &o, &ids, &n, &err) || n != j->n_want ||
+            memcmp(ids, j->want, n * sizeof(int32_t)) != 0)
+            j->bad++;
+        char *s = NULL;
+        if (hr_tokenizer_decode(j->t, ids, n, false, &s, &err) || strcmp(s, j->text) != 0) j->bad++;
+        free(s);
+        free(ids);
+    }
+    return NULL;
+}
+
+static void threads(const hr_tokenizer *t, const char *label) {
+    const char *text = "Hello, world! \xE6\x97\xA5\xE6\x9C\xAC\xE8\xAA\x9E 12345 <|endoftext|> don't   stop\n\n";
+    hr_encode_opts o = {.parse_special = true};
+    int32_t *want = NULL;
+    size_t n = 0;
+    hr_err err = {0};
+    CHECK_EQ_INT(hr_tokenizer_encode(t, text, strlen(text), &o, &want, &n, &err), HR_OK);
+    pthread_t th[4];
+    job jobs[4];
+    for (int i = 0; i < 4; i++) {
+        jobs[i] = (job){.t = t, .text = text, .want = want, .n_want = n};
+        pthread_create(&th[i], NULL, worker, &jobs[i]);
+    }
+    int bad = 0;
+    for (int i = 0; i < 4; i++) {
+        pthread_join(th[i], NULL);
+        bad += jobs[i].bad;
+    }
+    CHECK_MSG(bad == 0, "%s: %d differing results across threads", label, bad);
+    free(want);
+}
+
 int main(void) {
     const char *fx = test_fixtures();
     char p[1024];
@@ -105,6 +157,7 @@ int main(void) {
         CHECK_EQ_INT(hr_tokenizer_load_file(p, files[f][1], &t, &err), HR_OK);
         if (!t) continue;
         fuzz(t, files[f][0], iters);
+        threads(t, files[f][0]);
         timed(t, files[f][0], "a", mib);
         timed(t, files[f][0], " ", mib);
         timed(t, files[f][0], "7", mib);
