@@ -3,7 +3,7 @@
  * auth, request bodies bounded by --max-request-bytes (413 from the
  * Content-Length header, before the body is read), and the small routes
  * (/health, /version, /v1/models, /metrics). Generation routes live in
- * generate.c. */
+ * generate.c, the chat page (GET /) in ui_route.c. */
 #include <arpa/inet.h>
 #include <netdb.h>
 #include <string.h>
@@ -12,8 +12,9 @@
 
 #include "core/log.h"
 #include "server/internal.h"
+#include "server/ui.h"
 
-enum { R_HEALTH, R_VERSION, R_MODELS, R_METRICS, R_CHAT, R_COMPLETIONS, R_TOKENIZE, R_DETOKENIZE };
+enum { R_HEALTH, R_VERSION, R_MODELS, R_METRICS, R_CHAT, R_COMPLETIONS, R_TOKENIZE, R_DETOKENIZE, R_UI, R_UI_INDEX };
 
 static const struct {
     const char *path;
@@ -27,6 +28,8 @@ static const struct {
     [R_COMPLETIONS] = {"/v1/completions", "POST"},
     [R_TOKENIZE] = {"/tokenize", "POST"},
     [R_DETOKENIZE] = {"/detokenize", "POST"},
+    [R_UI] = {"/", "GET"},
+    [R_UI_INDEX] = {"/index.html", "GET"},
 };
 
 void hr_server_opts_default(hr_server_opts *o) {
@@ -174,6 +177,9 @@ static enum MHD_Result dispatch(srv_conn *cn) {
         return srv_route_tokenize(cn);
     case R_DETOKENIZE:
         return srv_route_detokenize(cn);
+    case R_UI:
+    case R_UI_INDEX:
+        return srv_route_ui(cn);
     }
     return MHD_NO;
 }
@@ -195,6 +201,15 @@ static bool authorized(hr_server *s, struct MHD_Connection *c) {
     h += 7;
     while (*h == ' ') h++;
     return key_equal(h, s->api_key);
+}
+
+/* The chat page may also be opened with Basic credentials (ui.h says why). */
+static bool ui_authorized(hr_server *s, struct MHD_Connection *c) {
+    char pw[256];
+    const char *h = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Authorization");
+    bool ok = srv_ui_basic_password(h, pw, sizeof pw) && key_equal(pw, s->api_key);
+    memset(pw, 0, sizeof pw);
+    return ok;
 }
 
 static int find_route(const char *url, const char *method, bool *method_ok) {
@@ -228,7 +243,9 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         bool method_ok = false;
         int r = find_route(url, method, &method_ok);
         if (r >= 0 && !strcmp(method, "OPTIONS")) return reply_preflight(c); /* carries no credentials */
-        if (r != R_HEALTH && !authorized(s, c)) {
+        bool ui = r == R_UI || r == R_UI_INDEX;
+        if (ui && !authorized(s, c) && !ui_authorized(s, c)) return srv_ui_reply_unauthorized(c);
+        if (r != R_HEALTH && !ui && !authorized(s, c)) {
             srv_error_set(&e, 401, "invalid_api_key", NULL, "Incorrect or missing API key (Authorization: Bearer ...)");
             return srv_reply_error(c, &e);
         }
