@@ -10,7 +10,28 @@
 #                                               the two binaries + the fixtures)
 #   then on the device (carry build-cuda-dev):  scripts/gpu-check.sh [--bench]
 # Logs go to $OUT (or /tmp/gpu-check).
+#
+# Also a compiler launcher, until CMakeLists stops handing the C-only flags
+# "-Werror -Wno-format-truncation" to nvcc (which reads the second as the value
+# of its own -Werror and stops): configure with
+#   -DCMAKE_CUDA_COMPILER_LAUNCHER="$PWD/scripts/gpu-check.sh;--nvcc-wrap"
+# and the flags reach gcc through -Xcompiler instead (see docs/CUDA.md).
 set -u
+if [ "${1:-}" = "--nvcc-wrap" ]; then
+    shift
+    cmd="$1"
+    shift
+    args=()
+    for a in "$@"; do
+        case "$a" in
+            -Werror) args+=("-Xcompiler=-Werror") ;;
+            -Wno-format-truncation) args+=("-Xcompiler=-Wno-format-truncation") ;;
+            -Wall | -Wextra) ;;
+            *) args+=("$a") ;;
+        esac
+    done
+    exec "$cmd" "${args[@]}"
+fi
 cd "$(dirname "$0")/.."
 OUTDIR=${OUT:-/tmp/gpu-check}
 BIN=${HEARTH_CUDA_BIN:-build-cuda-dev}
