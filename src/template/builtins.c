@@ -850,8 +850,16 @@ static int f_map(tctx *c, const tnode *at, tv v, targs *a, tv *out) {
     return HR_OK;
 }
 
+/* sorted(reverse=x) takes only an int (bool included). */
+static int int_flag(tctx *c, const tnode *at, tv x, bool *out) {
+    if (!is_int(x)) return tpl_fail(c, at, HR_EINVAL, "'%s' object cannot be interpreted as an integer", tv_type_name(x));
+    *out = ival(x) != 0;
+    return HR_OK;
+}
+
 static int f_sort(tctx *c, const tnode *at, tv v, targs *a, tv *out) {
-    bool reverse = tv_truthy(arg_or(a, 0, "reverse", tv_bool(false)));
+    bool reverse;
+    if (int_flag(c, at, arg_or(a, 0, "reverse", tv_bool(false)), &reverse)) return c->err->code;
     bool cs = tv_truthy(arg_or(a, 1, "case_sensitive", tv_bool(false)));
     tv attr = arg_or(a, 2, "attribute", tv_none());
     tv items;
@@ -897,7 +905,8 @@ static int f_sort(tctx *c, const tnode *at, tv v, targs *a, tv *out) {
 static int f_dictsort(tctx *c, const tnode *at, tv v, targs *a, tv *out) {
     bool cs = tv_truthy(arg_or(a, 0, "case_sensitive", tv_bool(false)));
     tv by = arg_or(a, 1, "by", tv_none());
-    bool reverse = tv_truthy(arg_or(a, 2, "reverse", tv_bool(false)));
+    bool reverse;
+    if (int_flag(c, at, arg_or(a, 2, "reverse", tv_bool(false)), &reverse)) return c->err->code;
     if (v.t != TV_DICT) return tpl_fail(c, at, HR_EINVAL, "dictsort needs a mapping");
     int pos = 0;
     if (by.t == TV_STR) {
@@ -1495,7 +1504,9 @@ static int str_method(tctx *c, const tnode *at, tv s, const char *m, targs *a, t
         return HR_OK;
     }
     if (!strcmp(m, "splitlines")) {
-        *out = splitlines(s, tv_truthy(arg_or(a, 0, "keepends", tv_bool(false))));
+        bool keep;
+        if (int_flag(c, at, arg_or(a, 0, "keepends", tv_bool(false)), &keep)) return c->err->code;
+        *out = splitlines(s, keep);
         return HR_OK;
     }
     if (!strncmp(m, "is", 2) && strcmp(m, "isidentifier") && strcmp(m, "istitle") && strcmp(m, "isprintable")) {

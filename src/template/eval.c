@@ -151,20 +151,44 @@ static int slice_arg(tv v, bool *present, int64_t *out) {
     return HR_EINVAL;
 }
 
-/* obj[start:stop:step] with Python's index adjustment. */
+/* Whether jinja2's optimizer folds the expression at compile time
+ * (literals and operators over literals). */
+static bool is_const(const tnode *n) {
+    if (!n) return true;
+    switch (n->kind) {
+    case E_CONST: return true;
+    case E_LIST: case E_TUPLE: case E_DICT: case E_CONCAT: case E_COMPARE:
+        for (int i = 0; i < n->nkids; i++)
+            if (!is_const(n->kids[i])) return false;
+        return true;
+    case E_NEG: case E_POS: case E_NOT: case E_BINOP: case E_AND: case E_OR: case E_COND: case E_SLICE:
+        return is_const(n->a) && is_const(n->b) && is_const(n->c);
+    default: return false;
+    }
+}
+
+/* obj[start:stop:step] with Python's index adjustment. jinja2 compiles a
+ * slice to a plain Python subscript, so a failure is an error; but when the
+ * optimizer folds a constant subscript it goes through getitem, where a
+ * failure gives Undefined (`{{ none[1:] }}` prints nothing). */
 static int do_slice(tctx *c, const tnode *at, tv obj, tv sv[3], tv *out) {
+    bool folded = is_const(at->a) && is_const(at->b);
     if (obj.t == TV_UNDEF) return undefined_error(c, at, obj);
     bool has[3];
     int64_t a[3] = {0, 0, 1};
-    for (int i = 0; i < 3; i++)
-        if (slice_arg(sv[i], &has[i], &a[i])) { *out = tv_undef(NULL); return HR_OK; }
-    if (!has[2]) a[2] = 1;
-    if (a[2] == 0) return tpl_fail(c, at, HR_EINVAL, "slice step cannot be zero");
     bool is_str = obj.t == TV_STR;
     if (!is_str && !(obj.t == TV_LIST && (obj.u.l->kind == TL_LIST || obj.u.l->kind == TL_TUPLE || obj.u.l->kind == TL_RANGE))) {
-        *out = tv_undef(NULL);
-        return HR_OK;
+        if (folded) { *out = tv_undef(NULL); return HR_OK; }
+        return tpl_fail(c, at, HR_EINVAL, "'%s' object is not subscriptable with a slice", tv_type_name(obj));
     }
+    for (int i = 0; i < 3; i++) {
+        if (!slice_arg(sv[i], &has[i], &a[i])) continue;
+        if (folded) { *out = tv_undef(NULL); return HR_OK; }
+        return tpl_fail(c, at, HR_EINVAL, "slice indices must be integers or None or have an __index__ method");
+    }
+
+    if (!has[2]) a[2] = 1;
+    if (a[2] == 0) return tpl_fail(c, at, HR_EINVAL, "slice step cannot be zero");
     size_t *offs = NULL;
     size_t n;
     if (is_str) offs = utf8_offsets(obj.u.s, &n);

@@ -215,6 +215,44 @@ static int lex_tag(lexer *L, bool block, bool *line_starting) {
                 }
                 if (is_float) q = r;
             }
+            if (!is_float && c == '0') {
+                /* jinja2's integer_re: 0b/0o/0x literals, and a decimal may not
+                 * start with 0 (so "01" is the two tokens 0 and 1). */
+                int base = 0;
+                char x = p + 1 < n ? (char)(s[p + 1] | 0x20) : 0;
+                if (x == 'b') base = 2;
+                else if (x == 'o') base = 8;
+                else if (x == 'x') base = 16;
+                if (base) {
+                    size_t r = p + 2;
+                    uint64_t v = 0;
+                    bool any = false, ovf = false;
+                    for (;;) {
+                        size_t t = r;
+                        if (t < n && s[t] == '_') t++;
+                        int d = -1;
+                        if (t < n) {
+                            char h = (char)(s[t] | 0x20);
+                            d = (h >= '0' && h <= '9') ? h - '0' : (h >= 'a' && h <= 'f') ? h - 'a' + 10 : -1;
+                        }
+                        if (d < 0 || d >= base) break;
+                        if (v > (UINT64_MAX - (uint64_t)d) / (uint64_t)base) ovf = true;
+                        v = v * (uint64_t)base + (uint64_t)d;
+                        any = true;
+                        r = t + 1;
+                    }
+                    if (any) {
+                        if (ovf || v > INT64_MAX) return lex_fail(L, p, "unsupported: integer literal too large");
+                        ttoken *t = push(L, TK_INT, p);
+                        t->i = (int64_t)v;
+                        L->pos = r;
+                        continue;
+                    }
+                }
+                /* 0(_?0)* */
+                q = p + 1;
+                while (q < n && (s[q] == '0' || (s[q] == '_' && q + 1 < n && s[q + 1] == '0'))) q += s[q] == '_' ? 2 : 1;
+            }
             char num[128];
             size_t k = 0;
             for (size_t i = p; i < q && k + 1 < sizeof(num); i++)

@@ -299,7 +299,7 @@ static int parse_subscript(parser *P, tnode *n, tnode **out) {
         rc = parse_subscribed(P, &s);
         if (!rc) add_kid(tup, s);
     }
-    if (!rc && tup->nkids == 0) rc = pfail(P, HR_EINVAL, "expected subscript expression%s", "");
+    /* x[] is x[()] in jinja2 */
     if (rc) { tpl_node_free(tup); tpl_node_free(g); return rc; }
     adv(P);
     if (tup->nkids == 1) {
@@ -698,7 +698,7 @@ static int parse_if(parser *P, tnode **out) {
     tnode *n = node(S_IF, cur(P)->line);
     adv(P); /* if / elif */
     static const char *const ends[] = {"elif", "else", "endif", NULL};
-    TRYF(parse_tuple(P, true, NULL, false, &n->a), n);
+    TRYF(parse_tuple(P, false, NULL, false, &n->a), n); /* jinja2: an if test has no inline if */
     TRYF(block_end(P), n);
     TRYF(parse_body(P, ends, &n->b), n);
     if (is_name(cur(P), "elif")) {

@@ -227,3 +227,14 @@ CASES += [
 # Corpus entries that hearth may refuse as "unsupported" (jinja2 prints them):
 # format specs and printing a range object. Anything else must match.
 ALLOWED_UNSUPPORTED = {"{{ range(3) }}", "{{ '{:>5}|{0.x}'.format(n) }}"}
+
+CASES += [
+    "{{ 0x1F }}|{{ 0o17 }}|{{ 0b101 }}|{{ 0_0 }}|{{ 1_000.5 }}|{{ 00 }}|{{ 0.5e1 }}|{{ 01.5 }}|{{ 0X_ff }}",
+    "{{ (01, 2) }}", "{{ 0b2 }}",
+    "{{ s[nope:2] }}", "{{ d[1:] }}", "{{ none[1:] }}", "{{ nope[1:] }}", "{{ s['a':] }}", "{{ s[] }}|{{ d[] }}|{{ {(): 'e'}[] }}",
+    "{{ lst | sort(reverse=nope) }}", "{{ lst | sort(reverse='yes') }}", "{{ d | dictsort(reverse=1) }}", "{{ 'a\\nb'.splitlines(nope) }}",
+]
+
+CASES += ["{{ 5[1:] }}|{{ 'abc'[none:] }}|{{ (1, 2)[::0] }}|{{ {'a': 1}[1:] }}|{{ [1, 2, 3][1:][0] }}", "{{ 'abc'[::0] }}x"]
+
+CASES += ["{% if t if t else fl %}x{% endif %}", "{% if fl %}{% elif t if t %}y{% endif %}", "{% if (t if t else fl) %}ok{% endif %}"]

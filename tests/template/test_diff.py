@@ -17,6 +17,7 @@ Families in REQUIRED must render every conversation exactly; any other
 template may answer "unsupported" but never differ.
 
 Environment: HEARTH_BUILD_DIR (template_test_render lives there),
+HEARTH_TEMPLATE_MUTATIONS (default 1500), HEARTH_TEMPLATE_SEED (1234),
 HEARTH_FIXTURES, HEARTH_TEMPLATE_CACHE (download cache; default
 $HEARTH_BUILD_DIR/template-cache), HEARTH_SMOLLM2_GGUF (optional path)."""
 import copy
@@ -42,9 +43,14 @@ LLAMA_CPP_PY = "llama-cpp-python==0.3.36"
 failures = []
 
 
-def fail(msg):
+def fail(msg, src=None, ctx=None):
     failures.append(msg)
     print("FAIL:", msg[:2000])
+    if src is not None:  # keep the case for reproduction
+        d = os.path.join(BUILD, "template-failures")
+        os.makedirs(d, exist_ok=True)
+        with open(os.path.join(d, "case%d.json" % len(failures)), "w") as f:
+            json.dump({"template": src, "context": ctx}, f)
 
 
 # ---------------------------------------------------------------- reference
@@ -141,16 +147,16 @@ def compare(label, cases, required, stats, allowed_unsupported=()):
             if ref["out"] == c["out"]:
                 stats["match"] += 1
             else:
-                fail("%s %s: output differs\n--- jinja2:\n%r\n--- hearth:\n%r\n--- template:\n%s" % (label, name, ref["out"], c["out"], src[:3000] if label == "mutation" else ""))
+                fail("%s %s: output differs\n--- jinja2:\n%r\n--- hearth:\n%r\n--- template:\n%s" % (label, name, ref["out"], c["out"], src[:3000] if label == "mutation" else ""), src, ctx)
         elif "error" in ref and "error" in c:
             stats["both_error"] += 1
         elif "error" in ref:
-            fail("%s %s: jinja2 fails (%s) but hearth printed %r\n--- template:\n%s" % (label, name, ref["error"], str(c.get("out", c))[:300], src[:3000] if label == "mutation" else ""))
+            fail("%s %s: jinja2 fails (%s) but hearth printed %r\n--- template:\n%s" % (label, name, ref["error"], str(c.get("out", c))[:300], src[:3000] if label == "mutation" else ""), src, ctx)
         elif c.get("unsupported") and (not required or src in allowed_unsupported):
             stats["unsupported"] += 1
             stats.setdefault("why", []).append("%s: %s" % (name, c["error"]))
         else:
-            fail("%s %s: hearth fails (%s), jinja2 printed %r\n--- template:\n%s" % (label, name, c["error"], ref["out"][:300], src[:3000] if label == "mutation" else ""))
+            fail("%s %s: hearth fails (%s), jinja2 printed %r\n--- template:\n%s" % (label, name, c["error"], ref["out"][:300], src[:3000] if label == "mutation" else ""), src, ctx)
 
 
 # ---------------------------------------------------------------- templates
@@ -401,7 +407,7 @@ def main():
     if "openai-gpt-oss-120b" in templates:
         harmony_check(templates["openai-gpt-oss-120b"])
 
-    rng = random.Random(1234)
+    rng = random.Random(int(os.environ.get("HEARTH_TEMPLATE_SEED", "1234")))
     base = list(corpus.CASES) + [templates[k] for k in sorted(templates) if k in REQUIRED]
     muts = []
     for i in range(int(os.environ.get("HEARTH_TEMPLATE_MUTATIONS", "1500"))):
