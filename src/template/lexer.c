@@ -138,7 +138,8 @@ static char *decode_string(const char *s, size_t n, size_t *out_len) {
                 v = v * 16 + (uint32_t)d;
                 i++;
             }
-            if (k < hex || v > 0x10FFFF) { free(b.p); return NULL; }
+            /* lone surrogates cannot be carried in UTF-8 output */
+            if (k < hex || v > 0x10FFFF || (v >= 0xD800 && v <= 0xDFFF)) { free(b.p); return NULL; }
             tpl_utf8_encode(v, &b);
         }
     }
@@ -286,7 +287,7 @@ static int lex_tag(lexer *L, bool block, bool *line_starting) {
             if (q >= n) return lex_fail(L, p, "unterminated string literal");
             ttoken *t = push(L, TK_STRING, p);
             t->s = decode_string(s + p + 1, q - p - 1, &t->len);
-            if (!t->s) return lex_fail(L, p, "bad escape in string literal");
+            if (!t->s) return hr_err_set(L->err, HR_EUNSUP, "line %d: unsupported escape in string literal (truncated, out of range or a surrogate)", line_at(L, p));
             L->pos = q + 1;
             continue;
         }

@@ -507,6 +507,14 @@ static void json_newline(const jopts *o, int level, tbuf *b) {
     for (int i = 0; i < level; i++) tbuf_puts(b, o->indent);
 }
 
+/* Sort items for sort_keys: json.dumps sorts the original keys, so numbers
+ * sort numerically; keys[3i] is the key as text, keys[3i+1] the value, the original key is kept in
+ * a third slot (see json_dump). */
+static int json_cmp_num(const void *x, const void *y) {
+    double a = tv_num(((const tv *)x)[2]), c = tv_num(((const tv *)y)[2]);
+    return a < c ? -1 : a > c;
+}
+
 static int json_cmp_keys(const void *x, const void *y) {
     const tv *a = x, *c = y;
     size_t n = HR_MIN(a->u.s->len, c->u.s->len);
@@ -541,7 +549,7 @@ static int json_dump(tv v, const jopts *o, int level, tbuf *b, hr_err *err) {
         tv_dict *d = v.u.d;
         if (d->n == 0) { tbuf_puts(b, "{}"); return HR_OK; }
         /* Keys become strings as json.dumps converts them. */
-        tv *keys = hr_xmalloc(d->n * sizeof(tv) * 2);
+        tv *keys = hr_xmalloc(d->n * sizeof(tv) * 3);
         int rc = HR_OK;
         size_t nk = 0;
         for (size_t i = 0; i < d->n; i++) {
@@ -557,29 +565,37 @@ static int json_dump(tv v, const jopts *o, int level, tbuf *b, hr_err *err) {
                                 tv_type_name(k));
                 break;
             }
-            keys[2 * nk] = tbuf_to_str(&kb);
-            keys[2 * nk + 1] = d->vals[i];
+            keys[3 * nk] = tbuf_to_str(&kb);
+            keys[3 * nk + 1] = d->vals[i];
+            keys[3 * nk + 2] = k;
             nk++;
         }
-        if (rc == HR_OK && o->sort) {
-            /* Stable enough: Python sorts by key; equal keys cannot occur after conversion in practice. */
-            qsort(keys, nk, 2 * sizeof(tv), json_cmp_keys);
+        if (rc == HR_OK && o->sort && nk > 1) {
+            /* Python sorts the original keys: all str, or all numbers; a mix cannot be ordered. */
+            bool all_str = true, all_num = true;
+            for (size_t i = 0; i < nk; i++) {
+                all_str &= keys[3 * i + 2].t == TV_STR;
+                all_num &= tv_is_num(keys[3 * i + 2]);
+            }
+            if (all_str) qsort(keys, nk, 3 * sizeof(tv), json_cmp_keys);
+            else if (all_num) qsort(keys, nk, 3 * sizeof(tv), json_cmp_num);
+            else rc = hr_err_set(err, HR_EINVAL, "'<' not supported between the key types of this dict");
         }
         if (rc == HR_OK) {
             tbuf_putc(b, '{');
             for (size_t i = 0; i < nk && rc == HR_OK; i++) {
                 if (i) tbuf_puts(b, o->item_sep);
                 if (o->indent) json_newline(o, level + 1, b);
-                json_str(keys[2 * i].u.s->data, keys[2 * i].u.s->len, o->ascii, b);
+                json_str(keys[3 * i].u.s->data, keys[3 * i].u.s->len, o->ascii, b);
                 tbuf_puts(b, o->key_sep);
-                rc = json_dump(keys[2 * i + 1], o, level + 1, b, err);
+                rc = json_dump(keys[3 * i + 1], o, level + 1, b, err);
             }
             if (rc == HR_OK) {
                 if (o->indent) json_newline(o, level, b);
                 tbuf_putc(b, '}');
             }
         }
-        for (size_t i = 0; i < nk; i++) tv_unref(keys[2 * i]);
+        for (size_t i = 0; i < nk; i++) tv_unref(keys[3 * i]);
         free(keys);
         return rc;
     }

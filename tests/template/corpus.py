@@ -225,8 +225,9 @@ CASES += [
 ]
 
 # Corpus entries that hearth may refuse as "unsupported" (jinja2 prints them):
-# format specs and printing a range object. Anything else must match.
-ALLOWED_UNSUPPORTED = {"{{ range(3) }}", "{{ '{:>5}|{0.x}'.format(n) }}"}
+# format specs, printing a range object, lone surrogates (not representable in
+# UTF-8 output). Anything else must match.
+ALLOWED_UNSUPPORTED = {"{{ range(3) }}", "{{ '{:>5}|{0.x}'.format(n) }}", "{{ '\\ud800' }}"}
 
 CASES += [
     "{{ 0x1F }}|{{ 0o17 }}|{{ 0b101 }}|{{ 0_0 }}|{{ 1_000.5 }}|{{ 00 }}|{{ 0.5e1 }}|{{ 01.5 }}|{{ 0X_ff }}",
@@ -238,3 +239,9 @@ CASES += [
 CASES += ["{{ 5[1:] }}|{{ 'abc'[none:] }}|{{ (1, 2)[::0] }}|{{ {'a': 1}[1:] }}|{{ [1, 2, 3][1:][0] }}", "{{ 'abc'[::0] }}x"]
 
 CASES += ["{% if t if t else fl %}x{% endif %}", "{% if fl %}{% elif t if t %}y{% endif %}", "{% if (t if t else fl) %}ok{% endif %}"]
+
+CASES += [
+    "{{ {10: 'a', 2: 'b', 1.5: 'c', true: 'd'} | tojson(sort_keys=true) }}|{{ {'b': 1, 'a': {'d': 1, 'c': 2}} | tojson(sort_keys=true, indent=1) }}",
+    "{{ {1: 'a', 'b': 2} | tojson(sort_keys=true) }}",
+    "{{ '\\ud800' }}",
+]
