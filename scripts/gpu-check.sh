@@ -112,9 +112,9 @@ fi
 
 if [ "$BENCH" = 1 ] && [ -x "$BIN/test_cuda_golden_linked" ]; then
     for m in ${HEARTH_CUDA_DECODE_MODELS:-synthetic:llama-3.1-8b}; do
-        for g in 1 0; do
+        for g in 1 0; do # graphs on (+ batched decode), then off
             echo "== decode benchmark $m, CUDA graphs $g"
-            HEARTH_CUDA_GRAPHS=$g HEARTH_CUDA_DECODE_BENCH=$m "$BIN/test_cuda_golden_linked" 2>&1 |
+            HEARTH_CUDA_DECODE_BATCHES=$g HEARTH_CUDA_GRAPHS=$g HEARTH_CUDA_DECODE_BENCH=$m "$BIN/test_cuda_golden_linked" 2>&1 |
                 tee -a "$OUTDIR/decode_bench.log"
         done
     done
