@@ -1544,8 +1544,33 @@ static int str_method(tctx *c, const tnode *at, tv s, const char *m, targs *a, t
     return tpl_fail(c, at, HR_EUNSUP, "unsupported method str.%s", m);
 }
 
+/* How many positional arguments each method takes and which keywords
+ * (CPython's signatures; most str methods are positional-only). */
+static const struct { tv_type t; const char *name; int maxpos; const char *kw[2]; } METHOD_ARGS[] = {
+    {TV_STR, "startswith", 3, {0}}, {TV_STR, "endswith", 3, {0}}, {TV_STR, "strip", 1, {0}},
+    {TV_STR, "lstrip", 1, {0}}, {TV_STR, "rstrip", 1, {0}}, {TV_STR, "split", 2, {"sep", "maxsplit"}},
+    {TV_STR, "rsplit", 2, {"sep", "maxsplit"}}, {TV_STR, "upper", 0, {0}}, {TV_STR, "lower", 0, {0}},
+    {TV_STR, "casefold", 0, {0}}, {TV_STR, "title", 0, {0}}, {TV_STR, "capitalize", 0, {0}},
+    {TV_STR, "replace", 3, {0}}, {TV_STR, "find", 3, {0}}, {TV_STR, "rfind", 3, {0}}, {TV_STR, "index", 3, {0}},
+    {TV_STR, "rindex", 3, {0}}, {TV_STR, "count", 3, {0}}, {TV_STR, "join", 1, {0}},
+    {TV_STR, "splitlines", 1, {"keepends"}}, {TV_STR, "removeprefix", 1, {0}}, {TV_STR, "removesuffix", 1, {0}},
+    {TV_DICT, "items", 0, {0}}, {TV_DICT, "keys", 0, {0}}, {TV_DICT, "values", 0, {0}}, {TV_DICT, "get", 2, {0}},
+    {TV_DICT, "copy", 0, {0}}, {TV_LIST, "index", 3, {0}}, {TV_LIST, "count", 1, {0}}, {TV_LIST, "copy", 0, {0}},
+};
+
 int tpl_method(tctx *c, const tnode *at, tv self, const char *m, targs *a, tv *out) {
     tv x;
+    for (size_t i = 0; i < HR_ARRAY_LEN(METHOD_ARGS); i++) {
+        if (METHOD_ARGS[i].t != self.t || strcmp(METHOD_ARGS[i].name, m)) continue;
+        if (a->npos > METHOD_ARGS[i].maxpos)
+            return tpl_fail(c, at, HR_EINVAL, "%s() takes at most %d argument(s) (%d given)", m, METHOD_ARGS[i].maxpos, a->npos);
+        for (int k = 0; k < a->nkw; k++) {
+            bool ok = false;
+            for (int j = 0; j < 2 && METHOD_ARGS[i].kw[j]; j++) ok |= !strcmp(METHOD_ARGS[i].kw[j], a->kwn[k]);
+            if (!ok) return tpl_fail(c, at, HR_EINVAL, "%s() takes no keyword argument '%s'", m, a->kwn[k]);
+        }
+        break;
+    }
     if (self.t == TV_STR) return str_method(c, at, self, m, a, out);
     if (self.t == TV_DICT) {
         if (!strcmp(m, "items") || !strcmp(m, "keys") || !strcmp(m, "values")) {
@@ -1580,6 +1605,7 @@ int tpl_method(tctx *c, const tnode *at, tv self, const char *m, targs *a, tv *o
     if (self.t == TV_LIST) {
         if (!strcmp(m, "copy")) { *out = make_list(self, TL_LIST); return HR_OK; }
         if (!arg_get(a, 0, "value", &x)) return tpl_fail(c, at, HR_EINVAL, "%s needs an argument", m);
+        if (a->npos > 1) return tpl_fail(c, at, HR_EUNSUP, "unsupported: list.%s with start/stop", m);
         int64_t k = 0, pos = -1;
         for (size_t i = 0; i < self.u.l->n; i++)
             if (tv_equal(self.u.l->items[i], x)) { k++; if (pos < 0) pos = (int64_t)i; }

@@ -478,6 +478,8 @@ int tpl_binop(tctx *c, const tnode *at, int op, tv a, tv b, tv *out) {
             double p = pow(tv_num(a), tv_num(b));
             if (tv_num(a) == 0.0 && tv_num(b) < 0) return tpl_fail(c, at, HR_EINVAL, "0.0 cannot be raised to a negative power");
             if (isnan(p) && !isnan(tv_num(a)) && !isnan(tv_num(b))) return tpl_fail(c, at, HR_EUNSUP, "unsupported: complex result");
+            if (isinf(p) && isfinite(tv_num(a)) && isfinite(tv_num(b)))
+                return tpl_fail(c, at, HR_EINVAL, "OverflowError: numerical result out of range");
             *out = tv_float(p);
             return HR_OK;
         }

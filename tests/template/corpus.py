@@ -226,8 +226,8 @@ CASES += [
 
 # Corpus entries that hearth may refuse as "unsupported" (jinja2 prints them):
 # format specs, printing a range object, lone surrogates (not representable in
-# UTF-8 output). Anything else must match.
-ALLOWED_UNSUPPORTED = {"{{ range(3) }}", "{{ '{:>5}|{0.x}'.format(n) }}", "{{ '\\ud800' }}"}
+# UTF-8 output), complex numbers, list.index with bounds. Anything else must match.
+ALLOWED_UNSUPPORTED = {"{{ range(3) }}", "{{ (-8.0) ** 0.5 }}", "{{ lst.index(1, 0, 3) }}", "{{ '{:>5}|{0.x}'.format(n) }}", "{{ '\\ud800' }}"}
 
 CASES += [
     "{{ 0x1F }}|{{ 0o17 }}|{{ 0b101 }}|{{ 0_0 }}|{{ 1_000.5 }}|{{ 00 }}|{{ 0.5e1 }}|{{ 01.5 }}|{{ 0X_ff }}",
@@ -244,4 +244,9 @@ CASES += [
     "{{ {10: 'a', 2: 'b', 1.5: 'c', true: 'd'} | tojson(sort_keys=true) }}|{{ {'b': 1, 'a': {'d': 1, 'c': 2}} | tojson(sort_keys=true, indent=1) }}",
     "{{ {1: 'a', 'b': 2} | tojson(sort_keys=true) }}",
     "{{ '\\ud800' }}",
+]
+
+CASES += [
+    "{{ d.items(1) }}", "{{ s.upper(1) }}", "{{ s.strip(chars='x') }}", "{{ s.split(sep=' ', maxsplit=1) }}|{{ 'a\\nb'.splitlines(keepends=true) }}",
+    "{{ d.get('a', 1, 2) }}", "{{ lst.index(1, 0, 3) }}", "{{ 10.0 ** 400 }}", "{{ 1e308 * 10 }}|{{ -1e308 - 1e308 }}", "{{ (-8.0) ** 0.5 }}",
 ]
