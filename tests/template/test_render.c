@@ -3,7 +3,8 @@
  * and the ChatML fixture golden.
  * With `--batch CASES.json` it instead renders each {template, context} and
  * prints a JSON array of {"out": ...} / {"error": ...}: test_diff.py uses
- * that mode to compare with Python's jinja2. */
+ * that mode to compare with Python's jinja2. `--bench CASES.json N` times the
+ * first case. */
 #include <jansson.h>
 #include <string.h>
 
@@ -42,6 +43,31 @@ static int batch(const char *path) {
     }
     json_dumpf(res, stdout, JSON_COMPACT);
     json_decref(res);
+    json_decref(cases);
+    return 0;
+}
+
+/* --bench CASES.json N: parse + render the first case N times, print ms each. */
+static int bench(const char *path, int n) {
+    json_t *cases = json_load_file(path, 0, NULL);
+    json_t *c = json_array_get(cases, 0);
+    const char *src = json_string_value(json_object_get(c, "template"));
+    if (!src) { fprintf(stderr, "bad cases file %s\n", path); json_decref(cases); return 2; }
+    hr_err err = {0};
+    double t0 = hr_time_now(), parse_s = 0;
+    size_t bytes = 0;
+    for (int i = 0; i < n; i++) {
+        double p0 = hr_time_now();
+        tpl_template *t = tpl_parse(src, &err);
+        parse_s += hr_time_now() - p0;
+        char *out = NULL;
+        if (!t || tpl_render(t, json_object_get(c, "context"), &out, &err)) { fprintf(stderr, "%s\n", err.msg); return 1; }
+        bytes = strlen(out);
+        free(out);
+        tpl_free(t);
+    }
+    double dt = (hr_time_now() - t0) / n;
+    printf("%zu bytes out: %.3f ms per parse+render (parse %.3f ms)\n", bytes, dt * 1e3, parse_s / n * 1e3);
     json_decref(cases);
     return 0;
 }
@@ -242,6 +268,7 @@ static void test_render_chat(void) {
 
 int main(int argc, char **argv) {
     if (argc == 3 && strcmp(argv[1], "--batch") == 0) return batch(argv[2]);
+    if (argc == 4 && strcmp(argv[1], "--bench") == 0) return bench(argv[2], atoi(argv[3]));
     test_expressions();
     test_statements();
     test_whitespace();
