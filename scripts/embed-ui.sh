@@ -18,6 +18,8 @@ gen() {
 
 #include "server/ui.h"
 
+/* one literal per line of html keeps diffs readable */
+/* clang-format off */
 const char srv_ui_page[] =
 HDR
     # One C string literal per line of html. Escaped: backslash, quote, every
@@ -42,6 +44,7 @@ HDR
     }' "$in"
     cat <<'FTR'
     ;
+/* clang-format on */
 const size_t srv_ui_page_len = sizeof srv_ui_page - 1;
 FTR
 }

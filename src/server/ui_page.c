@@ -5,6 +5,8 @@
 
 #include "server/ui.h"
 
+/* one literal per line of html keeps diffs readable */
+/* clang-format off */
 const char srv_ui_page[] =
     "<!DOCTYPE html>\n"
     "<!-- hearth's built-in chat page, served at GET / by src/server/ui_route.c.\n"
@@ -493,4 +495,5 @@ const char srv_ui_page[] =
     "</body>\n"
     "</html>\n"
     ;
+/* clang-format on */
 const size_t srv_ui_page_len = sizeof srv_ui_page - 1;

@@ -13,7 +13,7 @@
  * it (and anything a model could ever smuggle into it) talking to this
  * server alone. */
 #define UI_CSP                                                                                                         \
-    "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'; img-src data:; " \
+    "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'; img-src data:; "   \
     "base-uri 'none'; form-action 'none'; frame-ancestors 'self'"
 
 static int b64_value(unsigned char c) {
@@ -90,8 +90,8 @@ enum MHD_Result srv_route_ui(srv_conn *cn) {
     const char *inm = MHD_lookup_connection_value(cn->c, MHD_HEADER_KIND, "If-None-Match");
     bool fresh = etag_matches(inm, etag);
     int status = fresh ? 304 : 200;
-    struct MHD_Response *r = MHD_create_response_from_buffer(fresh ? 0 : srv_ui_page_len, (void *)srv_ui_page,
-                                                             MHD_RESPMEM_PERSISTENT);
+    struct MHD_Response *r =
+        MHD_create_response_from_buffer(fresh ? 0 : srv_ui_page_len, (void *)srv_ui_page, MHD_RESPMEM_PERSISTENT);
     if (!r) return MHD_NO;
     MHD_add_response_header(r, "Content-Type", "text/html; charset=utf-8");
     /* revalidate every time (a new binary serves a new page at once); private

@@ -79,17 +79,17 @@ static void test_basic(void) {
     struct {
         const char *header, *want; /* want NULL: refused */
     } cases[] = {
-        {"Basic dXNlcjpzZWtyZXQ=", "sekret"},   /* user:sekret */
-        {"basic  dXNlcjpzZWtyZXQ", "sekret"},   /* scheme case, spaces, no padding */
-        {"Basic OnNla3JldA==", "sekret"},       /* :sekret */
-        {"Basic dTphOmI=", "a:b"},              /* u:a:b, the password may hold ':' */
-        {"Basic dTo=", ""},                     /* u: */
-        {"Basic c2VrcmV0", NULL},               /* sekret: no colon */
-        {"Basic dXNlcjpzZWtyZXQ=x", NULL},      /* data after the padding */
-        {"Basic dXNlcjpz*WtyZXQ=", NULL},       /* not base64 */
-        {"Basic dTphAGI=", NULL},               /* u:a\0b */
-        {"Bearer dXNlcjpzZWtyZXQ=", NULL},      /* another scheme */
-        {"Basic", NULL},                        /* nothing */
+        {"Basic dXNlcjpzZWtyZXQ=", "sekret"},     /* user:sekret */
+        {"basic  dXNlcjpzZWtyZXQ", "sekret"},     /* scheme case, spaces, no padding */
+        {"Basic OnNla3JldA==", "sekret"},         /* :sekret */
+        {"Basic dTphOmI=", "a:b"},                /* u:a:b, the password may hold ':' */
+        {"Basic dTo=", ""},                       /* u: */
+        {"Basic c2VrcmV0", NULL},                 /* sekret: no colon */
+        {"Basic dXNlcjpzZWtyZXQ=x", NULL},        /* data after the padding */
+        {"Basic dXNlcjpz*WtyZXQ=", NULL},         /* not base64 */
+        {"Basic dTphAGI=", NULL},                 /* u:a\0b */
+        {"Bearer dXNlcjpzZWtyZXQ=", NULL},        /* another scheme */
+        {"Basic", NULL},                          /* nothing */
         {"Basic dTowMTIzNDU2Nzg5YWJjZGVm", NULL}, /* u:0123456789abcdef, 16 bytes do not fit pw[16] */
         {"Basic dTowMTIzNDU2Nzg5YWJjZGU=", "0123456789abcde"},
     };
