@@ -199,9 +199,10 @@ static int run_jsonl(const hr_tokenizer *t, const tok_cli *c, bool detok) {
             int32_t *ids = malloc((n + 1) * sizeof(int32_t));
             for (size_t i = 0; i < n; i++) ids[i] = (int32_t)json_integer_value(json_array_get(v, i));
             char *text;
+            size_t tl;
             hr_err err = {0};
-            hr_tokenizer_decode(t, ids, n, c->skip_special, &text, &err);
-            json_t *s = json_stringn(text, strlen(text));
+            hr_tokenizer_decode_n(t, ids, n, c->skip_special, &text, &tl, &err);
+            json_t *s = json_stringn(text, tl);
             char *dump = json_dumps(s, JSON_ENCODE_ANY);
             puts(dump ? dump : "null");
             free(dump);
@@ -288,16 +289,17 @@ int cmd_detokenize(int argc, char **argv) {
         p = *end ? end + 1 : end;
     }
     char *text;
+    size_t tl;
     hr_err err = {0};
-    hr_tokenizer_decode(t, ids, n, c.skip_special, &text, &err);
+    hr_tokenizer_decode_n(t, ids, n, c.skip_special, &text, &tl, &err);
     if (c.json) {
-        json_t *s = json_stringn(text, strlen(text));
+        json_t *s = json_stringn(text, tl);
         char *dump = json_dumps(s, JSON_ENCODE_ANY);
         puts(dump ? dump : "null");
         free(dump);
         json_decref(s);
     } else {
-        fputs(text, stdout);
+        fwrite(text, 1, tl, stdout);
         putchar('\n');
     }
     free(text);

@@ -82,17 +82,61 @@ void tok_step_free(tok_step *s) {
     free(s->str2);
 }
 
+/* Rust's regex / fancy-regex and Oniguruma (what tiktoken and HF use) give
+ * \s the Unicode White_Space set and \w Alphabetic+M+Nd+Pc+Join_Control;
+ * PCRE2's UCP classes differ at the edges (its \s takes U+180E, its \w
+ * lacks marks). So \s \S \w \W are spelled out as explicit classes. */
+#define WS_CLASS                                                                                                       \
+    "\\t\\n\\x{0B}\\f\\r \\x{85}\\x{A0}\\x{1680}\\x{2000}-\\x{200A}\\x{2028}\\x{2029}\\x{202F}\\x{205F}\\x{3000}"
+#define WORD_CLASS "\\p{Alphabetic}\\p{M}\\p{Nd}\\p{Pc}\\x{200C}\\x{200D}"
+
+static void rewrite_classes(const char *pat, size_t len, tok_buf *o) {
+    bool in_class = false;
+    for (size_t i = 0; i < len;) {
+        char c = pat[i];
+        if (c == '\\' && i + 1 < len) {
+            char n = pat[i + 1];
+            const char *inner = n == 's' || n == 'S' ? WS_CLASS : n == 'w' || n == 'W' ? WORD_CLASS : NULL;
+            bool neg = n == 'S' || n == 'W';
+            if (inner && !(in_class && neg)) { /* a negated set inside a class stays PCRE2's */
+                if (!in_class) tok_buf_put(o, neg ? "[^" : "[", neg ? 2 : 1);
+                tok_buf_put(o, inner, strlen(inner));
+                if (!in_class) tok_buf_putc(o, ']');
+            } else
+                tok_buf_put(o, pat + i, 2);
+            i += 2;
+            continue;
+        }
+        if (c == '[' && !in_class) {
+            in_class = true;
+            tok_buf_putc(o, c);
+            i++;
+            if (i < len && pat[i] == '^') tok_buf_putc(o, pat[i++]);
+            if (i < len && pat[i] == ']') tok_buf_putc(o, pat[i++]); /* a leading ] is literal */
+            continue;
+        }
+        if (c == ']' && in_class) in_class = false;
+        tok_buf_putc(o, c);
+        i++;
+    }
+}
+
 pcre2_code *tok_regex_compile(const char *pat, size_t len, hr_err *err) {
     int ec;
     PCRE2_SIZE eo;
-    pcre2_code *re = pcre2_compile((PCRE2_SPTR)pat, len, PCRE2_UTF | PCRE2_UCP | PCRE2_DOLLAR_ENDONLY, &ec, &eo, NULL);
+    tok_buf rw = {0};
+    rewrite_classes(pat, len, &rw);
+    tok_buf_put(&rw, "", 0);
+    pcre2_code *re =
+        pcre2_compile((PCRE2_SPTR)rw.p, rw.len, PCRE2_UTF | PCRE2_UCP | PCRE2_DOLLAR_ENDONLY, &ec, &eo, NULL);
     if (!re) {
         PCRE2_UCHAR msg[256];
         pcre2_get_error_message(ec, msg, sizeof(msg));
-        hr_err_set(err, HR_EUNSUP, "tokenizer regex does not compile at offset %zu: %s", (size_t)eo, (char *)msg);
-        return NULL;
-    }
-    pcre2_jit_compile(re, PCRE2_JIT_COMPLETE); /* falls back to the interpreter if JIT is unavailable */
+        hr_err_set(err, HR_EUNSUP, "tokenizer regex /%.*s/ does not compile: %s", (int)HR_MIN(len, 200), pat,
+                   (char *)msg);
+    } else
+        pcre2_jit_compile(re, PCRE2_JIT_COMPLETE); /* falls back to the interpreter if JIT is unavailable */
+    tok_buf_free(&rw);
     return re;
 }
 
@@ -814,14 +858,20 @@ void tok_decode_into(const hr_tokenizer *t, const int32_t *ids, size_t n, bool s
     tok_pieces_free(&b);
 }
 
-int hr_tokenizer_decode(const hr_tokenizer *t, const int32_t *ids, size_t n, bool skip_special, char **text,
-                        hr_err *err) {
+int hr_tokenizer_decode_n(const hr_tokenizer *t, const int32_t *ids, size_t n, bool skip_special, char **text,
+                          size_t *len, hr_err *err) {
     (void)err;
     tok_buf out = {0};
     tok_decode_into(t, ids, n, skip_special, &out);
     tok_buf_put(&out, "", 0);
     *text = out.p;
+    if (len) *len = out.len;
     return HR_OK;
+}
+
+int hr_tokenizer_decode(const hr_tokenizer *t, const int32_t *ids, size_t n, bool skip_special, char **text,
+                        hr_err *err) {
+    return hr_tokenizer_decode_n(t, ids, n, skip_special, text, NULL, err);
 }
 
 /* ---- accessors ------------------------------------------------------------ */

@@ -44,6 +44,9 @@ int hr_tokenizer_encode(const hr_tokenizer *t, const char *text, size_t len, con
  * skip_special drops special tokens (HF skip_special_tokens, Tekken IGNORE). */
 int hr_tokenizer_decode(const hr_tokenizer *t, const int32_t *ids, size_t n, bool skip_special, char **text,
                         hr_err *err);
+/* Same, also giving the length (the text may hold NUL bytes, e.g. byte 0x00 tokens). */
+int hr_tokenizer_decode_n(const hr_tokenizer *t, const int32_t *ids, size_t n, bool skip_special, char **text,
+                          size_t *len, hr_err *err);
 
 int hr_tokenizer_vocab_size(const hr_tokenizer *t);
 /* Token text (raw vocab string) or NULL when out of range. */

@@ -102,6 +102,11 @@ def corpus():
               "<|im_start|>user\nhi<|im_end|>", "x<|endoftext|>y", " <|endoftext|> ", "  hello", "hello  ",
               "\t\t\tindent", "A\u030a\u0301", "e\u0301\u0302\u0303", "Ａｂｃ", "x\u00a0\u00a0y", "\u2028\u2029",
               "1,234.56", "  123  456 ", "'''", "'s's's", "I'M", "it\u2019s"]
+    # every control / space-like char in the contexts where regex \s semantics matter (PCRE2 vs Rust/Onig)
+    for c in [chr(x) for x in list(range(0, 0x21)) + list(range(0x7F, 0xA1)) +
+              [0x1680, 0x180E, 0x2000, 0x200A, 0x200B, 0x200C, 0x200D, 0x2028, 0x2029, 0x202F, 0x205F, 0x2060,
+               0x3000, 0xFEFF]]:
+        fixed += [f"a{c}b", f"a {c} b", f"a{c}{c} b", f"{c}x", f"x {c}", f"1{c}2", f"a{c}\n", f"x{c}!", f"!{c}{c}?"]
     rng = random.Random(20261124)
     return fixed + [rand_string(rng) for _ in range(N_RANDOM)]
 
