@@ -208,7 +208,7 @@ static bool ui_authorized(hr_server *s, struct MHD_Connection *c) {
     char pw[256];
     const char *h = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Authorization");
     bool ok = srv_ui_basic_password(h, pw, sizeof pw) && key_equal(pw, s->api_key);
-    memset(pw, 0, sizeof pw);
+    explicit_bzero(pw, sizeof pw);
     return ok;
 }
 

@@ -53,12 +53,16 @@ bool srv_ui_basic_password(const char *h, char *out, size_t n) {
     if (!h || !n || strncasecmp(h, "Basic ", 6) != 0) return false;
     h += 6;
     while (*h == ' ') h++;
+    bool ok = false;
     long len = b64_decode(h, cred, sizeof cred);
-    if (len < 0 || memchr(cred, 0, (size_t)len)) return false;
+    if (len < 0 || memchr(cred, 0, (size_t)len)) goto done;
     const char *colon = strchr(cred, ':');
-    if (!colon || strlen(colon + 1) >= n) return false;
+    if (!colon || strlen(colon + 1) >= n) goto done;
     memcpy(out, colon + 1, strlen(colon + 1) + 1);
-    return true;
+    ok = true;
+done:
+    explicit_bzero(cred, sizeof cred); /* it held the key */
+    return ok;
 }
 
 static char g_etag[24];
