@@ -781,8 +781,9 @@ static int f_select(tctx *c, const tnode *at, tv v, targs *a, bool use_attr, boo
     if (rc) return rc;
     int off = 0;
     tv attr = tv_none();
-    if (use_attr) {
-        if (!arg_get(a, 0, "attribute", &attr)) { tv_unref(items); return lazy_error(c, at, tpl_fail(c, at, HR_EINVAL, "Missing parameter for attribute name")); }
+    if (use_attr) { /* the attribute is positional only (*args in jinja2) */
+        if (a->npos < 1) { tv_unref(items); return lazy_error(c, at, tpl_fail(c, at, HR_EINVAL, "Missing parameter for attribute name")); }
+        attr = a->pos[0];
         off = 1;
     }
     tv tname = tv_none();
@@ -793,10 +794,13 @@ static int f_select(tctx *c, const tnode *at, tv v, targs *a, bool use_attr, boo
         return lazy_error(c, at, tpl_fail(c, at, HR_EUNSUP, "unknown test in select"));
     }
     targs ta = {0};
-    if (has_test) {
+    if (has_test) { /* remaining positional and all keyword arguments go to the test */
         ta.pos = a->pos + off + 1;
         ta.npos = a->npos - off - 1;
-    }
+        ta.kw = a->kw;
+        ta.kwn = a->kwn;
+        ta.nkw = a->nkw;
+    } /* without a test jinja2 uses bool() and ignores keyword arguments */
     tv res = tv_list_new(TL_GEN, 0);
     for (size_t i = 0; i < items.u.l->n && !rc; i++) {
         tv it = items.u.l->items[i], x;
@@ -821,8 +825,17 @@ static int f_map(tctx *c, const tnode *at, tv v, targs *a, tv *out) {
     int rc = as_list(c, at, v, &items);
     if (rc) return rc;
     tv attr, def = tv_none();
-    bool by_attr = arg_get(a, -1, "attribute", &attr);
-    arg_get(a, -1, "default", &def);
+    /* jinja2's prepare_map: map(attribute=..., default=...) only without
+     * positional arguments; otherwise the first positional names a filter. */
+    bool by_attr = a->npos == 0 && arg_get(a, -1, "attribute", &attr);
+    if (by_attr) {
+        arg_get(a, -1, "default", &def);
+        for (int k = 0; k < a->nkw; k++)
+            if (strcmp(a->kwn[k], "attribute") && strcmp(a->kwn[k], "default")) {
+                tv_unref(items);
+                return lazy_error(c, at, tpl_fail(c, at, HR_EINVAL, "Unexpected keyword argument '%s'", a->kwn[k]));
+            }
+    }
     tv res = tv_list_new(TL_GEN, 0);
     if (by_attr) {
         for (size_t i = 0; i < items.u.l->n && !rc; i++) {

@@ -250,3 +250,9 @@ CASES += [
     "{{ d.items(1) }}", "{{ s.upper(1) }}", "{{ s.strip(chars='x') }}", "{{ s.split(sep=' ', maxsplit=1) }}|{{ 'a\\nb'.splitlines(keepends=true) }}",
     "{{ d.get('a', 1, 2) }}", "{{ lst.index(1, 0, 3) }}", "{{ 10.0 ** 400 }}", "{{ 1e308 * 10 }}|{{ -1e308 - 1e308 }}", "{{ (-8.0) ** 0.5 }}",
 ]
+
+CASES += [
+    "{{ people | map(attribute='name', bogus=1) | list }}", "{{ people | selectattr(attribute='age') | list }}",
+    "{{ lst | select('odd', bogus=1) | list }}", "{{ lst | select(bogus=1) | list }}", "{{ people | map('string', attribute='x') | list }}",
+    "{{ lst | select('divisibleby', 2) | list }}|{{ lst | reject('in', [1, 3]) | list }}|{{ lst | select('divisibleby', num=3) | list }}",
+]
