@@ -435,6 +435,14 @@ static char *token_field(json_t *v) {
 
 void tok_read_config(hr_tokenizer *t, const char *dir) {
     char p[4096];
+    /* newer checkpoints keep the template in its own file */
+    snprintf(p, sizeof(p), "%s/chat_template.jinja", dir);
+    char *tpl = NULL;
+    size_t tl;
+    if (hr_read_file(p, &tpl, &tl, NULL) == HR_OK) {
+        free(t->chat_template);
+        t->chat_template = tpl;
+    }
     snprintf(p, sizeof(p), "%s/tokenizer_config.json", dir);
     json_t *root = json_load_file(p, 0, NULL);
     if (!root) return;
@@ -451,6 +459,7 @@ void tok_read_config(hr_tokenizer *t, const char *dir) {
         t->eos = hr_tokenizer_token_id(t, eos);
     }
     json_t *ct = json_object_get(root, "chat_template");
+    if (tpl) ct = NULL; /* chat_template.jinja wins, as in transformers */
     if (json_is_string(ct)) {
         free(t->chat_template);
         t->chat_template = hr_xstrdup(json_string_value(ct));

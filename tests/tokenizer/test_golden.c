@@ -97,8 +97,26 @@ static void test_tiktoken(const char *fx) {
     json_decref(g);
 }
 
+/* A model directory: tokenizer.json + tokenizer_config.json (ChatML template,
+ * eos <|im_end|> = 2 per the fixtures README). */
+static void test_model_dir(const char *fx) {
+    char p[1024];
+    hr_err err = {0};
+    hr_tokenizer *t = NULL;
+    snprintf(p, sizeof(p), "%s/models/tiny-llama", fx);
+    CHECK_EQ_INT(hr_tokenizer_load_model(p, &t, &err), HR_OK);
+    if (!t) return;
+    CHECK_EQ_INT(hr_tokenizer_eos(t), 2);
+    CHECK_STREQ(hr_tokenizer_eos_str(t), "<|im_end|>");
+    const char *tpl = hr_tokenizer_chat_template(t);
+    CHECK(tpl && strstr(tpl, "<|im_start|>") != NULL);
+    CHECK_EQ_INT(hr_tokenizer_vocab_size(t), 512);
+    hr_tokenizer_free(t);
+}
+
 int main(void) {
     const char *fx = test_fixtures();
+    test_model_dir(fx);
     test_tiny_bpe(fx);
     test_tiktoken(fx);
     return test_report("tokenizer/test_golden");
