@@ -526,6 +526,7 @@ static int call_macro(tctx *c, const tnode *at, tv m, targs *a, tv caller, tv *o
         params = m.u.o->caller_body;
         parent = m.u.o->caller_scope;
         body = params->b;
+        if (!parent) return tpl_fail(c, at, HR_EUNSUP, "unsupported: caller() used after its call block ended");
     }
     if (c->depth >= MAX_CALL_DEPTH) return tpl_fail(c, at, HR_EUNSUP, "unsupported: macro recursion deeper than %d", MAX_CALL_DEPTH);
     if (a->npos > params->nkw)
@@ -935,6 +936,9 @@ static int render_node(tctx *c, const tnode *n, tscope *s) {
         caller.u.o->caller_body = n;
         caller.u.o->caller_scope = s;
         rc = eval_call(c, n->a, caller, &v);
+        /* The caller may have been stored somewhere (a namespace); its scope
+         * ends here, so later calls must fail instead of reading it. */
+        caller.u.o->caller_scope = NULL;
         tv_unref(caller);
         if (!rc) {
             tbuf b = {0};

@@ -147,6 +147,10 @@ static void test_statements(void) {
     EXPECT("{% filter upper %}abc{% endfilter %}", NULL, "ABC");
     EXPECT("{% generation %}gen{% endgeneration %}", NULL, "gen");
     EXPECT("{% macro w() %}[{{ caller() }}]{% endmacro %}{% call w() %}in{% endcall %}", NULL, "[in]");
+    /* a caller kept past its call block must not reach the freed loop scope */
+    EXPECT_ERR("{% set ns = namespace() %}{% macro k() %}{% set ns.c = caller %}{% endmacro %}"
+               "{% for i in range(2) %}{% call k() %}{{ i }}{% endcall %}{% endfor %}{{ ns.c() }}",
+               NULL, HR_EUNSUP, "after its call block");
 }
 
 static void test_whitespace(void) {
