@@ -625,7 +625,11 @@ int tpl_eval(tctx *c, const tnode *n, tv *out) {
     tv a = tv_none(), b = tv_none();
     int rc = HR_OK;
     switch (n->kind) {
-    case E_CONST: *out = tv_ref(n->cval); return HR_OK;
+    case E_CONST:
+        /* Copy heap constants instead of counting references on the shared
+         * AST, so one parsed template can render on several threads. */
+        *out = n->cval.t == TV_STR ? tv_str_new(n->cval.u.s->data, n->cval.u.s->len) : n->cval;
+        return HR_OK;
     case E_NAME: return eval_name(c, n, c->scope, out);
     case E_GETATTR:
         if ((rc = tpl_eval(c, n->a, &a))) return rc;

@@ -12,13 +12,16 @@
 
 typedef struct tpl_template tpl_template;
 
-/* Parses a template source. NULL + err (with line:column) on a syntax error
- * or an unsupported construct. */
+/* Parses a template source. NULL + err ("line N: ...") on a syntax error
+ * (HR_EINVAL) or a construct outside the subset (HR_EUNSUP). */
 tpl_template *tpl_parse(const char *source, hr_err *err);
 void tpl_free(tpl_template *t);
 
 /* Renders with the given context object (its keys become variables). Output
- * is malloc'd, NUL-terminated. raise_exception() -> HR_EINVAL with its message. */
+ * is malloc'd, NUL-terminated. raise_exception() -> HR_EINVAL with its
+ * message; other errors jinja2 would raise -> HR_EINVAL "line N: ..."; what
+ * the subset cannot do -> HR_EUNSUP "line N: unsupported ...". The template
+ * is not modified, so several threads may render one parsed template. */
 int tpl_render(const tpl_template *t, json_t *context, char **out, hr_err *err);
 
 /* Convenience for chat, as transformers' apply_chat_template(tokenize=False)

@@ -6,6 +6,7 @@
  * that mode to compare with Python's jinja2. `--bench CASES.json N` times the
  * first case. */
 #include <jansson.h>
+#include <pthread.h>
 #include <string.h>
 
 #include "template/template.h"
@@ -270,6 +271,41 @@ static void test_render_chat(void) {
     json_decref(extra);
 }
 
+/* One parsed template rendered on several threads at once. */
+typedef struct thr_arg { const tpl_template *t; json_t *ctx; int bad; } thr_arg;
+
+static void *thr_main(void *p) {
+    thr_arg *a = p;
+    for (int i = 0; i < 300; i++) {
+        char *out = NULL;
+        hr_err err = {0};
+        if (tpl_render(a->t, a->ctx, &out, &err) != HR_OK || strcmp(out, "ab|A-B|x=1;") != 0) a->bad++;
+        free(out);
+    }
+    return NULL;
+}
+
+static void test_threads(void) {
+    hr_err err = {0};
+    tpl_template *t = tpl_parse("{% set ns = namespace(s='') %}{% for x in l %}{% set ns.s = ns.s ~ x %}{% endfor %}"
+                                "{{ ns.s }}|{{ l | map('upper') | join('-') }}|{% for k, v in d.items() %}{{ k }}={{ v }};{% endfor %}",
+                                &err);
+    CHECK(t != NULL);
+    json_t *ctx = json_loads("{\"l\": [\"a\", \"b\"], \"d\": {\"x\": 1}}", 0, NULL);
+    pthread_t th[4];
+    thr_arg args[4];
+    for (int i = 0; i < 4; i++) {
+        args[i] = (thr_arg){t, ctx, 0};
+        pthread_create(&th[i], NULL, thr_main, &args[i]);
+    }
+    for (int i = 0; i < 4; i++) {
+        pthread_join(th[i], NULL);
+        CHECK_EQ_INT(args[i].bad, 0);
+    }
+    json_decref(ctx);
+    tpl_free(t);
+}
+
 int main(int argc, char **argv) {
     if (argc == 3 && strcmp(argv[1], "--batch") == 0) return batch(argv[2]);
     if (argc == 4 && strcmp(argv[1], "--bench") == 0) return bench(argv[2], atoi(argv[3]));
@@ -281,5 +317,6 @@ int main(int argc, char **argv) {
     test_errors();
     test_chat_golden();
     test_render_chat();
+    test_threads();
     return test_report("template/test_render");
 }
