@@ -15,6 +15,7 @@ typedef struct parser {
     size_t n, i;
     int depth;
     int loops;              /* enclosing for loops (break/continue allowed) */
+    int masked_loops;       /* loops hidden by an enclosing filter/set block */
     hr_err *err;
 } parser;
 
@@ -797,10 +798,12 @@ static int parse_set(parser *P, tnode **out) {
     TRYF(parse_filter_chain(P, true, &n->c), n);
     TRYF(block_end(P), n);
     static const char *const ends[] = {"endset", NULL};
-    int saved = P->loops;
+    int saved = P->loops, saved_m = P->masked_loops;
+    P->masked_loops += P->loops;
     P->loops = 0;
     int rc = parse_body(P, ends, &n->b);
     P->loops = saved;
+    P->masked_loops = saved_m;
     if (rc) { tpl_node_free(n); return rc; }
     TRYF(end_tag(P), n);
     *out = n;
@@ -848,10 +851,11 @@ static int parse_macro(parser *P, tnode **out) {
     TRYF(parse_params(P, n), n);
     TRYF(block_end(P), n);
     static const char *const ends[] = {"endmacro", NULL};
-    int saved = P->loops;
-    P->loops = 0;
+    int saved = P->loops, saved_m = P->masked_loops;
+    P->loops = P->masked_loops = 0;
     int rc = parse_body(P, ends, &n->a);
     P->loops = saved;
+    P->masked_loops = saved_m;
     if (rc) { tpl_node_free(n); return rc; }
     TRYF(end_tag(P), n);
     /* jinja2 lets a call block pass `caller` only to a macro whose body
@@ -871,10 +875,11 @@ static int parse_call_block(parser *P, tnode **out) {
     if (n->a->kind != E_CALL) { tpl_node_free(n); return pfail(P, HR_EINVAL, "expected call%s", ""); }
     TRYF(block_end(P), n);
     static const char *const ends[] = {"endcall", NULL};
-    int saved = P->loops;
-    P->loops = 0;
+    int saved = P->loops, saved_m = P->masked_loops;
+    P->loops = P->masked_loops = 0;
     int rc = parse_body(P, ends, &n->b);
     P->loops = saved;
+    P->masked_loops = saved_m;
     if (rc) { tpl_node_free(n); return rc; }
     TRYF(end_tag(P), n);
     *out = n;
@@ -887,7 +892,15 @@ static int parse_filter_block(parser *P, tnode **out) {
     TRYF(parse_filter_chain(P, false, &n->a), n);
     TRYF(block_end(P), n);
     static const char *const ends[] = {"endfilter", NULL};
-    TRYF(parse_body(P, ends, &n->b), n);
+    /* break/continue in a filter block would skip its output in jinja2;
+     * refuse them rather than render differently */
+    int saved = P->loops, saved_m = P->masked_loops;
+    P->masked_loops += P->loops;
+    P->loops = 0;
+    int rc = parse_body(P, ends, &n->b);
+    P->loops = saved;
+    P->masked_loops = saved_m;
+    if (rc) { tpl_node_free(n); return rc; }
     TRYF(end_tag(P), n);
     *out = n;
     return HR_OK;
@@ -916,6 +929,8 @@ static int parse_statement(parser *P, tnode **out) {
         return HR_OK;
     }
     if (!strcmp(nm, "break") || !strcmp(nm, "continue")) {
+        if (P->loops == 0 && P->masked_loops > 0)
+            return pfail(P, HR_EUNSUP, "unsupported: '%s' inside a filter or set block", nm);
         if (P->loops == 0) return pfail(P, HR_EINVAL, "'%s' outside of a loop", nm);
         tnode *n = node(nm[0] == 'b' ? S_BREAK : S_CONTINUE, k->line);
         adv(P);

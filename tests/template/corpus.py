@@ -256,3 +256,8 @@ CASES += [
     "{{ lst | select('odd', bogus=1) | list }}", "{{ lst | select(bogus=1) | list }}", "{{ people | map('string', attribute='x') | list }}",
     "{{ lst | select('divisibleby', 2) | list }}|{{ lst | reject('in', [1, 3]) | list }}|{{ lst | select('divisibleby', num=3) | list }}",
 ]
+
+CASES += ["{% for x in lst %}{% filter upper %}a{{ x }}{% if x == 1 %}{% break %}{% endif %}{% endfilter %}{% endfor %}"]
+ALLOWED_UNSUPPORTED.add(CASES[-1])
+CASES += ["{% for x in lst %}{% set v %}{% continue %}{% endset %}{% endfor %}", "{% for x in lst %}{% macro m() %}{% break %}{% endmacro %}{% endfor %}"]
+ALLOWED_UNSUPPORTED.add(CASES[-2])
