@@ -13,9 +13,7 @@
  * on the other side of an E4M3 rounding boundary than the float32 golden's
  * moves by a whole E4M3 step (6-12%); about 2^-9 / 2^-3 ~ 1.6% of the inputs
  * flip, which compounds to ~3% relative L2 at the logits (measured 2.5-3.1%).
- * This test needs hr_model, which CMake does not link into tests/backend:
- * the model symbols are weak, so the CTest build skips (77) and
- * scripts/gpu-check.sh links the real thing (see docs/CUDA.md). */
+ * CMake links this test with hr_model too (HEARTH_TEST_LIBS_* in CMakeLists). */
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -29,16 +27,6 @@
 
 #ifdef HEARTH_HAVE_CUDA
 
-#pragma weak hr_model_load
-#pragma weak hr_model_free
-#pragma weak hr_model_kv_alloc
-#pragma weak hr_model_forward
-#pragma weak hr_model_vocab_size
-#pragma weak hr_model_config
-#pragma weak hr_model_weight_bytes
-#pragma weak st_file_open
-#pragma weak st_file_close
-#pragma weak st_file_find
 
 #define GOLDEN_TOL 1e-2
 #define MARGIN 0.1
@@ -360,7 +348,6 @@ done:
 }
 
 int main(void) {
-    if (!hr_model_load || !st_file_open) TEST_SKIP("hr_model not linked here; scripts/gpu-check.sh runs this test");
     if (!hr_backend_cuda_available()) TEST_SKIP("no CUDA device");
     hr_err err = {0};
     hr_backend *be = hr_backend_cuda_create(0, &err);
