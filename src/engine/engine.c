@@ -23,6 +23,9 @@
 #define ENG_LOG_INTERVAL_S      5.0
 #define ENG_DEFAULT_MODEL_LEN   4096 /* when the config has no max_position_embeddings */
 #define ENG_CPU_KV_FRACTION     0.25f
+/* vLLM's CPU default KV space (VLLM_CPU_KVCACHE_SPACE) is 4 GiB: a fraction of a
+ * big host's memory would be far more than a CPU can fill at useful speed. */
+#define ENG_CPU_KV_MAX_BYTES    ((size_t)4 << 30)
 #define ENG_GPU_KV_FRACTION     0.9f
 
 /* Per-request engine state; sched_req.user points here. */
@@ -141,8 +144,12 @@ static int size_pool(hr_engine *e, hr_err *err) {
             if (frac <= 0) frac = ENG_GPU_KV_FRACTION;
             avail = (double)total * frac - (double)HR_MAX(in_use, peak);
         } else {
-            if (frac <= 0) frac = ENG_CPU_KV_FRACTION;
-            avail = (double)cpu_mem_available() * frac;
+            if (frac <= 0) {
+                frac = ENG_CPU_KV_FRACTION;
+                avail = HR_MIN((double)cpu_mem_available() * frac, (double)ENG_CPU_KV_MAX_BYTES);
+            } else {
+                avail = (double)cpu_mem_available() * frac; /* an explicit fraction is honoured */
+            }
         }
         n = avail > 0 ? (long)(avail / (double)block_bytes) : 0;
         /* an explicit max_model_len is honoured even above the fraction */
