@@ -162,6 +162,7 @@ static bool is_const(const tnode *n) {
             if (!is_const(n->kids[i])) return false;
         return true;
     case E_NEG: case E_POS: case E_NOT: case E_BINOP: case E_AND: case E_OR: case E_COND: case E_SLICE:
+    case E_GETITEM: case E_GETATTR:
         return is_const(n->a) && is_const(n->b) && is_const(n->c);
     default: return false;
     }
