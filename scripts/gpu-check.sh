@@ -11,6 +11,15 @@
 #   then on the device (carry build-cuda-dev):  scripts/gpu-check.sh [--bench]
 # Logs go to $OUT (or /tmp/gpu-check).
 #
+# End to end with the real `hearth` binary (--e2e): bench copy, bench latency
+# (8B batch 1, TTFT at 2048), server start time, bench serve at 256
+# concurrent requests, and the latency run for qwen2.5-7b / gpt-oss-20b:
+#   scripts/gpu-check.sh --prepare-e2e BUILD_DIR   (here: hearth binary, the
+#        shared libraries the device lacks, a synthetic tokenizer -> .carry/)
+#   device (carry .carry):                      scripts/gpu-check.sh --e2e
+# HEARTH_E2E_DEVICE / HEARTH_E2E_MODELS / HEARTH_E2E_SCALE=small run the same
+# steps on the CPU with tiny models, to check the script without a GPU.
+#
 # Also a compiler launcher, until CMakeLists stops handing the C-only flags
 # "-Werror -Wno-format-truncation" to nvcc (which reads the second as the value
 # of its own -Werror and stops): configure with
@@ -55,6 +64,124 @@ if [ "${1:-}" = "--prepare" ]; then
     cp "$B/backend_test_cuda_ops" "$B/test_cuda_golden_linked" "$BIN/"
     cp -r "${HEARTH_FIXTURES:-../shared/fixtures}/models" "$BIN/fixtures/"
     du -sh "$BIN"
+    exit 0
+fi
+if [ "${1:-}" = "--prepare-e2e" ]; then
+    B=${2:?usage: $0 --prepare-e2e BUILD_DIR (configured with -DHEARTH_CUDA=ON)}
+    set -e
+    cmake --build "$B" -j2 --target hearth
+    rm -rf .carry/bin .carry/lib
+    mkdir -p .carry/bin .carry/lib .carry/synth-tok
+    cp "$B/hearth" .carry/bin/
+    # every shared library but glibc's own and cuBLAS (700 MB; the device has
+    # the pip wheel's copy): the device links only the ones it lacks (--e2e)
+    ldd "$B/hearth" | awk '/=> \//{print $3}' |
+        grep -v -E '/(libc|libm|libpthread|libdl|librt|ld-linux[^/]*)\.so|cublas' |
+        while read -r f; do cp -L "$f" .carry/lib/; done
+    # synthetic models have no tokenizer: a byte-level BPE vocabulary
+    # (" w<id>" for every id, 201088 entries: llama, qwen and gpt-oss ids fit)
+    python3 - .carry/synth-tok 201088 <<'PY'
+import json, sys
+out, n = sys.argv[1], int(sys.argv[2])
+bs = list(range(33, 127)) + list(range(161, 173)) + list(range(174, 256))
+cs = bs[:]
+k = 0
+for b in range(256):
+    if b not in bs:
+        bs.append(b); cs.append(256 + k); k += 1
+vocab = {chr(c): b for b, c in zip(bs, cs)}
+for i in range(256, n - 1):
+    vocab["\u0120w%d" % i] = i
+bl = {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": True}
+j = {"version": "1.0", "truncation": None, "padding": None,
+     "added_tokens": [{"id": n - 1, "content": "<|endoftext|>", "single_word": False, "lstrip": False,
+                       "rstrip": False, "normalized": False, "special": True}],
+     "normalizer": None, "pre_tokenizer": bl, "post_processor": bl, "decoder": bl,
+     "model": {"type": "BPE", "dropout": None, "unk_token": None, "continuing_subword_prefix": None,
+               "end_of_word_suffix": None, "fuse_unk": False, "byte_fallback": False, "ignore_merges": False,
+               "vocab": vocab, "merges": []}}
+json.dump(j, open(out + "/tokenizer.json", "w"), ensure_ascii=False)
+json.dump({"eos_token": "<|endoftext|>", "add_bos_token": False,
+           "chat_template": "{% for m in messages %}{{ m['content'] }}\n{% endfor %}"},
+          open(out + "/tokenizer_config.json", "w"))
+PY
+    du -sh .carry
+    exit 0
+fi
+if [ "${1:-}" = "--e2e" ]; then
+    OUTDIR=${OUT:-/tmp/gpu-check-e2e}
+    mkdir -p "$OUTDIR"
+    H=$PWD/.carry/bin/hearth
+    DEV=${HEARTH_E2E_DEVICE:-cuda}
+    MODELS=${HEARTH_E2E_MODELS:-synthetic:llama-3.1-8b synthetic:qwen2.5-7b synthetic:gpt-oss-20b}
+    M0=${MODELS%% *}
+    export HEARTH_SYNTHETIC_TOKENIZER=$PWD/.carry/synth-tok
+    LOG=$OUTDIR/e2e.log
+    # link only the carried libraries this machine lacks (its own stay first)
+    L=/tmp/hearth-carried-lib
+    mkdir -p "$L"
+    export LD_LIBRARY_PATH="$L:${LD_LIBRARY_PATH:-}"
+    if ldd "$H" | grep -q 'libcublasLt.*not found'; then
+        d=$(python3 -c 'import nvidia.cublas as m, os; print(os.path.join(list(m.__path__)[0], "lib"))' 2>/dev/null)
+        export LD_LIBRARY_PATH="$LD_LIBRARY_PATH:$d"
+    fi
+    for _ in 1 2 3 4 5; do
+        miss=$(ldd "$H" | awk '/not found/{print $1}')
+        [ -z "$miss" ] && break
+        for f in $miss; do [ -e ".carry/lib/$f" ] && ln -sf "$PWD/.carry/lib/$f" "$L/$f"; done
+    done
+    {
+        nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv 2>&1
+        echo "carried libraries linked: $(ls "$L" | tr '\n' ' ')"
+        ldd "$H" | grep -E 'not found|cublas|microhttpd'
+    } 2>&1 | tee "$LOG"
+    ms_since() { echo $((($(date +%s%N) - $1) / 1000000)); } # no bc on the device
+    step() { # step NAME TIMEOUT CMD...: runs, logs, records rc
+        local name=$1 t=$2
+        shift 2
+        echo "== $name: $*" | tee -a "$LOG"
+        local s0=$(date +%s%N)
+        timeout "$t" "$@" 2>&1 | tee -a "$LOG"
+        local r=${PIPESTATUS[0]}
+        echo "== $name rc=$r ($(ms_since $s0) ms)" | tee -a "$LOG"
+    }
+    small=${HEARTH_E2E_SCALE:-}
+    if [ "$small" = small ]; then inl=32 outl=16 ttl=256 np=32 conc=16 vs=500 szmb=64
+    else inl=128 outl=256 ttl=2048 np=512 conc=256 vs=128000 szmb=1024; fi
+    step copy 60 "$H" bench copy --device "$DEV" --size-mb $szmb
+    step latency_b1 150 "$H" bench latency --model "$M0" --device "$DEV" --batch-size 1 --input-len $inl \
+        --output-len $outl --output-json "$OUTDIR/latency_b1.json"
+    step ttft_$ttl 120 "$H" bench latency --model "$M0" --device "$DEV" --batch-size 1 --input-len $ttl \
+        --output-len 2 --num-iters 5 --num-iters-warmup 2 --output-json "$OUTDIR/ttft.json"
+    # the forward pass alone at 256 sequences (all logit rows to the host):
+    # the offline counterpart of the serving run below
+    step latency_b$conc 150 "$H" bench latency --model "$M0" --device "$DEV" --batch-size $conc --input-len 128 \
+        --output-len 64 --num-iters 1 --output-json "$OUTDIR/latency_b$conc.json"
+    # server start: process launch to "Application startup complete"
+    P=18000
+    echo "== serve start: $H serve $M0 --device $DEV --port $P --host 127.0.0.1" | tee -a "$LOG"
+    s0=$(date +%s%N)
+    "$H" serve "$M0" --device "$DEV" --port $P --host 127.0.0.1 --disable-uvicorn-access-log > "$OUTDIR/serve.log" 2>&1 &
+    spid=$!
+    up=0
+    for _ in $(seq 1200); do # 60 s at most
+        if grep -q "Application startup complete" "$OUTDIR/serve.log"; then up=1; break; fi
+        kill -0 $spid 2>/dev/null || break
+        sleep 0.05
+    done
+    echo "== serve start: up=$up after $(ms_since $s0) ms (launch to 'Application startup complete')" | tee -a "$LOG"
+    if [ $up = 1 ]; then
+        step bench_serve 180 "$H" bench serve --base-url http://127.0.0.1:$P --num-prompts $np \
+            --max-concurrency $conc --random-input-len 128 --random-output-len 128 --ignore-eos --vocab-size $vs \
+            --save-result --result-filename "$OUTDIR/bench_serve.json"
+    fi
+    kill $spid 2>/dev/null
+    wait $spid 2>/dev/null
+    for m in ${MODELS#"$M0"}; do
+        n=$(echo "${m#synthetic:}" | tr -c 'a-zA-Z0-9\n' '_')
+        step "latency_b1 $m" 150 "$H" bench latency --model "$m" --device "$DEV" --batch-size 1 --input-len $inl \
+            --output-len $outl --num-iters 2 --output-json "$OUTDIR/latency_$n.json"
+    done
     exit 0
 fi
 for a in "$@"; do

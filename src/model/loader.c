@@ -29,11 +29,26 @@ typedef struct wtensor {
     const gguf_tensor *gt; /* non-NULL for GGUF */
 } wtensor;
 
+/* A converted noise chunk of synthetic weights, reused by every tensor of the
+ * same (dtype, scale, kind, size): generating 4M values per tensor on one
+ * core made synthetic:llama-3.1-8b load in 4.9 s on the H100 machine; with
+ * the chunks reused, 1.5 s (the uploads). */
+typedef struct synth_chunk {
+    hr_dtype dt;
+    float scale;
+    bool constant;
+    int64_t n;
+    void *data;
+} synth_chunk;
+#define SYNTH_CACHE 16
+
 typedef struct loader {
     hr_model *m;
     wsrc src;
     hr_dtype wdt; /* matrices that are bf16/f16/f32 in the checkpoint */
     hr_dtype qdt; /* matrices dequantized from FP8 / NVFP4 / MXFP4 / GGUF blocks */
+    synth_chunk cache[SYNTH_CACHE];
+    int n_cache;
 } loader;
 
 static bool wfind(const wsrc *s, const char *name, wtensor *w) {
@@ -173,24 +188,38 @@ static hr_tensor *synth_tensor(loader *L, const char *name, int ndim, const int6
     if (!t) return NULL;
     int64_t n = hr_tensor_nelem(t), c = n < SYNTH_CHUNK ? n : SYNTH_CHUNK;
     size_t es = hr_dtype_size(dt), done = 0;
-    float *f = falloc(c, err);
-    void *chunk = f && dt != HR_F32 ? malloc((size_t)c * es) : f;
-    if (!f || !chunk) {
-        free(f);
-        hr_err_set(err, HR_ENOMEM, "out of memory for %s", name);
-        return NULL;
+    synth_chunk *hit = NULL;
+    for (int i = 0; i < L->n_cache && !hit; i++) {
+        synth_chunk *k = &L->cache[i];
+        if (k->dt == dt && k->scale == scale && k->constant == constant && k->n == c) hit = k;
     }
-    synth_fill(&L->src, f, c, scale, constant);
-    for (int64_t i = 0; dt != HR_F32 && i < c; i++)
-        ((uint16_t *)chunk)[i] = dt == HR_BF16 ? hr_f32_to_bf16(f[i]) : hr_f32_to_f16(f[i]);
+    float *f = NULL;
+    void *chunk = hit ? hit->data : NULL;
+    if (!hit) {
+        f = falloc(c, err);
+        chunk = f && dt != HR_F32 ? malloc((size_t)c * es) : f;
+        if (!f || !chunk) {
+            free(f);
+            hr_err_set(err, HR_ENOMEM, "out of memory for %s", name);
+            return NULL;
+        }
+        synth_fill(&L->src, f, c, scale, constant);
+        for (int64_t i = 0; dt != HR_F32 && i < c; i++)
+            ((uint16_t *)chunk)[i] = dt == HR_BF16 ? hr_f32_to_bf16(f[i]) : hr_f32_to_f16(f[i]);
+    }
     int rc = HR_OK;
     while (rc == HR_OK && done < t->nbytes) {
         size_t len = HR_MIN((size_t)c * es, t->nbytes - done);
         rc = L->m->be->ops->tensor_set(L->m->be, t, chunk, done, len);
         done += len;
     }
-    if (chunk != f) free(chunk);
-    free(f);
+    if (!hit && L->n_cache < SYNTH_CACHE) {
+        L->cache[L->n_cache++] = (synth_chunk){dt, scale, constant, c, chunk};
+        if (chunk != f) free(f);
+    } else if (!hit) {
+        if (chunk != f) free(chunk);
+        free(f);
+    }
     if (rc != HR_OK) {
         hr_err_set(err, rc, "uploading %s: %s", name, L->m->be->err.msg);
         return NULL;
@@ -887,5 +916,6 @@ int hr_model_load_synthetic(hr_model *m, const char *name, const hr_model_opts *
     pick_dtypes(&L, opts, m->cfg.dtype);
     L.qdt = L.wdt; /* nothing was quantized: store everything as published (bf16) */
     if ((rc = load_globals(&L, err)) == HR_OK) rc = load_layers(&L, err);
+    for (int i = 0; i < L.n_cache; i++) free(L.cache[i].data);
     return rc;
 }

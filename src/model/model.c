@@ -74,7 +74,11 @@ int hr_model_load(const char *path, hr_backend *be, const hr_model_opts *opts, h
     m->be = be;
     int rc;
     if (!strncmp(path, "synthetic:", 10)) {
-        snprintf(m->source, sizeof m->source, "%s", path);
+        /* random weights and no tokenizer: serve/generate load the tokenizer
+         * from the model source, so $HEARTH_SYNTHETIC_TOKENIZER (a directory
+         * with a tokenizer.json covering the vocabulary) stands in for it */
+        const char *tok = getenv("HEARTH_SYNTHETIC_TOKENIZER");
+        snprintf(m->source, sizeof m->source, "%s", tok && *tok ? tok : path);
         rc = hr_model_load_synthetic(m, path + 10, opts, err);
     } else {
         rc = hr_model_path_resolve(path, m->source, sizeof m->source, err);
