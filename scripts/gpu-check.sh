@@ -157,6 +157,8 @@ if [ "${1:-}" = "--e2e" ]; then
     # the offline counterpart of the serving run below
     step latency_b$conc 150 "$H" bench latency --model "$M0" --device "$DEV" --batch-size $conc --input-len 128 \
         --output-len 64 --num-iters 1 --output-json "$OUTDIR/latency_b$conc.json"
+    step "latency_b$conc, logits of 1 row" 150 "$H" bench latency --model "$M0" --device "$DEV" --batch-size $conc \
+        --input-len 128 --output-len 64 --num-iters 1 --logit-rows 1
     # server start: process launch to "Application startup complete"
     P=18000
     echo "== serve start: $H serve $M0 --device $DEV --port $P --host 127.0.0.1" | tee -a "$LOG"
