@@ -190,7 +190,7 @@ for a in "$@"; do
     case "$a" in
         --bench) BENCH=1 ;;
         --no-sanitizer) SAN=0 ;;
-        *) echo "usage: $0 [--prepare BUILD_DIR] | [--bench] [--no-sanitizer]" >&2; exit 2 ;;
+        *) echo "usage: $0 [--prepare BUILD_DIR] | [--bench] [--no-sanitizer] | --prepare-e2e BUILD_DIR | --e2e" >&2; exit 2 ;;
     esac
 done
 mkdir -p "$OUTDIR"
