@@ -40,7 +40,8 @@ test-asan: asan
 	@cd $(ASAN) && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	  ctest --output-on-failure -j $(JOBS) -LE "slow|script"
 
-test: test-release test-asan cuda
+# CUDA compile check first, so the run ends with the test summaries.
+test: cuda test-release test-asan
 
 default-model: deps
 	@bash scripts/fetch-default-model.sh $(CACHE)
