@@ -115,7 +115,7 @@ if [ "${1:-}" = "--e2e" ]; then
     DEV=${HEARTH_E2E_DEVICE:-cuda}
     MODELS=${HEARTH_E2E_MODELS:-synthetic:llama-3.1-8b synthetic:qwen2.5-7b synthetic:gpt-oss-20b}
     M0=${MODELS%% *}
-    export HEARTH_SYNTHETIC_TOKENIZER=$PWD/.carry/synth-tok
+    TOK=$PWD/.carry/synth-tok  # synthetic models have no tokenizer: serve takes --tokenizer
     LOG=$OUTDIR/e2e.log
     # link only the carried libraries this machine lacks (its own stay first)
     L=/tmp/hearth-carried-lib
@@ -161,9 +161,9 @@ if [ "${1:-}" = "--e2e" ]; then
         --input-len 128 --output-len 64 --num-iters 1 --logit-rows 1
     # server start: process launch to "Application startup complete"
     P=18000
-    echo "== serve start: $H serve $M0 --device $DEV --port $P --host 127.0.0.1" | tee -a "$LOG"
+    echo "== serve start: $H serve $M0 --device $DEV --tokenizer $TOK --port $P --host 127.0.0.1" | tee -a "$LOG"
     s0=$(date +%s%N)
-    "$H" serve "$M0" --device "$DEV" --port $P --host 127.0.0.1 --disable-uvicorn-access-log > "$OUTDIR/serve.log" 2>&1 &
+    "$H" serve "$M0" --device "$DEV" --tokenizer "$TOK" --port $P --host 127.0.0.1 --disable-uvicorn-access-log > "$OUTDIR/serve.log" 2>&1 &
     spid=$!
     up=0
     for _ in $(seq 1200); do # 60 s at most

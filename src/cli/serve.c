@@ -9,6 +9,7 @@
 #include <pthread.h>
 #include <signal.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -44,6 +45,8 @@ static void usage(FILE *f) {
                "  --max-waiting-requests N       queue limit before 429 (default 0 = unlimited)\n"
                "  --max-request-bytes N          request body limit, 413 beyond (default 16M)\n"
                "  --chat-template FILE           Jinja chat template overriding the tokenizer's\n"
+               "  --tokenizer PATH               tokenizer directory, tokenizer.json, .tiktoken or .gguf\n"
+               "                                 (default: the model's own; needed for synthetic:NAME)\n"
                "  --timeout-keep-alive S         idle connection timeout (default 60)\n"
                "  --shutdown-grace S             seconds in-flight requests get on SIGTERM (default 10)\n"
                "  --disable-uvicorn-access-log   no per-request log line (also --disable-access-log)\n"
@@ -100,6 +103,7 @@ typedef struct serve_args {
     const char *device;
     int threads;
     const char *chat_template_file;
+    const char *tokenizer;
     double grace_s;
 } serve_args;
 
@@ -215,6 +219,8 @@ static int parse_args(int argc, char **argv, serve_args *a) {
             a->so.max_request_bytes = (size_t)n;
         } else if (!strcmp(name, "--chat-template"))
             a->chat_template_file = val;
+        else if (!strcmp(name, "--tokenizer"))
+            a->tokenizer = val;
         else if (!strcmp(name, "--timeout-keep-alive")) {
             if (parse_int(name, val, 1, 86400, &n)) return 2;
             a->so.timeout_s = (int)n;
@@ -281,12 +287,25 @@ int cmd_serve(int argc, char **argv) {
         if (hr_read_file(a.chat_template_file, &tmpl, &len, &err) != HR_OK) goto fail;
         a.so.chat_template = tmpl;
     }
+    if (!a.tokenizer && !strncmp(a.model, "synthetic:", 10)) {
+        hr_err_set(&err, HR_EINVAL, "%s has random weights and no tokenizer: pass --tokenizer PATH "
+                   "(one covering its vocabulary)", a.model);
+        goto fail;
+    }
     hr_backend_opts bo = {.device = a.device, .n_threads = a.threads};
     be = hr_backend_create(&bo, &err);
     if (!be) goto fail;
     hr_model_opts mo = {.weight_dtype = HR_DTYPE_COUNT};
     if (hr_model_load(a.model, be, &mo, &model, &err) != HR_OK) goto fail;
-    if (hr_tokenizer_load_model(hr_model_source(model), &tok, &err) != HR_OK) goto fail;
+    if (a.tokenizer) {
+        struct stat tst;
+        int trc = stat(a.tokenizer, &tst) == 0 && S_ISREG(tst.st_mode) && !strstr(a.tokenizer, ".gguf")
+                      ? hr_tokenizer_load_file(a.tokenizer, NULL, &tok, &err)
+                      : hr_tokenizer_load_model(a.tokenizer, &tok, &err);
+        if (trc != HR_OK) goto fail;
+    } else if (hr_tokenizer_load_model(hr_model_source(model), &tok, &err) != HR_OK) {
+        goto fail;
+    }
     a.eo.backend = be; /* on a GPU the KV pool is sized from device memory */
     if (hr_engine_create(model, &a.eo, &engine, &err) != HR_OK) goto fail;
     if (hr_server_start(engine, tok, hr_model_config(model), &a.so, &srv, &err) != HR_OK) goto fail;

@@ -74,11 +74,8 @@ int hr_model_load(const char *path, hr_backend *be, const hr_model_opts *opts, h
     m->be = be;
     int rc;
     if (!strncmp(path, "synthetic:", 10)) {
-        /* random weights and no tokenizer: serve/generate load the tokenizer
-         * from the model source, so $HEARTH_SYNTHETIC_TOKENIZER (a directory
-         * with a tokenizer.json covering the vocabulary) stands in for it */
-        const char *tok = getenv("HEARTH_SYNTHETIC_TOKENIZER");
-        snprintf(m->source, sizeof m->source, "%s", tok && *tok ? tok : path);
+        /* random weights and no tokenizer (serve takes --tokenizer) */
+        snprintf(m->source, sizeof m->source, "%s", path);
         rc = hr_model_load_synthetic(m, path + 10, opts, err);
     } else {
         rc = hr_model_path_resolve(path, m->source, sizeof m->source, err);
@@ -138,8 +135,11 @@ int hr_model_kv_alloc(hr_model *m, int n_blocks, int block_size, hr_err *err) {
         if (!(l->k_cache = hr_model_tensor_new(m, m->be->kv_dtype, 4, ne, name, err))) return err->code;
         snprintf(name, sizeof name, "v_cache.%d", li);
         if (!(l->v_cache = hr_model_tensor_new(m, m->be->kv_dtype, 4, ne, name, err))) return err->code;
-        /* zeroed so never-written slots hold finite values */
-        if (m->be->ops->tensor_zero(m->be, l->k_cache) != HR_OK || m->be->ops->tensor_zero(m->be, l->v_cache) != HR_OK)
+        /* zeroed so never-written slots hold finite values; the CPU backend's
+         * tensor_new already returns zeroed (fresh anonymous) memory, and
+         * touching a multi-GB pool would only cost start-up time and RSS */
+        if (strcmp(m->be->ops->name, "cpu") != 0 &&
+            (m->be->ops->tensor_zero(m->be, l->k_cache) != HR_OK || m->be->ops->tensor_zero(m->be, l->v_cache) != HR_OK))
             return hr_err_set(err, HR_EIO, "kv cache: %s", m->be->err.msg);
     }
     m->kv_blocks = n_blocks;
