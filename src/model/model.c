@@ -4,6 +4,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "core/log.h"
 #include "io/model_path.h"
 #include "model/model_impl.h"
 
@@ -77,6 +78,9 @@ int hr_model_load(const char *path, hr_backend *be, const hr_model_opts *opts, h
         /* random weights and no tokenizer (serve takes --tokenizer) */
         snprintf(m->source, sizeof m->source, "%s", path);
         rc = hr_model_load_synthetic(m, path + 10, opts, err);
+        if (rc == HR_OK)
+            HR_LOGW("%s: published architecture with RANDOM weights - its output is meaningless; "
+                    "use it to measure speed only", path);
     } else {
         rc = hr_model_path_resolve(path, m->source, sizeof m->source, err);
         if (rc != HR_OK) goto fail;
