@@ -19,7 +19,7 @@
 
 
 static void progress(const char *what, int done, int total) {
-    if (total < 2) return;
+    if (total < 2 || !isatty(2)) return; /* a bar only where a person watches */
     int w = 30, fill = (int)((double)done / total * w);
     fprintf(stderr, "\r%-8s [", what);
     for (int i = 0; i < w; i++) fputc(i < fill ? '#' : '.', stderr);

@@ -181,7 +181,7 @@ static void *worker(void *arg) {
         run->done++;
         int d = run->done;
         pthread_mutex_unlock(&run->mu);
-        if (!run->o->quiet && (d % 8 == 0 || d == run->o->num_prompts)) {
+        if (!run->o->quiet && isatty(2) && (d % 8 == 0 || d == run->o->num_prompts)) {
             int w = 30, f = d * w / run->o->num_prompts;
             fprintf(stderr, "\rrequests [");
             for (int k = 0; k < w; k++) fputc(k < f ? '#' : '.', stderr);
