@@ -12,7 +12,7 @@ caching; a bounded soak of valid, malformed and cancelled requests (RSS,
 health and KV usage checked afterwards); SIGTERM -> exit 0.
 
 Environment: HEARTH_BIN, HEARTH_FIXTURES (set by CTest),
-HEARTH_SOAK_SECONDS (default 20; the issue's minute is 60).
+HEARTH_SOAK_SECONDS (default 60: the issue asks for a minute).
 Exit 77 (skip) when the binary or the serve command is not built yet.
 """
 import json
@@ -33,7 +33,7 @@ from openai import OpenAI
 BIN = os.environ.get("HEARTH_BIN", "")
 FIX = os.environ.get("HEARTH_FIXTURES", os.path.join(os.path.dirname(__file__), "../../../shared/fixtures"))
 MODEL = os.path.join(FIX, "models", "tiny-llama")
-SOAK_S = float(os.environ.get("HEARTH_SOAK_SECONDS", "20"))
+SOAK_S = float(os.environ.get("HEARTH_SOAK_SECONDS", "60"))
 KEY = "sk-hearth-test"
 NAME = "tiny"
 START_TIMEOUT = 120
