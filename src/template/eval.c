@@ -164,16 +164,26 @@ static bool is_const(const tnode *n) {
     case E_NEG: case E_POS: case E_NOT: case E_BINOP: case E_AND: case E_OR: case E_COND: case E_SLICE:
     case E_GETITEM: case E_GETATTR:
         return is_const(n->a) && is_const(n->b) && is_const(n->c);
+    case E_FILTER: case E_TEST: {
+        /* filters taking the template context are never folded */
+        static const char *const ctx_filters[] = {"map", "select", "reject", "selectattr", "rejectattr"};
+        for (size_t i = 0; i < HR_ARRAY_LEN(ctx_filters); i++)
+            if (n->kind == E_FILTER && !strcmp(n->name, ctx_filters[i])) return false;
+        if (n->op & TN_UNKNOWN) return false;
+        for (int i = 0; i < n->nkids; i++)
+            if (!is_const(n->kids[i])) return false;
+        return n->a && is_const(n->a);
+    }
     default: return false;
     }
 }
 
 /* obj[start:stop:step] with Python's index adjustment. jinja2 compiles a
- * slice to a plain Python subscript, so a failure is an error; but when the
- * optimizer folds a constant subscript it goes through getitem, where a
- * failure gives Undefined (`{{ none[1:] }}` prints nothing). */
+ * slice to a plain Python subscript, so a failure is an error; but a
+ * constant {{ expression }} is evaluated when compiling, through getitem,
+ * where a failure gives Undefined (`{{ none[1:] }}` prints nothing). */
 static int do_slice(tctx *c, const tnode *at, tv obj, tv sv[3], tv *out) {
-    bool folded = is_const(at->a) && is_const(at->b);
+    bool folded = c->folding;
     if (obj.t == TV_UNDEF) return undefined_error(c, at, obj);
     bool has[3];
     int64_t a[3] = {0, 0, 1};
@@ -622,7 +632,55 @@ static int eval_name(tctx *c, const tnode *n, tscope *s, tv *out) {
     return HR_OK;
 }
 
+/* has_safe_repr() of jinja2's optimizer: what a folded constant may hold. */
+static bool safe_repr(tv v) {
+    switch (v.t) {
+    case TV_NONE: case TV_BOOL: case TV_INT: case TV_FLOAT: case TV_STR: return true;
+    case TV_LIST:
+        if (v.u.l->kind == TL_GEN || v.u.l->kind == TL_VIEW) return false;
+        for (size_t i = 0; i < v.u.l->n; i++)
+            if (!safe_repr(v.u.l->items[i])) return false;
+        return true;
+    case TV_DICT:
+        for (size_t i = 0; i < v.u.d->n; i++)
+            if (!safe_repr(v.u.d->keys[i]) || !safe_repr(v.u.d->vals[i])) return false;
+        return true;
+    default: return false;
+    }
+}
+
+static int eval_node(tctx *c, const tnode *n, tv *out);
+
+/* jinja2's optimizer folds a constant subexpression when compiling if that
+ * succeeds and gives a plain value; otherwise it runs as ordinary code. The
+ * two differ only for slices (folding goes through getitem), so constant
+ * subtrees are tried in folding mode first. */
 int tpl_eval(tctx *c, const tnode *n, tv *out) {
+    if (n->kind != E_CONST && !c->folding && is_const(n)) {
+        c->folding = true;
+        int rc = eval_node(c, n, out);
+        c->folding = false;
+        if (rc == HR_OK) {
+            if (safe_repr(*out)) return HR_OK;
+            tv_unref(*out);
+        }
+    }
+    return eval_node(c, n, out);
+}
+
+/* A whole constant {{ expression }} is rendered when compiling, whatever
+ * its value (an Undefined prints nothing); on failure it runs normally. */
+static int eval_output(tctx *c, const tnode *n, tv *out) {
+    if (is_const(n)) {
+        c->folding = true;
+        int rc = eval_node(c, n, out);
+        c->folding = false;
+        if (rc == HR_OK) return HR_OK;
+    }
+    return tpl_eval(c, n, out);
+}
+
+static int eval_node(tctx *c, const tnode *n, tv *out) {
     tv a = tv_none(), b = tv_none();
     int rc = HR_OK;
     switch (n->kind) {
@@ -901,7 +959,7 @@ static int render_node(tctx *c, const tnode *n, tscope *s) {
     case S_BODY: rc = render_body(c, n, s); break;
     case S_TEXT: rc = emit(c, n, n->name, n->name_len); break;
     case S_OUT: {
-        if ((rc = tpl_eval(c, n->a, &v))) break;
+        if ((rc = eval_output(c, n->a, &v))) break;
         tbuf b = {0};
         rc = tv_to_str(v, &b, c->err);
         if (rc) tpl_fail(c, n, rc, "%s", c->err->msg);

@@ -192,6 +192,7 @@ typedef struct tctx {
     int depth;              /* macro / call nesting */
     uint64_t budget;        /* remaining loop iterations + output work */
     int brk;                /* 1 = break, 2 = continue pending */
+    bool folding;           /* evaluating a constant {{ }} (jinja2 folds it) */
 } tctx;
 
 /* Call arguments: positional values then keyword values with names. */
