@@ -1567,6 +1567,9 @@ static const struct { tv_type t; const char *name; int maxpos; const char *kw[2]
     {TV_STR, "replace", 3, {0}}, {TV_STR, "find", 3, {0}}, {TV_STR, "rfind", 3, {0}}, {TV_STR, "index", 3, {0}},
     {TV_STR, "rindex", 3, {0}}, {TV_STR, "count", 3, {0}}, {TV_STR, "join", 1, {0}},
     {TV_STR, "splitlines", 1, {"keepends"}}, {TV_STR, "removeprefix", 1, {0}}, {TV_STR, "removesuffix", 1, {0}},
+    {TV_STR, "isalnum", 0, {0}}, {TV_STR, "isalpha", 0, {0}}, {TV_STR, "isascii", 0, {0}}, {TV_STR, "isdecimal", 0, {0}},
+    {TV_STR, "isdigit", 0, {0}}, {TV_STR, "islower", 0, {0}}, {TV_STR, "isnumeric", 0, {0}}, {TV_STR, "isspace", 0, {0}},
+    {TV_STR, "isupper", 0, {0}},
     {TV_DICT, "items", 0, {0}}, {TV_DICT, "keys", 0, {0}}, {TV_DICT, "values", 0, {0}}, {TV_DICT, "get", 2, {0}},
     {TV_DICT, "copy", 0, {0}}, {TV_LIST, "index", 3, {0}}, {TV_LIST, "count", 1, {0}}, {TV_LIST, "copy", 0, {0}},
 };

@@ -263,3 +263,4 @@ CASES += ["{% for x in lst %}{% set v %}{% continue %}{% endset %}{% endfor %}",
 ALLOWED_UNSUPPORTED.add(CASES[-2])
 CASES += ["{{ none[1:none[1:]] }}|{{ [1, 2][0:(none[1:])] }}|{{ {'a': 5}.a[1:] }}|{{ 'abc'[(1, 2)[0]:] }}"]
 CASES += ["{{ s['a'['a'::] ] }}", "{% set x = none[1:] %}", "{{ (none[1:]) | string }}x|{{ none[1:] ~ 'y' }}|{{ 1 if none[1:] is defined else 2 }}"]
+CASES += ["{{ 'ab'.isalpha(1) }}", "{{ 'ab'.isspace(x=1) }}"]
