@@ -161,6 +161,11 @@ typedef struct hr_backend_ops {
     int (*copy)(hr_backend *be, hr_tensor *dst, const hr_tensor *src);
     /* memory the backend holds now / at peak, and the device total (CPU: RSS-like, may be 0) */
     int (*mem_info)(hr_backend *be, size_t *in_use, size_t *peak, size_t *total);
+    /* ids_host[r] = index of the largest value of row r of logits [rows, vocab] F32,
+     * the lowest index on ties, NaN never chosen (0 for a row of NaN only), as
+     * the sampler's greedy argmax; host memory; waits. Greedy decoding then
+     * moves rows x 4 bytes to the host instead of rows x vocab x 4. */
+    int (*argmax)(hr_backend *be, const hr_tensor *logits, int32_t *ids_host);
 } hr_backend_ops;
 
 struct hr_backend {

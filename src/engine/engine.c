@@ -9,6 +9,7 @@
 #include <math.h>
 #include <pthread.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -336,6 +337,18 @@ static void sample_rows(void *ctx, int begin, int end, int tid) {
     }
 }
 
+/* Whether r's next token is the plain argmax of the model's logits, i.e.
+ * hr_sampler_sample would change nothing before its greedy argmax and keep
+ * no state: greedy temperature, no logprobs, no logit_bias, no penalties
+ * (the sampler tracks no counts then) and no min_tokens mask in force. */
+static bool plain_greedy(const eng_req *r) {
+    const hr_sampling_params *p = &r->sp;
+    const sched_req *s = r->sr;
+    return p->temperature < 1e-5f && p->logprobs < 0 && p->n_logit_bias == 0 && p->presence_penalty == 0.0f &&
+           p->frequency_penalty == 0.0f && p->repetition_penalty == 1.0f &&
+           !(r->n_mask > 0 && s->n_tokens - s->n_prompt < p->min_tokens);
+}
+
 /* One engine step. Returns false when nothing could be scheduled. */
 static bool engine_step(hr_engine *e) {
     hr_err err = {0};
@@ -350,7 +363,14 @@ static bool engine_step(hr_engine *e) {
         eng_req *r = e->out.items[i].req->user;
         if (r->t_scheduled == 0) r->t_scheduled = now;
     }
-    if (rc == HR_OK) rc = hr_model_forward(e->model, &st, e->logits, &err);
+    /* Device greedy: when every row sampled this step is plain greedy, the
+     * backend takes the argmax and only the ids cross (not rows x vocab F32). */
+    bool greedy = rc == HR_OK && !e->opts.disable_device_greedy && st.n_logits > 0;
+    for (int i = 0; greedy && i < e->out.n_items; i++)
+        if (e->out.items[i].sample && !plain_greedy(e->out.items[i].req->user)) greedy = false;
+    if (rc == HR_OK)
+        rc = greedy ? hr_model_forward_greedy(e->model, &st, e->sampled, &err)
+                    : hr_model_forward(e->model, &st, e->logits, &err);
     int j = 0;
     for (int i = 0; rc == HR_OK && i < e->out.n_items; i++) {
         const sched_item *it = &e->out.items[i];
@@ -360,7 +380,13 @@ static bool engine_step(hr_engine *e) {
         e->prompt_total += (uint64_t)prompt_part;
         if (it->sample) e->sample_reqs[j++] = s->user;
     }
-    if (rc == HR_OK && j > 0) {
+    if (rc == HR_OK && j > 0 && greedy) {
+        /* what the sampler's greedy argmax returns for these rows (no logprob asked) */
+        for (int k = 0; k < j; k++) {
+            memset(&e->results[k], 0, sizeof e->results[k]);
+            e->results[k].id = e->sampled[k];
+        }
+    } else if (rc == HR_OK && j > 0) {
         /* Rows are independent (each request owns its sampler and RNG), so
          * they are sampled in parallel when there is enough work. */
         bool par = j > 1 && (e->opts.n_sampler_threads > 0 || (size_t)j * (size_t)e->vocab >= ENG_PARALLEL_SAMPLE_MIN);
@@ -444,6 +470,10 @@ int hr_engine_create(hr_model *model, const hr_engine_opts *opts, hr_engine **ou
     if (o.block_size <= 0) o.block_size = 16;
     if (o.max_num_seqs <= 0) o.max_num_seqs = 256;
     if (o.max_num_batched_tokens <= 0) o.max_num_batched_tokens = 2048;
+    {
+        const char *g = getenv("HEARTH_DEVICE_GREEDY"); /* 0: logits + host sampler always (comparisons) */
+        if (g && !strcmp(g, "0")) o.disable_device_greedy = true;
+    }
     hr_engine *e = calloc(1, sizeof *e);
     if (!e) return hr_err_set(err, HR_ENOMEM, "engine: out of memory");
     e->model = model;

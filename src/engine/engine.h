@@ -31,6 +31,10 @@ typedef struct hr_engine_opts {
     hr_backend *backend;         /* the model's backend, for device memory sizing (NULL = size from host memory) */
     int n_sampler_threads;       /* threads sampling a step's rows in parallel: 0 = auto (online CPUs, at most
                                     16, when rows x vocab is large enough to pay); > 0 = that many, always */
+    bool disable_device_greedy;  /* false (default): a step whose sampled rows are all plain greedy (no logprobs,
+                                    bias, penalties or active min_tokens mask) takes the argmax on the backend and
+                                    only ids cross to the host; true: always logits + sampler (comparisons; also
+                                    set by HEARTH_DEVICE_GREEDY=0) */
 } hr_engine_opts;
 
 void hr_engine_opts_default(hr_engine_opts *o);

@@ -10,6 +10,7 @@
  *   logits = rmsnorm(x + f)[logit rows] Wlm_head
  */
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "model/model_impl.h"
@@ -130,9 +131,9 @@ static int check_step(const hr_model *m, const hr_step *s, hr_err *err) {
         }                                                                                                              \
     } while (0)
 
-int hr_model_forward(hr_model *m, const hr_step *step, float *logits, hr_err *err) {
-    hr_err local = {0};
-    if (!err) err = &local;
+/* The pass itself, up to the logits of step->n_logits rows left in
+ * m->acts.logits (backend memory); the callers decide what crosses to the host. */
+static int forward_run(hr_model *m, const hr_step *step, hr_err *err) {
     hr_backend *be = m->be;
     const hr_backend_ops *ops = be->ops;
     int rc = check_step(m, step, err);
@@ -208,8 +209,56 @@ int hr_model_forward(hr_model *m, const hr_step *step, float *logits, hr_err *er
         OP(ops->linear(be, &lg, &sel, &m->lm_head));
     }
     OP(ops->step_end ? ops->step_end(be) : HR_OK);
-    if (step->n_logits > 0) OP(ops->tensor_get(be, &lg, logits, 0, lg.nbytes));
     return HR_OK;
 fail:
+    return rc;
+}
+
+int hr_model_forward(hr_model *m, const hr_step *step, float *logits, hr_err *err) {
+    hr_err local = {0};
+    if (!err) err = &local;
+    hr_backend *be = m->be;
+    int rc = forward_run(m, step, err);
+    if (rc != HR_OK || step->n_logits <= 0) return rc;
+    hr_tensor lg = rows_view(m->acts.logits, step->n_logits);
+    OP(be->ops->tensor_get(be, &lg, logits, 0, lg.nbytes));
+    return HR_OK;
+fail:
+    return rc;
+}
+
+int hr_model_forward_greedy(hr_model *m, const hr_step *step, int32_t *ids, hr_err *err) {
+    hr_err local = {0};
+    if (!err) err = &local;
+    hr_backend *be = m->be;
+    float *host = NULL;
+    int rc = forward_run(m, step, err);
+    if (rc != HR_OK || step->n_logits <= 0) return rc;
+    hr_tensor lg = rows_view(m->acts.logits, step->n_logits);
+    if (be->ops->argmax) {
+        OP(be->ops->argmax(be, &lg, ids));
+        return HR_OK;
+    }
+    /* no device argmax: the logits cross and the same argmax runs here */
+    if (!(host = malloc(lg.nbytes))) {
+        rc = hr_err_set(err, HR_ENOMEM, "forward: out of memory for %d logit rows", step->n_logits);
+        goto fail;
+    }
+    OP(be->ops->tensor_get(be, &lg, host, 0, lg.nbytes));
+    for (int r = 0; r < step->n_logits; r++) {
+        const float *x = host + (size_t)r * (size_t)m->vocab;
+        float bv = -INFINITY;
+        int bi = -1;
+        for (int c = 0; c < m->vocab; c++)
+            if (x[c] > bv || (bi < 0 && x[c] == bv)) {
+                bv = x[c];
+                bi = c;
+            }
+        ids[r] = bi < 0 ? 0 : bi;
+    }
+    free(host);
+    return HR_OK;
+fail:
+    free(host);
     return rc;
 }

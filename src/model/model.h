@@ -49,5 +49,10 @@ int hr_model_kv_block_size(const hr_model *m);
 /* Runs one step. Writes step->n_logits rows of vocab_size float32 logits to
  * logits (host memory, caller-owned). */
 int hr_model_forward(hr_model *m, const hr_step *step, float *logits, hr_err *err);
+/* The same step for greedy decoding: writes the argmax of each of the
+ * step->n_logits rows (lowest id on ties, as the sampler) to ids (host,
+ * caller-owned); only the ids cross from the device when the backend has
+ * the argmax op, else the logits are copied and reduced here. */
+int hr_model_forward_greedy(hr_model *m, const hr_step *step, int32_t *ids, hr_err *err);
 
 #endif

@@ -655,7 +655,64 @@ static void test_attn_kernels(void) {
     CHECK_MSG(bad == 0, "[%s] attention kernels: %d wrong", isa_now, bad);
 }
 
+/* Reference greedy argmax: the maximum over the non-NaN values, then its
+ * first index (0 when the row holds only NaN). */
+static int32_t ref_argmax(const float *x, int64_t n) {
+    float m = -INFINITY;
+    for (int64_t i = 0; i < n; i++)
+        if (!isnan(x[i]) && x[i] > m) m = x[i];
+    for (int64_t i = 0; i < n; i++)
+        if (x[i] == m) return (int32_t)i;
+    return 0;
+}
+
+/* argmax on random rows and the awkward ones: ties (the maximum repeated at
+ * several places, lowest wins), a row of -inf, NaN among values, NaN only,
+ * FLT_MAX / +inf, and a single column. */
+static void test_argmax(int rows, int64_t vocab) {
+    float *x = rand_f32((size_t)rows * (size_t)vocab, 10.0);
+    for (int r = 0; r < rows; r++) {
+        float *row = x + (size_t)r * (size_t)vocab;
+        switch (r % 7) {
+        case 1: /* a tie of the maximum at three places */
+            for (int k = 0; k < 3; k++) row[irand((int)vocab)] = 20.0f;
+            break;
+        case 2:
+            for (int64_t c = 0; c < vocab; c++) row[c] = -INFINITY;
+            break;
+        case 3:
+            for (int64_t c = 0; c < vocab; c += 3) row[c] = NAN;
+            break;
+        case 4:
+            for (int64_t c = 0; c < vocab; c++) row[c] = NAN;
+            break;
+        case 5:
+            row[irand((int)vocab)] = 3.0e38f, row[irand((int)vocab)] = 3.0e38f;
+            break;
+        case 6:
+            row[vocab - 1] = INFINITY;
+            break;
+        }
+    }
+    int64_t ne[2] = {rows, vocab};
+    hr_tensor *t = mk(HR_F32, 2, ne, x);
+    int32_t *ids = malloc(sizeof(int32_t) * (size_t)rows);
+    CHECK_EQ_INT(be->ops->argmax(be, t, ids), HR_OK);
+    int bad = 0;
+    for (int r = 0; r < rows; r++)
+        if (ids[r] != ref_argmax(x + (size_t)r * (size_t)vocab, vocab)) bad++;
+    CHECK_MSG(bad == 0, "[%s] argmax %d x %lld: %d rows wrong", isa_now, rows, (long long)vocab, bad);
+    rm(t);
+    free(x), free(ids);
+}
+
 static void run_all(void) {
+    CHECK(be->ops->argmax != NULL);
+    if (be->ops->argmax) {
+        test_argmax(7, 1);
+        test_argmax(14, 33);
+        test_argmax(9, 50257);
+    }
     test_attn_kernels();
     test_tensors();
     test_add_big();

@@ -656,6 +656,68 @@ static void bench_copy(void) {
     tfree(b);
 }
 
+/* Host reference of the greedy argmax (the sampler's): maximum over the
+ * non-NaN values, its first index; 0 for a row of NaN only. */
+static int32_t ref_argmax(const float *x, int64_t n) {
+    float m = -INFINITY;
+    for (int64_t i = 0; i < n; i++)
+        if (!isnan(x[i]) && x[i] > m) m = x[i];
+    for (int64_t i = 0; i < n; i++)
+        if (x[i] == m) return (int32_t)i;
+    return 0;
+}
+
+/* argmax on random F32 rows and awkward ones: the maximum tied at several
+ * places (across warps and within one), a row of -inf, NaN among values,
+ * NaN only, values near FLT_MAX, +inf in the last column. rows > 256 makes
+ * the id buffers grow after a smaller call. */
+static void test_argmax(int rows, int64_t vocab) {
+    int64_t n = (int64_t)rows * vocab;
+    float *x = rnd(n, 30.0f);
+    for (int r = 0; r < rows; r++) {
+        float *row = x + (int64_t)r * vocab;
+        switch (r % 8) {
+        case 1:
+            for (int k = 0; k < 4; k++) row[irand((int)vocab)] = 40.0f;
+            break;
+        case 2: /* a tie inside one warp's stride and far apart */
+            row[vocab / 2] = 50.0f, row[vocab / 2 + 1] = 50.0f, row[vocab - 1] = 50.0f;
+            break;
+        case 3:
+            for (int64_t c = 0; c < vocab; c++) row[c] = -INFINITY;
+            break;
+        case 4:
+            for (int64_t c = 0; c < vocab; c += 2) row[c] = NAN;
+            break;
+        case 5:
+            for (int64_t c = 0; c < vocab; c++) row[c] = NAN;
+            break;
+        case 6:
+            row[irand((int)vocab)] = 3.0e38f, row[irand((int)vocab)] = -3.0e38f;
+            break;
+        case 7:
+            row[vocab - 1] = INFINITY;
+            break;
+        }
+    }
+    int64_t ne[2] = {rows, vocab};
+    hr_tensor *t = upload(HR_F32, 2, ne, x, "logits");
+    int32_t *ids = malloc(sizeof(int32_t) * (size_t)rows);
+    for (int r = 0; r < rows; r++) ids[r] = -7;
+    CHECK_EQ_INT(be->ops->argmax(be, t, ids), HR_OK);
+    int bad = 0, first = -1;
+    for (int r = 0; r < rows; r++)
+        if (ids[r] != ref_argmax(x + (int64_t)r * vocab, vocab)) {
+            if (first < 0) first = r;
+            bad++;
+        }
+    CHECK_MSG(bad == 0, "argmax %d x %lld: %d rows wrong (first row %d: %d vs %d)", rows, (long long)vocab, bad, first,
+              first >= 0 ? ids[first] : 0, first >= 0 ? ref_argmax(x + (int64_t)first * vocab, vocab) : 0);
+    be->ops->tensor_free(be, t);
+    free(x);
+    free(ids);
+}
+
 int main(void) {
     if (!hr_backend_cuda_available()) TEST_SKIP("no CUDA device");
     hr_err err = {0};
@@ -668,6 +730,13 @@ int main(void) {
     const char *bench = getenv("HEARTH_CUDA_BENCH");
     if (bench && !strcmp(bench, "only")) goto bench;
 
+    CHECK(be->ops->argmax != NULL);
+    if (be->ops->argmax) {
+        test_argmax(9, 1);
+        test_argmax(16, 1000);
+        test_argmax(8, 5003);
+        test_argmax(300, 128256); /* llama-3 vocabulary; grows the id buffers */
+    }
     test_embed_get_rows();
     test_norms_add(5, 4096, HR_F32);
     test_norms_add(3, 130, HR_BF16);

@@ -87,6 +87,22 @@ int hr_model_forward(hr_model *m, const hr_step *st, float *logits, hr_err *err)
     return HR_OK;
 }
 
+/* The device-greedy entry: the same fake logits, reduced to their argmax
+ * (lowest id on ties, as the sampler's greedy path). */
+int hr_model_forward_greedy(hr_model *m, const hr_step *st, int32_t *ids, hr_err *err) {
+    float *lg = malloc(sizeof(float) * (size_t)(st->n_logits > 0 ? st->n_logits : 1) * VOCAB);
+    int rc = hr_model_forward(m, st, lg, err);
+    for (int r = 0; rc == HR_OK && r < st->n_logits; r++) {
+        const float *x = lg + (size_t)r * VOCAB;
+        int best = 0;
+        for (int c = 1; c < VOCAB; c++)
+            if (x[c] > x[best]) best = c;
+        ids[r] = best;
+    }
+    free(lg);
+    return rc;
+}
+
 /* ---- collecting events ---- */
 typedef struct result {
     pthread_mutex_t mu;

@@ -190,6 +190,27 @@ static int cpu_copy(hr_backend *be, hr_tensor *dst, const hr_tensor *src) {
     return HR_OK;
 }
 
+/* Reference argmax: lowest index on ties; NaN is never greater nor equal, so
+ * never chosen; a row without any non-NaN value gives 0. */
+static int cpu_argmax(hr_backend *be, const hr_tensor *logits, int32_t *ids_host) {
+    if (logits->dtype != HR_F32 || logits->ndim < 1)
+        return hr_err_set(&be->err, HR_EINVAL, "cpu argmax: '%s' is not an F32 matrix", logits->name);
+    int64_t rows = hr_tensor_rows(logits), vocab = hr_tensor_cols(logits);
+    if (vocab > INT32_MAX) return hr_err_set(&be->err, HR_EINVAL, "cpu argmax: %lld columns", (long long)vocab);
+    for (int64_t r = 0; r < rows; r++) {
+        const float *x = (const float *)logits->data + r * vocab;
+        float bv = -INFINITY;
+        int64_t bi = -1;
+        for (int64_t c = 0; c < vocab; c++)
+            if (x[c] > bv || (bi < 0 && x[c] == bv)) {
+                bv = x[c];
+                bi = c;
+            }
+        ids_host[r] = bi < 0 ? 0 : (int32_t)bi;
+    }
+    return HR_OK;
+}
+
 static int cpu_mem_info(hr_backend *be, size_t *in_use, size_t *peak, size_t *total) {
     cpu_backend *c = cpu_of(be);
     if (in_use) *in_use = __atomic_load_n(&c->mem_in_use, __ATOMIC_RELAXED);
@@ -418,6 +439,7 @@ static const hr_backend_ops cpu_ops = {
     .get_rows = cpu_get_rows,
     .copy = cpu_copy,
     .mem_info = cpu_mem_info,
+    .argmax = cpu_argmax,
 };
 
 /* Best kernel table for this machine, or the one $HEARTH_CPU_ISA names. */

@@ -898,6 +898,39 @@ static int cu_copy_op(hr_backend *be, hr_tensor *dst, const hr_tensor *src) {
     return HR_OK;
 }
 
+/* Greedy decoding: the argmax ids, not the logits, cross to the host (rows x
+ * 4 bytes into a pinned buffer instead of rows x vocab x 4 into pageable). */
+static int cu_argmax_op(hr_backend *be, const hr_tensor *logits, int32_t *ids_host) {
+    cu_backend *c = cu_of(be);
+    cu_graph_flush(c);
+    if (logits->dtype != HR_F32 || logits->ndim < 1)
+        return hr_err_set(&be->err, HR_EINVAL, "cuda argmax: '%s' is not an F32 matrix", logits->name);
+    int64_t rows = hr_tensor_rows(logits), vocab = hr_tensor_cols(logits);
+    if (rows <= 0) return HR_OK;
+    if (vocab <= 0 || vocab > INT32_MAX)
+        return hr_err_set(&be->err, HR_EINVAL, "cuda argmax: %lld columns", (long long)vocab);
+    if (rows > c->ids_cap) {
+        /* grows only on a larger batch than ever seen: the stream is idle after the sync */
+        CU_TRY(c, cudaStreamSynchronize(c->stream), "argmax sync");
+        if (c->ids_dev) cudaFree(c->ids_dev);
+        if (c->ids_host) cudaFreeHost(c->ids_host);
+        c->ids_dev = NULL;
+        c->ids_host = NULL;
+        c->ids_cap = 0;
+        int64_t cap = rows < 256 ? 256 : rows;
+        CU_TRY(c, cudaMalloc((void **)&c->ids_dev, (size_t)cap * sizeof(int32_t)), "argmax alloc");
+        CU_TRY(c, cudaMallocHost((void **)&c->ids_host, (size_t)cap * sizeof(int32_t)), "argmax pinned alloc");
+        c->ids_cap = cap;
+    }
+    CU_TRY(c, cu_argmax(c->stream, c->ids_dev, (const float *)logits->data, rows, vocab), "argmax");
+    CU_TRY(c, cudaMemcpyAsync(c->ids_host, c->ids_dev, (size_t)rows * sizeof(int32_t), cudaMemcpyDeviceToHost,
+                              c->stream),
+           "argmax copy");
+    CU_TRY(c, cudaStreamSynchronize(c->stream), "argmax sync");
+    memcpy(ids_host, c->ids_host, (size_t)rows * sizeof(int32_t));
+    return HR_OK;
+}
+
 static int cu_mem_info(hr_backend *be, size_t *in_use, size_t *peak, size_t *total) {
     cu_backend *c = cu_of(be);
     size_t fr = 0, tot = 0;
@@ -919,6 +952,8 @@ static void cu_free_backend(hr_backend *be) {
     if (c->scratch) cudaFree(c->scratch);
     if (c->stage_host) cudaFreeHost(c->stage_host);
     if (c->stage_dev) cudaFree(c->stage_dev);
+    if (c->ids_host) cudaFreeHost(c->ids_host);
+    if (c->ids_dev) cudaFree(c->ids_dev);
     if (c->stage_done) cudaEventDestroy(c->stage_done);
     if (c->lt_ws) cudaFree(c->lt_ws);
     if (c->lt) cublasLtDestroy(c->lt);
@@ -953,6 +988,7 @@ static hr_backend_ops make_ops(void) {
     o.get_rows = w_get_rows;
     o.copy = cu_copy_op;
     o.mem_info = cu_mem_info;
+    o.argmax = cu_argmax_op;
     return o;
 }
 static const hr_backend_ops cu_ops = make_ops();

@@ -121,6 +121,9 @@ typedef struct cu_backend {
     /* inv_freq tables uploaded once per distinct host pointer */
     struct { const float *host; int n; float *dev; } rope_tabs[16];
     int n_rope_tabs;
+    /* argmax ids: device buffer + pinned host copy, grown on demand */
+    int32_t *ids_dev, *ids_host;
+    int64_t ids_cap;
 } cu_backend;
 
 static inline cu_backend *cu_of(hr_backend *be) { return (cu_backend *)be; }
@@ -201,6 +204,8 @@ cudaError_t cu_moe_route(cudaStream_t st, const float *logits, int T, int E, int
 cudaError_t cu_moe_combine(cudaStream_t st, void *out, hr_dtype to, int64_t ldo, const float *y, const float *weight,
                            int T, int k, int64_t H);
 
+/* ids[r] = argmax of row r of logits [rows, vocab] (ties: lowest index; NaN never). */
+cudaError_t cu_argmax(cudaStream_t st, int32_t *ids, const float *logits, int64_t rows, int64_t vocab);
 /* ---- backend internals shared by the op files -------------------------- */
 /* Grows the scratch buffer to at least bytes; only between ops (stack empty). */
 int cu_scratch_reserve(cu_backend *c, size_t bytes);
