@@ -3,7 +3,8 @@
 # Idempotent: packages already present are skipped; safe to run as root on a fresh machine.
 set -euo pipefail
 PKGS=(build-essential cmake pkg-config python3 python3-venv python3-pip
-      libjansson-dev libpcre2-dev libmicrohttpd-dev libcurl4-openssl-dev)
+      libjansson-dev libpcre2-dev libmicrohttpd-dev libcurl4-openssl-dev
+      clang)  # clang: the bounded libFuzzer runs in the tests
 missing=()
 for p in "${PKGS[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
