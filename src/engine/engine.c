@@ -84,6 +84,9 @@ struct hr_engine {
     uint64_t prompt_total, gen_total;
     double log_t0;
     uint64_t log_prompt0, log_gen0, log_q0, log_h0;
+    /* engine-thread time per phase since the last log line (host overhead vs forward) */
+    uint64_t log_steps;
+    double log_t_sched, log_t_fwd, log_t_post;
 };
 
 void hr_engine_opts_default(hr_engine_opts *o) {
@@ -266,6 +269,19 @@ static void publish_stats(hr_engine *e) {
     pthread_mutex_unlock(&e->mu);
 }
 
+/* Where the engine thread's time went per step (forward vs the host work
+ * around it), then the counters start over. */
+static void log_step_times(hr_engine *e) {
+    if (e->log_steps > 0) {
+        double ns = (double)e->log_steps;
+        hr_log(HR_LOG_INFO, "engine: %llu steps, per step %.2f ms: schedule+build %.3f, forward %.2f, sample+events %.3f",
+               (unsigned long long)e->log_steps, 1e3 * (e->log_t_sched + e->log_t_fwd + e->log_t_post) / ns,
+               1e3 * e->log_t_sched / ns, 1e3 * e->log_t_fwd / ns, 1e3 * e->log_t_post / ns);
+    }
+    e->log_steps = 0;
+    e->log_t_sched = e->log_t_fwd = e->log_t_post = 0;
+}
+
 static void log_progress(hr_engine *e, double now) {
     if (e->log_t0 == 0) {
         e->log_t0 = now;
@@ -283,6 +299,7 @@ static void log_progress(hr_engine *e, double now) {
            "hit rate %.1f%%",
            (double)(e->prompt_total - e->log_prompt0) / dt, (double)(e->gen_total - e->log_gen0) / dt,
            e->sched.running.n, e->sched.waiting.n, 100.0 * kv_cache_usage(&e->kv), q ? 100.0 * (double)h / q : 0.0);
+    log_step_times(e);
     e->log_t0 = 0;
     log_progress(e, now);
 }
@@ -352,6 +369,7 @@ static bool plain_greedy(const eng_req *r) {
 /* One engine step. Returns false when nothing could be scheduled. */
 static bool engine_step(hr_engine *e) {
     hr_err err = {0};
+    double t_step0 = hr_time_now();
     int rc = sched_schedule(&e->sched, &e->out);
     if (rc == HR_OK && e->out.n_items == 0) return false;
     hr_step st;
@@ -368,9 +386,11 @@ static bool engine_step(hr_engine *e) {
     bool greedy = rc == HR_OK && !e->opts.disable_device_greedy && st.n_logits > 0;
     for (int i = 0; greedy && i < e->out.n_items; i++)
         if (e->out.items[i].sample && !plain_greedy(e->out.items[i].req->user)) greedy = false;
+    double t_fwd0 = hr_time_now();
     if (rc == HR_OK)
         rc = greedy ? hr_model_forward_greedy(e->model, &st, e->sampled, &err)
                     : hr_model_forward(e->model, &st, e->logits, &err);
+    double t_fwd1 = hr_time_now();
     int j = 0;
     for (int i = 0; rc == HR_OK && i < e->out.n_items; i++) {
         const sched_item *it = &e->out.items[i];
@@ -419,6 +439,10 @@ static bool engine_step(hr_engine *e) {
         else
             emit(e, r, res, HR_FINISH_NONE);
     }
+    e->log_steps++;
+    e->log_t_sched += t_fwd0 - t_step0;
+    e->log_t_fwd += t_fwd1 - t_fwd0;
+    e->log_t_post += hr_time_now() - t_fwd1;
     return true;
 }
 
@@ -438,6 +462,7 @@ static void *engine_main(void *arg) {
         }
         if (active == 0) {
             publish_stats(e);
+            log_step_times(e);
             e->log_t0 = 0;
             pthread_mutex_lock(&e->mu);
             while (!e->inbox_head && !e->aborts.n && !e->stopping) pthread_cond_wait(&e->cv, &e->mu);
