@@ -218,8 +218,17 @@ static int grow(int32_t **p, int *cap, int need) {
 }
 
 int sched_build_step(const sched *s, const sched_output *out, sched_step_buf *b, hr_step *step) {
-    int bs = s->kv->block_size, mb = HR_CDIV(s->cfg.max_model_len, bs);
+    int bs = s->kv->block_size, mb_model = HR_CDIV(s->cfg.max_model_len, bs);
     int nt = out->n_tokens, ns = out->n_items;
+    /* Rows are as wide as this step's longest table (rounded up to a power
+     * of two, at least 4, so a CUDA graph keyed on the width is not
+     * recaptured every few steps), not as max_model_len: for a 128k-context
+     * model at 256 sequences full rows would be 8 MB of -1 to write, copy
+     * and upload each step. */
+    int mb = 4;
+    for (int i = 0; i < ns; i++)
+        while (mb < out->items[i].req->kv.n_blocks) mb *= 2;
+    if (mb > mb_model) mb = mb_model;
     if (grow(&b->tokens, &b->cap_tokens, nt) || grow(&b->positions, &b->cap_positions, nt) ||
         grow(&b->slots, &b->cap_slots, nt) || grow(&b->logit_rows, &b->cap_logit_rows, ns) ||
         grow(&b->query_start, &b->cap_query_start, ns + 1) || grow(&b->seq_lens, &b->cap_seq_lens, ns) ||
