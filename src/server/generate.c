@@ -234,6 +234,10 @@ typedef struct gen_ctx {
     int conn_fd;
     bool done_sent;
     srv_buf out; /* stream bytes not yet handed to MHD */
+    /* the queue buffer drained last time, handed back to the session at the
+     * next drain: the engine thread then pushes without a malloc per event */
+    gen_item *spare;
+    int spare_cap;
 } gen_ctx;
 
 static void abort_choice(gen_ctx *g, gen_choice *ch) {
@@ -269,6 +273,9 @@ static void gen_release(gen_ctx *g) {
         atomic_fetch_sub(&g->srv->in_flight, 1);
     }
     srv_buf_free(&g->out);
+    free(g->spare);
+    g->spare = NULL;
+    g->spare_cap = 0;
     srv_gen_req_free(&g->req);
     srv_pool_free(g->pool);
     g->pool = NULL;
@@ -358,12 +365,16 @@ static const char *reason_str(hr_finish_reason f) {
 static int drain(gen_ctx *g) {
     gen_session *s = g->s;
     pthread_mutex_lock(&s->mu);
-    int n = s->qn;
+    int n = s->qn, cap = 0;
     gen_item *items = NULL;
     if (n) {
         items = s->q;
-        s->q = NULL;
-        s->qn = s->qcap = 0;
+        cap = s->qcap;
+        s->q = g->spare;
+        s->qcap = g->spare_cap;
+        s->qn = 0;
+        g->spare = NULL;
+        g->spare_cap = 0;
     }
     uint64_t v;
     if (read(s->efd, &v, sizeof v) < 0 && errno != EAGAIN) HR_LOGW("server: eventfd read failed");
@@ -393,7 +404,10 @@ static int drain(gen_ctx *g) {
         }
         if (it->finish != HR_FINISH_NONE) finish_choice(g, ch, reason_str(it->finish));
     }
-    free(items);
+    if (items) {
+        g->spare = items;
+        g->spare_cap = cap;
+    }
     return n;
 }
 
