@@ -120,7 +120,7 @@ typedef struct hr_backend_ops {
     const char *name;
     void (*free)(hr_backend *be);
 
-    /* buffers */
+    /* buffers; tensor_new returns zero-filled memory on every backend */
     hr_tensor *(*tensor_new)(hr_backend *be, hr_dtype dtype, int ndim, const int64_t *ne, const char *name);
     void (*tensor_free)(hr_backend *be, hr_tensor *t);
     int (*tensor_set)(hr_backend *be, hr_tensor *t, const void *host, size_t offset, size_t nbytes);

@@ -139,12 +139,8 @@ int hr_model_kv_alloc(hr_model *m, int n_blocks, int block_size, hr_err *err) {
         if (!(l->k_cache = hr_model_tensor_new(m, m->be->kv_dtype, 4, ne, name, err))) return err->code;
         snprintf(name, sizeof name, "v_cache.%d", li);
         if (!(l->v_cache = hr_model_tensor_new(m, m->be->kv_dtype, 4, ne, name, err))) return err->code;
-        /* zeroed so never-written slots hold finite values; the CPU backend's
-         * tensor_new already returns zeroed (fresh anonymous) memory, and
-         * touching a multi-GB pool would only cost start-up time and RSS */
-        if (strcmp(m->be->ops->name, "cpu") != 0 &&
-            (m->be->ops->tensor_zero(m->be, l->k_cache) != HR_OK || m->be->ops->tensor_zero(m->be, l->v_cache) != HR_OK))
-            return hr_err_set(err, HR_EIO, "kv cache: %s", m->be->err.msg);
+        /* never-written slots hold finite values: tensor_new returns zero-filled
+         * memory (on the CPU fresh pages, so a large pool costs no start-up time) */
     }
     m->kv_blocks = n_blocks;
     m->kv_block_size = block_size;

@@ -718,6 +718,25 @@ static void test_argmax(int rows, int64_t vocab) {
     free(ids);
 }
 
+/* tensor_new returns zero-filled memory, also when it reuses a freed block
+ * that held data (the model relies on it for never-written KV slots). */
+static void test_tensor_new_zeroed(void) {
+    int64_t ne[1] = {300000};
+    hr_tensor *a = be->ops->tensor_new(be, HR_F32, 1, ne, "dirty");
+    float *h = (float *)malloc(sizeof(float) * ne[0]);
+    for (int64_t i = 0; i < ne[0]; i++) h[i] = 1.0f + (float)i;
+    be->ops->tensor_set(be, a, h, 0, a->nbytes);
+    be->ops->tensor_free(be, a);
+    hr_tensor *b = be->ops->tensor_new(be, HR_F32, 1, ne, "fresh");
+    memset(h, 0xff, sizeof(float) * ne[0]);
+    be->ops->tensor_get(be, b, h, 0, b->nbytes);
+    int64_t nonzero = 0;
+    for (int64_t i = 0; i < ne[0]; i++) nonzero += h[i] != 0.0f;
+    CHECK_EQ_INT(nonzero, 0);
+    be->ops->tensor_free(be, b);
+    free(h);
+}
+
 int main(void) {
     if (!hr_backend_cuda_available()) TEST_SKIP("no CUDA device");
     hr_err err = {0};
@@ -730,6 +749,7 @@ int main(void) {
     const char *bench = getenv("HEARTH_CUDA_BENCH");
     if (bench && !strcmp(bench, "only")) goto bench;
 
+    test_tensor_new_zeroed();
     CHECK(be->ops->argmax != NULL);
     if (be->ops->argmax) {
         test_argmax(9, 1);

@@ -125,6 +125,13 @@ static hr_tensor *cu_tensor_new(hr_backend *be, hr_dtype dtype, int ndim, const 
             free(t);
             return NULL;
         }
+        /* the interface promises zero-filled memory (a reused block holds old data) */
+        if (cudaMemsetAsync(t->data, 0, t->nbytes, c->stream) != cudaSuccess) {
+            hr_err_set(&be->err, HR_EIO, "cuda: zeroing tensor '%s' failed", t->name);
+            dev_release(c, t->data, t->nbytes);
+            free(t);
+            return NULL;
+        }
     }
     return t;
 }
