@@ -3,11 +3,13 @@
 #  1. every CUDA op against its float64 host reference (tests/backend/test_cuda_ops.c),
 #  2. every fixture model against its golden logits on the GPU
 #     (tests/backend/test_cuda_golden.c, linked with the model libraries),
+#     the pinned weight upload (tests/backend/test_cuda_upload.c) and padded
+#     decode batches (tests/model/test_cuda_buckets.c),
 #  3. (1) again under compute-sanitizer memcheck, and a short decode run of (2),
 #  4. with --bench: device copy bandwidth and GEMV vs cuBLASLt bandwidth.
 # The device machine has no jansson/pcre2 dev packages, so build here and carry:
 #   scripts/gpu-check.sh --prepare BUILD_DIR   (here: fills build-cuda-dev with
-#                                               the two binaries + the fixtures)
+#                                               the test binaries + the fixtures)
 #   then on the device (carry build-cuda-dev):  scripts/gpu-check.sh [--bench]
 # Logs go to $OUT (or /tmp/gpu-check).
 #
@@ -49,21 +51,24 @@ SAN=1
 if [ "${1:-}" = "--prepare" ]; then
     B=${2:?usage: $0 --prepare BUILD_DIR (configured with -DHEARTH_CUDA=ON)}
     set -e
-    cmake --build "$B" -j2 --target backend_test_cuda_ops backend_test_cuda_golden hr_model hr_io hr_quant
-    # CMake links tests/backend against hr_backend only; the golden test also
-    # needs the model: link it by hand (its model symbols are weak, -u pulls them)
-    syms="hr_model_load hr_model_free hr_model_kv_alloc hr_model_forward hr_model_vocab_size hr_model_config"
-    syms="$syms hr_model_weight_bytes st_file_open st_file_close st_file_find"
-    u=$(for s in $syms; do printf -- '-Wl,-u,%s ' "$s"; done)
-    cuda=$(dirname "$(dirname "$(command -v nvcc)")")
-    (cd "$B" && g++ $u CMakeFiles/backend_test_cuda_golden.dir/tests/backend/test_cuda_golden.c.o \
-        -o test_cuda_golden_linked libhr_model.a libhr_io.a libhr_backend.a libhr_quant.a libhr_cuda.a \
-        libhr_core.a "$(pkg-config --variable=libdir jansson)/libjansson.a" -lm "$cuda/lib64/libcudart_static.a" \
-        -ldl -lrt "$cuda/lib64/libcublasLt.so" -lpthread)
+    tests="backend_test_cuda_ops backend_test_cuda_golden backend_test_cuda_upload model_test_cuda_buckets"
+    tests="$tests backend_test_sample model_test_forward_sample"
+    cmake --build "$B" -j2 --target $tests
     mkdir -p "$BIN/fixtures"
-    cp "$B/backend_test_cuda_ops" "$B/test_cuda_golden_linked" "$BIN/"
+    for t in $tests; do cp "$B/$t" "$BIN/"; done
     cp -r "${HEARTH_FIXTURES:-../shared/fixtures}/models" "$BIN/fixtures/"
     du -sh "$BIN"
+    exit 0
+fi
+# Both carries together can exceed what one device call takes along (64 MiB):
+#   scripts/gpu-check.sh --pack   (here, after --prepare and --prepare-e2e)
+# writes .carry/ship/pack.tgz; on the device (carry .carry/ship) unpack it
+# first with  tar xzf .carry/ship/pack.tgz
+if [ "${1:-}" = "--pack" ]; then
+    set -e
+    mkdir -p .carry/ship
+    tar -czf .carry/ship/pack.tgz "$BIN" .carry/bin .carry/lib .carry/synth-tok
+    du -sh .carry/ship/pack.tgz
     exit 0
 fi
 if [ "${1:-}" = "--prepare-e2e" ]; then
@@ -108,6 +113,44 @@ PY
     du -sh .carry
     exit 0
 fi
+# link only the carried libraries this machine lacks (its own stay first)
+link_carried() { # link_carried BINARY
+    local L=/tmp/hearth-carried-lib
+    mkdir -p "$L"
+    export LD_LIBRARY_PATH="$L:${LD_LIBRARY_PATH:-}"
+    if ldd "$1" | grep -q 'libcublasLt.*not found'; then
+        local d
+        d=$(python3 -c 'import nvidia.cublas as m, os; print(os.path.join(list(m.__path__)[0], "lib"))' 2>/dev/null)
+        export LD_LIBRARY_PATH="$LD_LIBRARY_PATH:$d"
+    fi
+    for _ in 1 2 3 4 5; do
+        miss=$(ldd "$1" | awk '/not found/{print $1}')
+        [ -z "$miss" ] && break
+        for f in $miss; do [ -e ".carry/lib/$f" ] && ln -sf "$PWD/.carry/lib/$f" "$L/$f"; done
+    done
+}
+# Per-kernel GPU time of a few steps of `hearth bench latency` under Nsight
+# Compute (needs .carry from --prepare-e2e): gpu-check.sh --profile [BATCH...]
+# writes $OUT/ncu_b<B>.csv (kernel name, duration, DRAM bytes read/written),
+# one run per batch size: a prefill of 128 tokens per sequence + 2 decode steps.
+if [ "${1:-}" = "--profile" ]; then
+    shift
+    OUTDIR=${OUT:-/tmp/gpu-profile}
+    mkdir -p "$OUTDIR"
+    H=$PWD/.carry/bin/hearth
+    link_carried "$H"
+    M0=${HEARTH_E2E_MODELS:-synthetic:llama-3.1-8b}
+    NCU=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu /usr/local/cuda/bin/ncu 2>/dev/null | head -1)
+    for b in ${*:-1 256}; do
+        HEARTH_CUDA_GRAPHS=${HEARTH_CUDA_GRAPHS:-0} timeout 300 "$NCU" --clock-control none --csv --page raw \
+            --metrics gpu__time_duration.sum,dram__bytes_read.sum,dram__bytes_write.sum \
+            --log-file "$OUTDIR/ncu_b$b.csv" "$H" bench latency --model "$M0" --device cuda --batch-size "$b" \
+            --input-len ${HEARTH_PROFILE_INPUT:-128} --output-len 3 --num-iters 1 --num-iters-warmup 0 \
+            > "$OUTDIR/ncu_b$b.log" 2>&1
+        echo "ncu batch $b: rc=$? $(wc -l < "$OUTDIR/ncu_b$b.csv") lines"
+    done
+    exit 0
+fi
 if [ "${1:-}" = "--e2e" ]; then
     OUTDIR=${OUT:-/tmp/gpu-check-e2e}
     mkdir -p "$OUTDIR"
@@ -117,19 +160,8 @@ if [ "${1:-}" = "--e2e" ]; then
     M0=${MODELS%% *}
     TOK=$PWD/.carry/synth-tok  # synthetic models have no tokenizer: serve takes --tokenizer
     LOG=$OUTDIR/e2e.log
-    # link only the carried libraries this machine lacks (its own stay first)
+    link_carried "$H"
     L=/tmp/hearth-carried-lib
-    mkdir -p "$L"
-    export LD_LIBRARY_PATH="$L:${LD_LIBRARY_PATH:-}"
-    if ldd "$H" | grep -q 'libcublasLt.*not found'; then
-        d=$(python3 -c 'import nvidia.cublas as m, os; print(os.path.join(list(m.__path__)[0], "lib"))' 2>/dev/null)
-        export LD_LIBRARY_PATH="$LD_LIBRARY_PATH:$d"
-    fi
-    for _ in 1 2 3 4 5; do
-        miss=$(ldd "$H" | awk '/not found/{print $1}')
-        [ -z "$miss" ] && break
-        for f in $miss; do [ -e ".carry/lib/$f" ] && ln -sf "$PWD/.carry/lib/$f" "$L/$f"; done
-    done
     {
         nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv 2>&1
         echo "carried libraries linked: $(ls "$L" | tr '\n' ' ')"
@@ -211,6 +243,8 @@ if ldd "$BIN/backend_test_cuda_ops" | grep -q 'not found'; then
     ldd "$BIN/backend_test_cuda_ops" | grep -i cublas
 fi
 
+# the test binaries link libjansson dynamically: take the carried copy if this machine lacks it
+[ -d .carry/lib ] && link_carried "$BIN/backend_test_cuda_golden"
 rc=0
 echo "== test_cuda_ops"
 if [ "$BENCH" = 1 ]; then export HEARTH_CUDA_BENCH=1; fi
@@ -229,9 +263,9 @@ if [ "$BENCH" = 1 ]; then
 fi
 unset HEARTH_CUDA_BENCH
 
-if [ -x "$BIN/test_cuda_golden_linked" ]; then
+if [ -x "$BIN/backend_test_cuda_golden" ]; then
     echo "== test_cuda_golden (fixtures: ${HEARTH_FIXTURES:-../shared/fixtures})"
-    "$BIN/test_cuda_golden_linked" 2>&1 | tee "$OUTDIR/test_cuda_golden.log"
+    "$BIN/backend_test_cuda_golden" 2>&1 | tee "$OUTDIR/test_cuda_golden.log"
     r=${PIPESTATUS[0]}
     echo "test_cuda_golden rc=$r"
     [ "$r" = 0 ] || rc=1
@@ -239,11 +273,22 @@ else
     echo "== test_cuda_golden: not built (scripts/gpu-check.sh --prepare)"
 fi
 
-if [ "$BENCH" = 1 ] && [ -x "$BIN/test_cuda_golden_linked" ]; then
+# weight upload through the pinned ring, and decode batch-size buckets vs unpadded steps
+# and sampling on the device against the host reference
+for t in backend_test_cuda_upload model_test_cuda_buckets backend_test_sample model_test_forward_sample; do
+    [ -x "$BIN/$t" ] || continue
+    echo "== $t"
+    "$BIN/$t" 2>&1 | tee "$OUTDIR/$t.log"
+    r=${PIPESTATUS[0]}
+    echo "$t rc=$r"
+    [ "$r" = 0 ] || rc=1
+done
+
+if [ "$BENCH" = 1 ] && [ -x "$BIN/backend_test_cuda_golden" ]; then
     for m in ${HEARTH_CUDA_DECODE_MODELS:-synthetic:llama-3.1-8b}; do
         for g in 1 0; do # graphs on (+ batched decode), then off
             echo "== decode benchmark $m, CUDA graphs $g"
-            HEARTH_CUDA_DECODE_BATCHES=$g HEARTH_CUDA_GRAPHS=$g HEARTH_CUDA_DECODE_BENCH=$m "$BIN/test_cuda_golden_linked" 2>&1 |
+            HEARTH_CUDA_DECODE_BATCHES=$g HEARTH_CUDA_GRAPHS=$g HEARTH_CUDA_DECODE_BENCH=$m "$BIN/backend_test_cuda_golden" 2>&1 |
                 tee -a "$OUTDIR/decode_bench.log"
         done
     done
@@ -256,10 +301,10 @@ if [ "$SAN" = 1 ] && command -v compute-sanitizer >/dev/null; then
     tail -n 5 "$OUTDIR/sanitizer.log"
     echo "compute-sanitizer rc=$r"
     [ "$r" = 0 ] || rc=1
-    if [ -x "$BIN/test_cuda_golden_linked" ]; then
+    if [ -x "$BIN/backend_test_cuda_golden" ]; then
         echo "== compute-sanitizer memcheck: tiny-gpt-oss prefill + 24 decode steps"
         HEARTH_GOLDEN_ONLY=tiny-gpt-oss compute-sanitizer --tool memcheck --error-exitcode 9 \
-            "$BIN/test_cuda_golden_linked" > "$OUTDIR/sanitizer_golden.log" 2>&1
+            "$BIN/backend_test_cuda_golden" > "$OUTDIR/sanitizer_golden.log" 2>&1
         r=$?
         tail -n 3 "$OUTDIR/sanitizer_golden.log"
         echo "compute-sanitizer (golden) rc=$r"

@@ -115,6 +115,52 @@ typedef struct hr_moe {
     hr_act act;
 } hr_moe;
 
+/* ---- sampling (the `sample` op) ------------------------------------------- */
+/* A token the row's penalties apply to: generated `count` times so far and/or
+ * present in the prompt (repetition penalty only). Each id appears once. */
+typedef struct hr_sample_pen {
+    int32_t id;
+    int32_t count;
+    int32_t in_prompt;
+} hr_sample_pen;
+
+/* One logits row's sampling parameters. Arrays are host memory owned by the
+ * caller, valid during the call. Order of operations (vLLM v1, the engine's
+ * sampler): logit_bias; mask_ids set to -inf (the caller passes them only
+ * while min_tokens is in force); penalties (repetition: x / rp if x > 0 else
+ * x * rp, for ids in the prompt or generated; then x -= count * frequency +
+ * presence for generated ids); then greedy (temperature < 1e-5: lowest id of
+ * the maximum, NaN never chosen) or x /= temperature (multiply by
+ * 1.0f / temperature), min-p (keep x >= max + log(min_p)), top-k (keep x >=
+ * the k-th largest value: ties with it are kept), top-p (with w = expf(x -
+ * max), keep a token when the tokens of strictly larger value hold < top_p
+ * of the remaining mass: ties are kept or dropped together); finally
+ * u = hr_philox_uniform(seed, counter), r = u * (sum of kept w) and the
+ * result is the first kept id, in ascending id order, at which the running
+ * sum of w exceeds r (the last kept id if rounding leaves r on top). Sums are
+ * double. A row of -inf/NaN only gives 0. */
+typedef struct hr_sample_row {
+    float temperature;  /* < 1e-5: greedy */
+    int top_k;          /* <= 0 or >= vocab: off */
+    float top_p;        /* >= 1: off */
+    float min_p;        /* <= 0: off */
+    uint64_t seed;      /* Philox key */
+    uint64_t counter;   /* Philox counter: tokens the request generated so far */
+    float presence_penalty, frequency_penalty, repetition_penalty; /* 0, 0, 1 = off */
+    int n_pen;
+    const hr_sample_pen *pen;
+    int n_mask;
+    const int32_t *mask_ids;   /* ids outside [0, vocab) are ignored */
+    int n_bias;
+    const int32_t *bias_ids;   /* ids outside [0, vocab) are ignored */
+    const float *bias_vals;
+} hr_sample_row;
+
+/* The reference of the `sample` op for one row (cpu/cpu_sample.c; the engine's
+ * host sampler calls it too): writes the sampled id to *id, modifies logits
+ * [vocab] in place. HR_OK, or HR_ENOMEM (then *id is the row's argmax). */
+int hr_sample_row_ref(const hr_sample_row *row, float *logits, int vocab, int32_t *id);
+
 /* ---- the interface -------------------------------------------------------- */
 typedef struct hr_backend_ops {
     const char *name;
@@ -123,6 +169,9 @@ typedef struct hr_backend_ops {
     /* buffers; tensor_new returns zero-filled memory on every backend */
     hr_tensor *(*tensor_new)(hr_backend *be, hr_dtype dtype, int ndim, const int64_t *ne, const char *name);
     void (*tensor_free)(hr_backend *be, hr_tensor *t);
+    /* host may be freed or reused once tensor_set returns; every later op and
+     * tensor_get sees the data (CUDA: large sets go through pinned staging and
+     * may still be in DMA on return, ordered before the stream's later work) */
     int (*tensor_set)(hr_backend *be, hr_tensor *t, const void *host, size_t offset, size_t nbytes);
     int (*tensor_get)(hr_backend *be, const hr_tensor *t, void *host, size_t offset, size_t nbytes); /* waits */
     int (*tensor_zero)(hr_backend *be, hr_tensor *t);
@@ -151,12 +200,27 @@ typedef struct hr_backend_ops {
     /* out[T, n_heads * head_dim]: causal (by position) attention of each token over its sequence's cache */
     int (*attention)(hr_backend *be, hr_tensor *out, const hr_tensor *q, const hr_tensor *k_cache,
                      const hr_tensor *v_cache, const hr_step *step, const hr_attn_params *p);
+    /* out[T, F] = act(gate, up); up == NULL: gate is [T, 2F], each row the gate
+     * half then the up half (the fused gate|up projection's output) */
     int (*swiglu)(hr_backend *be, hr_tensor *out, const hr_tensor *gate, const hr_tensor *up, const hr_act *act);
     int (*moe)(hr_backend *be, hr_tensor *out, const hr_tensor *x, const hr_moe *moe);
     /* out[n_logits, cols] = x[step->logit_rows[i], :] */
     int (*get_rows)(hr_backend *be, hr_tensor *out, const hr_tensor *x, const hr_step *step);
 
     /* optional (NULL = unsupported) */
+    /* The pre-norm of a sub-layer fused with its first projection, for decode:
+     *   residual_out = residual + delta (stored in the activation dtype; delta NULL: residual_out
+     *   unused, the residual is normalised as it is), h = rmsnorm(residual_out) * norm_w,
+     *   out = h @ l->w^T + bias
+     * i.e. add_rmsnorm (or rmsnorm) then linear, without the h round trip through memory.
+     * residual_out must not alias residual or delta (the forward pass alternates two buffers). */
+    int (*add_rmsnorm_linear)(hr_backend *be, hr_tensor *out, hr_tensor *residual_out, const hr_tensor *residual,
+                              const hr_tensor *delta, const hr_tensor *norm_w, float eps, const hr_linear *l);
+    /* The attention input of the fused q|k|v projection in one op: qkv [T, (n_heads + 2 n_kv) * head_dim]
+     * holds each token's q heads, then k heads, then v heads; q_out [T, n_heads * head_dim] receives q
+     * rotated, k rotated and v go to the caches at the step's slots: rope(q), rope(k), kv_store at once. */
+    int (*qkv_rope_store)(hr_backend *be, hr_tensor *q_out, const hr_tensor *qkv, hr_tensor *k_cache,
+                          hr_tensor *v_cache, int n_heads, int n_kv_heads, const hr_rope *rope, const hr_step *step);
     /* dst = src, same dtype and byte size (device-to-device on CUDA); used by `hearth bench copy` */
     int (*copy)(hr_backend *be, hr_tensor *dst, const hr_tensor *src);
     /* memory the backend holds now / at peak, and the device total (CPU: RSS-like, may be 0) */
@@ -166,12 +230,25 @@ typedef struct hr_backend_ops {
      * the sampler's greedy argmax; host memory; waits. Greedy decoding then
      * moves rows x 4 bytes to the host instead of rows x vocab x 4. */
     int (*argmax)(hr_backend *be, const hr_tensor *logits, int32_t *ids_host);
+    /* The batch size a pure-decode step of n_seqs sequences (one new token
+     * each) should be padded to, >= n_seqs (n_seqs itself: no padding), so
+     * that steps of nearby sizes share one captured CUDA graph. The model pads
+     * with dummy sequences (slot -1, nothing stored, logits dropped); the
+     * caller sees no difference. NULL: never pad. */
+    int (*batch_bucket)(hr_backend *be, int n_seqs);
+    /* ids_host[r] = the token sampled from row r of logits [rows, vocab] F32 with
+     * rows[r] (n_rows == rows), exactly as hr_sample_row_ref; only the ids cross
+     * to the host; the logits may be modified in place; waits. Ids equal the
+     * reference's except where a choice rests on an exact tie of probability
+     * mass or a rounding-level difference of a sum (see hr_sample_row). */
+    int (*sample)(hr_backend *be, const hr_tensor *logits, const hr_sample_row *rows, int n_rows, int32_t *ids_host);
 } hr_backend_ops;
 
 struct hr_backend {
     const hr_backend_ops *ops;
     hr_dtype act_dtype; /* activations the model allocates (CPU: F32; CUDA: BF16) */
     hr_dtype kv_dtype;  /* KV cache element type (CPU: F32; CUDA: BF16) */
+    bool host_memory;   /* buffers live in host RAM: size the KV cache from system memory */
     hr_err err;         /* last error */
     void *impl;         /* backend-private state */
 };

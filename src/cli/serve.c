@@ -42,6 +42,7 @@ static void usage(FILE *f) {
                "  --kv-cache-memory BYTES        KV pool size (suffixes K, M, G)\n"
                "  --gpu-memory-utilization F     KV pool as a fraction of free memory\n"
                "  --enable-prefix-caching / --no-enable-prefix-caching   (default on)\n"
+               "  --host-sampling                copy the logits and sample on the host (default: on the device)\n"
                "  --max-waiting-requests N       queue limit before 429 (default 0 = unlimited)\n"
                "  --max-request-bytes N          request body limit, 413 beyond (default 16M)\n"
                "  --chat-template FILE           Jinja chat template overriding the tokenizer's\n"
@@ -148,6 +149,10 @@ static int parse_args(int argc, char **argv, serve_args *a) {
         }
         if (!strcmp(arg, "--no-enable-prefix-caching")) {
             a->eo.enable_prefix_caching = false;
+            continue;
+        }
+        if (!strcmp(arg, "--host-sampling")) {
+            a->eo.host_sampling = true;
             continue;
         }
         if (!strcmp(arg, "--disable-uvicorn-access-log") || !strcmp(arg, "--disable-access-log")) {

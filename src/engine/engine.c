@@ -76,6 +76,7 @@ struct hr_engine {
     float *logits;
     size_t logits_cap;
     int32_t *sampled;
+    hr_sample_row *rows; /* device sampling: each logits row's parameters */
     hr_sample_result *results;
     eng_req **sample_reqs; /* request of each logits row */
     int *sample_rc;
@@ -142,7 +143,7 @@ static int size_pool(hr_engine *e, hr_err *err) {
         float frac = o->kv_memory_fraction;
         size_t in_use = 0, peak = 0, total = 0;
         hr_backend *be = o->backend;
-        if (be && be->ops && be->ops->name && strcmp(be->ops->name, "cpu") != 0 && be->ops->mem_info &&
+        if (be && be->ops && !be->host_memory && be->ops->mem_info &&
             be->ops->mem_info(be, &in_use, &peak, &total) == HR_OK && total > 0) {
             /* vLLM: utilization x device total, minus what this process holds (weights, workspace) */
             if (frac <= 0) frac = ENG_GPU_KV_FRACTION;
@@ -336,7 +337,9 @@ static int ensure_step_buffers(hr_engine *e, int n_logits) {
         if (q) e->sample_reqs = q;
         int *c = realloc(e->sample_rc, (size_t)n_logits * sizeof *c);
         if (c) e->sample_rc = c;
-        if (!s || !r || !q || !c) return HR_ENOMEM;
+        hr_sample_row *w = realloc(e->rows, (size_t)n_logits * sizeof *w);
+        if (w) e->rows = w;
+        if (!s || !r || !q || !c || !w) return HR_ENOMEM;
         e->sampled_cap = n_logits;
     }
     return HR_OK;
@@ -381,15 +384,30 @@ static bool engine_step(hr_engine *e) {
         eng_req *r = e->out.items[i].req->user;
         if (r->t_scheduled == 0) r->t_scheduled = now;
     }
-    /* Device greedy: when every row sampled this step is plain greedy, the
-     * backend takes the argmax and only the ids cross (not rows x vocab F32). */
-    bool greedy = rc == HR_OK && !e->opts.disable_device_greedy && st.n_logits > 0;
-    for (int i = 0; greedy && i < e->out.n_items; i++)
-        if (e->out.items[i].sample && !plain_greedy(e->out.items[i].req->user)) greedy = false;
+    /* Device sampling: when every row sampled this step is plain greedy the
+     * backend takes the argmax, else (unless a row wants logprobs, which only
+     * the host computes) it samples each row with the parameters of its
+     * request's sampler; either way only the ids cross, not rows x vocab F32. */
+    bool greedy = rc == HR_OK && !e->opts.host_sampling && st.n_logits > 0, device = greedy;
+    for (int i = 0; device && i < e->out.n_items; i++) {
+        const eng_req *r = e->out.items[i].req->user;
+        if (!e->out.items[i].sample) continue;
+        if (!plain_greedy(r)) greedy = false;
+        if (hr_sampler_wants_host(r->sampler)) device = false;
+    }
+    if (device && !greedy) {
+        int k = 0;
+        for (int i = 0; i < e->out.n_items; i++) {
+            if (!e->out.items[i].sample) continue;
+            const eng_req *r = e->out.items[i].req->user;
+            hr_sampler_row(r->sampler, r->sr->n_tokens - r->sr->n_prompt, r->mask_ids, r->n_mask, &e->rows[k++]);
+        }
+    }
     double t_fwd0 = hr_time_now();
     if (rc == HR_OK)
-        rc = greedy ? hr_model_forward_greedy(e->model, &st, e->sampled, &err)
-                    : hr_model_forward(e->model, &st, e->logits, &err);
+        rc = greedy   ? hr_model_forward_greedy(e->model, &st, e->sampled, &err)
+             : device ? hr_model_forward_sample(e->model, &st, e->rows, e->sampled, &err)
+                      : hr_model_forward(e->model, &st, e->logits, &err);
     double t_fwd1 = hr_time_now();
     int j = 0;
     for (int i = 0; rc == HR_OK && i < e->out.n_items; i++) {
@@ -400,11 +418,14 @@ static bool engine_step(hr_engine *e) {
         e->prompt_total += (uint64_t)prompt_part;
         if (it->sample) e->sample_reqs[j++] = s->user;
     }
-    if (rc == HR_OK && j > 0 && greedy) {
-        /* what the sampler's greedy argmax returns for these rows (no logprob asked) */
+    if (rc == HR_OK && j > 0 && device) {
+        /* what the host sampler returns for these rows (no logprob asked);
+         * sampled rows record their token for later penalties */
         for (int k = 0; k < j; k++) {
             memset(&e->results[k], 0, sizeof e->results[k]);
             e->results[k].id = e->sampled[k];
+            if (!greedy && rc == HR_OK && hr_sampler_accept(e->sample_reqs[k]->sampler, e->sampled[k]) != HR_OK)
+                rc = hr_err_set(&err, HR_ENOMEM, "engine: sampler out of memory");
         }
     } else if (rc == HR_OK && j > 0) {
         /* Rows are independent (each request owns its sampler and RNG), so
@@ -495,10 +516,6 @@ int hr_engine_create(hr_model *model, const hr_engine_opts *opts, hr_engine **ou
     if (o.block_size <= 0) o.block_size = 16;
     if (o.max_num_seqs <= 0) o.max_num_seqs = 256;
     if (o.max_num_batched_tokens <= 0) o.max_num_batched_tokens = 2048;
-    {
-        const char *g = getenv("HEARTH_DEVICE_GREEDY"); /* 0: logits + host sampler always (comparisons) */
-        if (g && !strcmp(g, "0")) o.disable_device_greedy = true;
-    }
     hr_engine *e = calloc(1, sizeof *e);
     if (!e) return hr_err_set(err, HR_ENOMEM, "engine: out of memory");
     e->model = model;
@@ -579,6 +596,7 @@ void hr_engine_free(hr_engine *e) {
     free(e->results);
     free(e->sample_reqs);
     free(e->sample_rc);
+    free(e->rows);
     hr_threadpool_free(e->pool);
     if (e->sched.prefix_buf) sched_destroy(&e->sched);
     if (e->kv.blocks) kv_cache_destroy(&e->kv);

@@ -23,7 +23,7 @@ typedef struct hr_engine_opts {
     int max_num_batched_tokens;  /* token budget per step (default 2048 / 8192) */
     int block_size;              /* tokens per KV block (default 16) */
     size_t kv_cache_memory;      /* bytes for the KV pool (0 = from kv_memory_fraction) */
-    float kv_memory_fraction;    /* 0 = default: 0.9 GPU / 0.25 CPU. GPU (backend set, not "cpu", with mem_info):
+    float kv_memory_fraction;    /* 0 = default: 0.9 GPU / 0.25 CPU. GPU (backend set, !host_memory, mem_info):
                                     fraction of the device total minus what the backend holds at peak (weights),
                                     as vLLM's --gpu-memory-utilization; CPU: fraction of MemAvailable */
     bool enable_prefix_caching;  /* default true */
@@ -31,10 +31,10 @@ typedef struct hr_engine_opts {
     hr_backend *backend;         /* the model's backend, for device memory sizing (NULL = size from host memory) */
     int n_sampler_threads;       /* threads sampling a step's rows in parallel: 0 = auto (online CPUs, at most
                                     16, when rows x vocab is large enough to pay); > 0 = that many, always */
-    bool disable_device_greedy;  /* false (default): a step whose sampled rows are all plain greedy (no logprobs,
-                                    bias, penalties or active min_tokens mask) takes the argmax on the backend and
-                                    only ids cross to the host; true: always logits + sampler (comparisons; also
-                                    set by HEARTH_DEVICE_GREEDY=0) */
+    bool host_sampling;          /* false (default): steps are sampled on the backend and only ids cross to the
+                                    host (the argmax op when every sampled row is plain greedy, else the sample
+                                    op), except steps where a row asks for logprobs; true: always copy the logits
+                                    and sample on the host (comparisons; `hearth serve --host-sampling`) */
 } hr_engine_opts;
 
 void hr_engine_opts_default(hr_engine_opts *o);

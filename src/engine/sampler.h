@@ -1,13 +1,15 @@
 /* Token sampling from one row of logits, per sequence: penalties, logit bias,
  * temperature, top-k, top-p, min-p, seeded RNG (reproducible per request),
  * min_tokens / ignore_eos masking, logprobs. Greedy when temperature == 0.
- * The CPU implementation here is the reference for GPU sampling. */
+ * The per-row math is hr_sample_row_ref (backend.h), shared with the
+ * backends' `sample` op, so host and device sampling give the same tokens. */
 #ifndef HEARTH_ENGINE_SAMPLER_H
 #define HEARTH_ENGINE_SAMPLER_H
 
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "backend/backend.h"
 #include "core/common.h"
 
 #define HR_MAX_LOGIT_BIAS 300
@@ -58,10 +60,22 @@ void hr_sampler_free(hr_sampler *s);
  * far. Records the chosen token for later penalties. Order (vLLM v1):
  * raw logprobs, logit_bias, min_tokens mask, penalties; then greedy argmax
  * (temperature < 1e-5, lowest id on ties) or temperature, min-p, top-k,
- * top-p and a draw from the per-sampler RNG (xoshiro256**, seeded through
- * splitmix64 from `seed`, one draw per token, so a seeded request gives the
- * same tokens whatever else is in the batch). HR_OK or HR_ENOMEM. */
+ * top-p and a draw with the uniform hr_philox_uniform(seed, n_generated)
+ * (core/philox.h; key = the request's seed, or a random one drawn at
+ * hr_sampler_new when it has none), so a seeded request gives the same tokens
+ * whatever else is in the batch, on the host or the device.
+ * HR_OK or HR_ENOMEM. */
 int hr_sampler_sample(hr_sampler *s, float *logits, int n_generated, const int32_t *stop_ids, int n_stop,
                       hr_sample_result *out);
+
+/* The device path, in two halves: hr_sampler_row describes the row for the
+ * backend's `sample` op (the same parameters hr_sampler_sample uses; row's
+ * arrays point into s and stop_ids, valid until the next accept/sample/free),
+ * hr_sampler_accept records the token the op chose (penalty counts).
+ * hr_sampler_accept returns HR_OK or HR_ENOMEM. */
+void hr_sampler_row(const hr_sampler *s, int n_generated, const int32_t *stop_ids, int n_stop, hr_sample_row *row);
+int hr_sampler_accept(hr_sampler *s, int32_t id);
+/* Whether the request needs the host path (logprobs come from the host only). */
+bool hr_sampler_wants_host(const hr_sampler *s);
 
 #endif

@@ -38,8 +38,8 @@ static hr_tensor flat_view(const hr_tensor *t, int64_t off, int rows, int64_t co
 
 static void free_acts(hr_model *m) {
     hr_acts *a = &m->acts;
-    hr_tensor **all[] = {&a->x, &a->h,    &a->q,  &a->k,       &a->v,   &a->att,
-                         &a->o, &a->gate, &a->up, &a->ffn_out, &a->sel, &a->logits};
+    hr_tensor **all[] = {&a->x, &a->h,    &a->q,  &a->k,       &a->v,   &a->att,    &a->o,
+                         &a->gate, &a->up, &a->ffn_out, &a->sel, &a->logits, &a->qkv, &a->gu, &a->x2};
     for (size_t i = 0; i < HR_ARRAY_LEN(all); i++) {
         hr_model_tensor_drop(m, *all[i]);
         *all[i] = NULL;
@@ -62,19 +62,30 @@ static int ensure_acts(hr_model *m, int n, hr_err *err) {
         hr_dtype dt;
         const char *name;
     } spec[] = {
-        {&a->x, H, dt, "act.x"},        {&a->h, H, dt, "act.h"},
+        {&a->x, H, dt, "act.x"},        {&a->x2, H, dt, "act.x2"},      {&a->h, H, dt, "act.h"},
         {&a->q, qd, dt, "act.q"},       {&a->k, kvd, dt, "act.k"},
         {&a->v, kvd, dt, "act.v"},      {&a->att, qd, dt, "act.att"},
         {&a->o, H, dt, "act.o"},        {&a->gate, m->ffn, dt, "act.gate"},
         {&a->up, m->ffn, dt, "act.up"}, {&a->ffn_out, H, dt, "act.ffn"},
         {&a->sel, H, dt, "act.sel"},    {&a->logits, m->vocab, HR_F32, "act.logits"},
     };
+    bool fqkv = false, fgu = false;
+    for (int li = 0; li < m->n_layers; li++) {
+        fqkv = fqkv || m->layers[li].qkv.lin.w;
+        fgu = fgu || (!m->layers[li].is_moe && m->layers[li].gate_up.lin.w);
+    }
     for (size_t i = 0; i < HR_ARRAY_LEN(spec); i++) {
         int64_t ne[2] = {cap, spec[i].cols};
         if (!(*spec[i].t = hr_model_tensor_new(m, spec[i].dt, 2, ne, spec[i].name, err))) {
             free_acts(m);
             return err->code;
         }
+    }
+    int64_t ne_qkv[2] = {cap, qd + 2 * kvd}, ne_gu[2] = {cap, 2 * (int64_t)m->ffn};
+    if ((fqkv && !(a->qkv = hr_model_tensor_new(m, dt, 2, ne_qkv, "act.qkv", err))) ||
+        (fgu && !(a->gu = hr_model_tensor_new(m, dt, 2, ne_gu, "act.gate_up", err)))) {
+        free_acts(m);
+        return err->code;
     }
     a->cap = cap;
     return HR_OK;
@@ -131,13 +142,82 @@ static int check_step(const hr_model *m, const hr_step *s, hr_err *err) {
         }                                                                                                              \
     } while (0)
 
+/* Batch-size buckets: a pure-decode step (every sequence brings exactly one
+ * new token) of B sequences becomes, when the backend asks for it
+ * (ops->batch_bucket), a step of B' >= B sequences, so that the CUDA graph
+ * captured for B' serves every batch size of its bucket. The B' - B dummy
+ * sequences follow the real ones: token 0 at position 0, slot -1 (kv_store
+ * and qkv_rope_store skip it on every backend), seq_len 1, a block table
+ * whose first entry is real sequence 0's first block (read only: the CPU
+ * attention rejects -1 entries inside a context) and -1 after it. Logit rows
+ * are padded to B' too (n_logits is part of the graph key): the real ones
+ * first, then dummy (or repeated last) rows, so rows [0, n_logits) of the
+ * output are exactly the caller's and the callers read only those. Every op
+ * treats tokens independently, so the real rows equal the unpadded step's.
+ * *out = the padded step in m->pad (arrays grown only, never per step), or
+ * step itself. Call after check_step (the dummies would not pass it). */
+static int pad_decode_step(hr_model *m, const hr_step *s, const hr_step **out, hr_err *err) {
+    hr_backend *be = m->be;
+    *out = s;
+    if (!be->ops->batch_bucket || s->n_tokens != s->n_seqs) return HR_OK;
+    for (int q = 0; q < s->n_seqs; q++)
+        if (s->query_start[q + 1] - s->query_start[q] != 1) return HR_OK;
+    int B = s->n_seqs, P = be->ops->batch_bucket(be, B), mb = s->max_blocks_per_seq;
+    if (P <= B) return HR_OK;
+    int nl = s->n_logits > 0 ? P : 0;
+    size_t need = 5 * (size_t)P + 1 + (size_t)P * (size_t)mb + (size_t)nl;
+    if (need > m->pad.cap) {
+        int32_t *p = realloc(m->pad.buf, need * sizeof(int32_t));
+        if (!p) return hr_err_set(err, HR_ENOMEM, "forward: out of memory padding a step to %d sequences", P);
+        m->pad.buf = p;
+        m->pad.cap = need;
+    }
+    int32_t *tok = m->pad.buf, *pos = tok + P, *slot = pos + P, *qs = slot + P, *len = qs + P + 1, *bt = len + P,
+            *rows = bt + (size_t)P * (size_t)mb;
+    size_t b4 = (size_t)B * sizeof(int32_t);
+    memcpy(tok, s->tokens, b4);
+    memcpy(pos, s->positions, b4);
+    memcpy(slot, s->slot_mapping, b4);
+    memcpy(qs, s->query_start, b4 + sizeof(int32_t));
+    memcpy(len, s->seq_lens, b4);
+    memcpy(bt, s->block_tables, b4 * (size_t)mb);
+    for (int i = B; i < P; i++) {
+        tok[i] = 0;
+        pos[i] = 0;
+        slot[i] = -1;
+        qs[i + 1] = i + 1;
+        len[i] = 1;
+        int32_t *row = bt + (size_t)i * (size_t)mb;
+        row[0] = s->block_tables[0];
+        for (int j = 1; j < mb; j++) row[j] = -1;
+    }
+    if (nl > 0) {
+        memcpy(rows, s->logit_rows, (size_t)s->n_logits * sizeof(int32_t));
+        for (int i = s->n_logits; i < nl; i++) rows[i] = HR_MIN(P - 1, B + (i - s->n_logits));
+    }
+    m->pad.step = *s;
+    m->pad.step.n_tokens = m->pad.step.n_seqs = P;
+    m->pad.step.tokens = tok;
+    m->pad.step.positions = pos;
+    m->pad.step.slot_mapping = slot;
+    m->pad.step.query_start = qs;
+    m->pad.step.seq_lens = len;
+    m->pad.step.block_tables = bt;
+    m->pad.step.n_logits = nl;
+    m->pad.step.logit_rows = nl > 0 ? rows : NULL;
+    *out = &m->pad.step;
+    return HR_OK;
+}
+
 /* The pass itself, up to the logits of step->n_logits rows left in
- * m->acts.logits (backend memory); the callers decide what crosses to the host. */
+ * m->acts.logits (backend memory); the callers decide what crosses to the host.
+ * A padded decode step (pad_decode_step) leaves the caller's rows first. */
 static int forward_run(hr_model *m, const hr_step *step, hr_err *err) {
     hr_backend *be = m->be;
     const hr_backend_ops *ops = be->ops;
     int rc = check_step(m, step, err);
     if (rc != HR_OK) return rc;
+    if ((rc = pad_decode_step(m, step, &step, err)) != HR_OK) return rc;
     if ((rc = ensure_acts(m, step->n_tokens, err)) != HR_OK) return rc;
     int T = step->n_tokens;
     hr_acts *a = &m->acts;
@@ -150,60 +230,97 @@ static int forward_run(hr_model *m, const hr_step *step, hr_err *err) {
                          .head_dim = m->head_dim,
                          .scale = 1.0f / sqrtf((float)m->head_dim)};
 
+    /* One token: each sub-layer's pre-norm runs inside its first projection
+     * (add_rmsnorm_linear), which writes x + delta to the spare residual
+     * buffer; xr is the current residual stream, xs the spare. */
+    hr_tensor x2 = rows_view(a->x2, T), *xr = &x, *xs = &x2, *tmp;
+    const bool fuse_norm = T == 1 && ops->add_rmsnorm_linear;
+    static const hr_act plain = {.alpha = 1, .limit = 0, .up_offset = 0};
+
     OP(ops->step_begin ? ops->step_begin(be, step) : HR_OK);
     OP(ops->embed(be, &x, m->embed, step));
     for (int li = 0; li < m->n_layers; li++) {
         hr_layer *l = &m->layers[li];
-        if (li == 0)
-            OP(ops->rmsnorm(be, &h, &x, l->attn_norm, m->eps));
-        else
-            OP(ops->add_rmsnorm(be, &h, &x, &f, l->attn_norm, m->eps));
-
-        /* decode (one token): q|k|v in one linear, its output row split by views */
-        if (T == 1 && l->qkv.lin.w) {
+        const bool fq = l->qkv.lin.w && ops->qkv_rope_store;
+        if (fq && fuse_norm) {
             int64_t qd = (int64_t)m->n_heads * m->head_dim, kvd = (int64_t)m->n_kv_heads * m->head_dim;
-            hr_tensor all = flat_view(a->q, 0, 1, qd + 2 * kvd);
-            OP(ops->linear(be, &all, &h, &l->qkv.lin));
-            q = flat_view(a->q, 0, 1, qd);
-            k = flat_view(a->q, qd, 1, kvd);
-            v = flat_view(a->q, qd + kvd, 1, kvd);
-        } else {
+            hr_tensor all = flat_view(a->qkv, 0, T, qd + 2 * kvd);
+            if (li == 0) {
+                OP(ops->add_rmsnorm_linear(be, &all, NULL, xr, NULL, l->attn_norm, m->eps, &l->qkv.lin));
+            } else {
+                OP(ops->add_rmsnorm_linear(be, &all, xs, xr, &f, l->attn_norm, m->eps, &l->qkv.lin));
+                tmp = xr, xr = xs, xs = tmp;
+            }
             q = rows_view(a->q, T);
-            k = rows_view(a->k, T);
-            v = rows_view(a->v, T);
-            OP(ops->linear(be, &q, &h, &l->q));
-            OP(ops->linear(be, &k, &h, &l->k));
-            OP(ops->linear(be, &v, &h, &l->v));
+            OP(ops->qkv_rope_store(be, &q, &all, l->k_cache, l->v_cache, m->n_heads, m->n_kv_heads, &m->rope, step));
+        } else {
+            if (li == 0)
+                OP(ops->rmsnorm(be, &h, xr, l->attn_norm, m->eps));
+            else
+                OP(ops->add_rmsnorm(be, &h, xr, &f, l->attn_norm, m->eps));
+            if (fq) { /* q|k|v in one linear, then rope(q), rope(k) and the cache store in one op */
+                int64_t qd = (int64_t)m->n_heads * m->head_dim, kvd = (int64_t)m->n_kv_heads * m->head_dim;
+                hr_tensor all = flat_view(a->qkv, 0, T, qd + 2 * kvd);
+                q = rows_view(a->q, T);
+                OP(ops->linear(be, &all, &h, &l->qkv.lin));
+                OP(ops->qkv_rope_store(be, &q, &all, l->k_cache, l->v_cache, m->n_heads, m->n_kv_heads, &m->rope,
+                                       step));
+            } else {
+                if (T == 1 && l->qkv.lin.w) { /* decode: q|k|v in one linear, its output row split by views */
+                    int64_t qd = (int64_t)m->n_heads * m->head_dim, kvd = (int64_t)m->n_kv_heads * m->head_dim;
+                    hr_tensor all = flat_view(a->q, 0, 1, qd + 2 * kvd);
+                    OP(ops->linear(be, &all, &h, &l->qkv.lin));
+                    q = flat_view(a->q, 0, 1, qd);
+                    k = flat_view(a->q, qd, 1, kvd);
+                    v = flat_view(a->q, qd + kvd, 1, kvd);
+                } else {
+                    q = rows_view(a->q, T);
+                    k = rows_view(a->k, T);
+                    v = rows_view(a->v, T);
+                    OP(ops->linear(be, &q, &h, &l->q));
+                    OP(ops->linear(be, &k, &h, &l->k));
+                    OP(ops->linear(be, &v, &h, &l->v));
+                }
+                OP(ops->rope(be, &q, m->n_heads, &m->rope, step));
+                OP(ops->rope(be, &k, m->n_kv_heads, &m->rope, step));
+                OP(ops->kv_store(be, l->k_cache, l->v_cache, &k, &v, step));
+            }
         }
-        OP(ops->rope(be, &q, m->n_heads, &m->rope, step));
-        OP(ops->rope(be, &k, m->n_kv_heads, &m->rope, step));
-        OP(ops->kv_store(be, l->k_cache, l->v_cache, &k, &v, step));
         ap.window = l->window;
         ap.sinks = l->sinks;
         OP(ops->attention(be, &att, &q, l->k_cache, l->v_cache, step, &ap));
         OP(ops->linear(be, &o, &att, &l->o));
-        OP(ops->add_rmsnorm(be, &h, &x, &o, l->ffn_norm, m->eps));
 
+        const bool fg = !l->is_moe && l->gate_up.lin.w;
+        if (fg && fuse_norm) {
+            hr_tensor all = flat_view(a->gu, 0, T, 2 * (int64_t)m->ffn);
+            gate = rows_view(a->gate, T);
+            OP(ops->add_rmsnorm_linear(be, &all, xs, xr, &o, l->ffn_norm, m->eps, &l->gate_up.lin));
+            tmp = xr, xr = xs, xs = tmp;
+            OP(ops->swiglu(be, &gate, &all, NULL, &plain));
+            OP(ops->linear(be, &f, &gate, &l->down));
+            continue;
+        }
+        OP(ops->add_rmsnorm(be, &h, xr, &o, l->ffn_norm, m->eps));
         if (l->is_moe) {
             OP(ops->moe(be, &f, &h, &l->moe));
         } else {
-            static const hr_act plain = {.alpha = 1, .limit = 0, .up_offset = 0};
-            if (T == 1 && l->gate_up.lin.w) {
-                hr_tensor all = flat_view(a->gate, 0, 1, 2 * (int64_t)m->ffn);
+            if (fg) { /* gate|up in one linear; SwiGLU reads both halves of its rows */
+                hr_tensor all = flat_view(a->gu, 0, T, 2 * (int64_t)m->ffn);
+                gate = rows_view(a->gate, T);
                 OP(ops->linear(be, &all, &h, &l->gate_up.lin));
-                gate = flat_view(a->gate, 0, 1, m->ffn);
-                up = flat_view(a->gate, m->ffn, 1, m->ffn);
+                OP(ops->swiglu(be, &gate, &all, NULL, &plain));
             } else {
                 gate = rows_view(a->gate, T);
                 up = rows_view(a->up, T);
                 OP(ops->linear(be, &gate, &h, &l->gate));
                 OP(ops->linear(be, &up, &h, &l->up));
+                OP(ops->swiglu(be, &gate, &gate, &up, &plain));
             }
-            OP(ops->swiglu(be, &gate, &gate, &up, &plain));
             OP(ops->linear(be, &f, &gate, &l->down));
         }
     }
-    OP(ops->add_rmsnorm(be, &h, &x, &f, m->final_norm, m->eps));
+    OP(ops->add_rmsnorm(be, &h, xr, &f, m->final_norm, m->eps));
     if (step->n_logits > 0) {
         OP(ops->get_rows(be, &sel, &h, step));
         OP(ops->linear(be, &lg, &sel, &m->lm_head));
@@ -256,6 +373,36 @@ int hr_model_forward_greedy(hr_model *m, const hr_step *step, int32_t *ids, hr_e
             }
         ids[r] = bi < 0 ? 0 : bi;
     }
+    free(host);
+    return HR_OK;
+fail:
+    free(host);
+    return rc;
+}
+
+int hr_model_forward_sample(hr_model *m, const hr_step *step, const hr_sample_row *rows, int32_t *ids, hr_err *err) {
+    hr_err local = {0};
+    if (!err) err = &local;
+    hr_backend *be = m->be;
+    float *host = NULL;
+    int rc = forward_run(m, step, err);
+    if (rc != HR_OK || step->n_logits <= 0) return rc;
+    hr_tensor lg = rows_view(m->acts.logits, step->n_logits);
+    if (be->ops->sample) {
+        OP(be->ops->sample(be, &lg, rows, step->n_logits, ids));
+        return HR_OK;
+    }
+    /* no device sampling: the logits cross and the reference runs here */
+    if (!(host = malloc(lg.nbytes))) {
+        rc = hr_err_set(err, HR_ENOMEM, "forward: out of memory for %d logit rows", step->n_logits);
+        goto fail;
+    }
+    OP(be->ops->tensor_get(be, &lg, host, 0, lg.nbytes));
+    for (int r = 0; r < step->n_logits; r++)
+        if (hr_sample_row_ref(&rows[r], host + (size_t)r * (size_t)m->vocab, m->vocab, &ids[r]) != HR_OK) {
+            rc = hr_err_set(err, HR_ENOMEM, "forward: out of memory sampling");
+            goto fail;
+        }
     free(host);
     return HR_OK;
 fail:

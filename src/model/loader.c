@@ -42,6 +42,11 @@ typedef struct synth_chunk {
 } synth_chunk;
 #define SYNTH_CACHE 16
 
+/* Slots of reusable float32 buffers: 0 and 1 for load_plain / load_linear /
+ * load_group, LBUF_MOE.. for the MoE loaders (which may call those in between). */
+#define LBUF_SLOTS 10
+#define LBUF_MOE   2
+
 typedef struct loader {
     hr_model *m;
     wsrc src;
@@ -49,7 +54,17 @@ typedef struct loader {
     hr_dtype qdt; /* matrices dequantized from FP8 / NVFP4 / MXFP4 / GGUF blocks */
     synth_chunk cache[SYNTH_CACHE];
     int n_cache;
+    /* reused across tensors (grow-only, freed by loader_done): float32
+     * staging of converted/dequantized tensors (slot 0 matrices, slot 1
+     * biases) and the 16-bit conversion chunk of upload_f32 */
+    float *fbuf[LBUF_SLOTS];
+    int64_t fcap[LBUF_SLOTS];
+    uint16_t *cvt;
 } loader;
+
+/* Elements upload_f32 converts per tensor_set: 8 MB of BF16/F16, so the
+ * conversion of one chunk overlaps the (asynchronous) upload of the last. */
+#define CVT_CHUNK ((int64_t)1 << 22)
 
 static bool wfind(const wsrc *s, const char *name, wtensor *w) {
     memset(w, 0, sizeof *w);
@@ -131,28 +146,54 @@ static float *falloc(int64_t n, hr_err *err) {
     return p;
 }
 
-/* Uploads host float32 data as dtype dt (F32, BF16 or F16). */
-static hr_tensor *upload_f32(hr_model *m, const float *data, int ndim, const int64_t *ne, hr_dtype dt, const char *name,
+/* The loader's reusable float32 buffer `slot` with room for n values (grown,
+ * never shrunk): no fresh allocation (and page faults) per tensor. */
+static float *lbuf(loader *L, int slot, int64_t n, hr_err *err) {
+    if (n < 1) n = 1;
+    if (n > L->fcap[slot]) {
+        free(L->fbuf[slot]);
+        L->fcap[slot] = 0;
+        if (!(L->fbuf[slot] = falloc(n, err))) return NULL;
+        L->fcap[slot] = n;
+    }
+    return L->fbuf[slot];
+}
+
+static void loader_done(loader *L) {
+    for (int i = 0; i < LBUF_SLOTS; i++) free(L->fbuf[i]);
+    free(L->cvt);
+    for (int i = 0; i < L->n_cache; i++) free(L->cache[i].data);
+}
+
+/* Uploads host float32 data as dtype dt (F32, BF16 or F16). 16-bit types are
+ * converted chunk by chunk into the loader's conversion buffer, each chunk
+ * handed to tensor_set (which may return before the device has it: the CUDA
+ * backend stages it, so converting the next chunk overlaps its copy). */
+static hr_tensor *upload_f32(loader *L, const float *data, int ndim, const int64_t *ne, hr_dtype dt, const char *name,
                              hr_err *err) {
-    hr_tensor *t = hr_model_tensor_new(m, dt, ndim, ne, name, err);
-    if (!t) return NULL;
-    int64_t n = hr_tensor_nelem(t);
-    const void *src = data;
-    uint16_t *half = NULL;
-    if (dt == HR_BF16 || dt == HR_F16) {
-        half = malloc((size_t)n * 2);
-        if (!half) {
-            hr_err_set(err, HR_ENOMEM, "out of memory converting %s", name);
-            return NULL;
-        }
-        for (int64_t i = 0; i < n; i++) half[i] = dt == HR_BF16 ? hr_f32_to_bf16(data[i]) : hr_f32_to_f16(data[i]);
-        src = half;
-    } else if (dt != HR_F32) {
+    hr_model *m = L->m;
+    if (dt != HR_F32 && dt != HR_BF16 && dt != HR_F16) {
         hr_err_set(err, HR_EUNSUP, "%s: cannot store weights as %s", name, hr_dtype_name(dt));
         return NULL;
     }
-    int rc = m->be->ops->tensor_set(m->be, t, src, 0, t->nbytes);
-    free(half);
+    hr_tensor *t = hr_model_tensor_new(m, dt, ndim, ne, name, err);
+    if (!t) return NULL;
+    int64_t n = hr_tensor_nelem(t);
+    int rc = HR_OK;
+    if (dt == HR_F32) {
+        rc = m->be->ops->tensor_set(m->be, t, data, 0, t->nbytes);
+    } else {
+        if (!L->cvt && n > 0 && !(L->cvt = malloc((size_t)CVT_CHUNK * 2))) {
+            hr_err_set(err, HR_ENOMEM, "out of memory converting %s", name);
+            return NULL;
+        }
+        for (int64_t i0 = 0; rc == HR_OK && i0 < n; i0 += CVT_CHUNK) {
+            int64_t c = HR_MIN(CVT_CHUNK, n - i0);
+            for (int64_t i = 0; i < c; i++)
+                L->cvt[i] = dt == HR_BF16 ? hr_f32_to_bf16(data[i0 + i]) : hr_f32_to_f16(data[i0 + i]);
+            rc = m->be->ops->tensor_set(m->be, t, L->cvt, (size_t)i0 * 2, (size_t)c * 2);
+        }
+    }
     if (rc != HR_OK) {
         hr_err_set(err, rc, "uploading %s: %s", name, m->be->err.msg);
         return NULL;
@@ -249,11 +290,10 @@ static hr_tensor *load_plain(loader *L, const char *name, int ndim, const int64_
         L->m->weight_bytes += t->nbytes;
         return t;
     }
-    float *buf = falloc(wnelem(&w), err);
+    float *buf = lbuf(L, 0, wnelem(&w), err);
     if (!buf) return NULL;
     hr_tensor *t = NULL;
-    if (wto_f32(name, &w, buf, err) == HR_OK) t = upload_f32(L->m, buf, ndim, shape, dt, name, err);
-    free(buf);
+    if (wto_f32(name, &w, buf, err) == HR_OK) t = upload_f32(L, buf, ndim, shape, dt, name, err);
     return t;
 }
 
@@ -345,16 +385,15 @@ static int load_linear(loader *L, const char *prefix, int64_t out, int64_t in, b
         int64_t shape[2] = {out, in};
         if (!(l->w = load_plain(L, name, 2, shape, L->wdt, err))) return err->code ? err->code : HR_EINVAL;
     } else {
-        float *buf = falloc(out * in, err);
+        float *buf = lbuf(L, 0, out * in, err);
         if (!buf) return HR_ENOMEM;
         rc = read_matrix(L, prefix, out, in, buf, &l->input_scale, &quantized, err);
         if (rc == HR_OK && permute_heads) rc = unpermute_heads(buf, out, in, permute_heads, err);
         if (rc == HR_OK) {
             int64_t shape[2] = {out, in};
-            l->w = upload_f32(L->m, buf, 2, shape, quantized ? L->qdt : L->wdt, name, err);
+            l->w = upload_f32(L, buf, 2, shape, quantized ? L->qdt : L->wdt, name, err);
             if (!l->w) rc = err->code ? err->code : HR_EIO;
         }
-        free(buf);
         if (rc != HR_OK) return rc;
     }
     if (with_bias) {
@@ -384,6 +423,56 @@ static int read_vec(loader *L, const char *name, int64_t n, float *dst, hr_err *
     return wto_f32(name, &w, dst, err);
 }
 
+/* Every part of a group stored in the checkpoint exactly as it will be on the
+ * device (same plain dtype, right shape, no GGUF row permutation): the fused
+ * weight can be filled straight from the mapping, part by part. */
+static bool group_direct(loader *L, int n, const char *const *prefix, const int64_t *out, int64_t in,
+                         const int *permute) {
+    char name[300];
+    wtensor w;
+    for (int i = 0; i < n; i++) {
+        snprintf(name, sizeof name, "%s.weight", prefix[i]);
+        if (permute[i] || !wfind(&L->src, name, &w) || w.gt || w.dtype != L->wdt || w.ndim != 2 ||
+            w.shape[0] != out[i] || w.shape[1] != in || w.nbytes != (size_t)(out[i] * in) * hr_dtype_size(L->wdt))
+            return false;
+    }
+    return true;
+}
+
+/* The fused weight of a group_direct() group: each part's bytes go from the
+ * mapping to their rows of the device tensor (no host copy or conversion;
+ * bit-identical to the float32 round trip, which is exact for bf16/f16/f32);
+ * biases (small) still go through float32. */
+static int upload_group_direct(loader *L, int n, const char *const *prefix, const int64_t *out, const int64_t *off,
+                               int64_t in, bool with_bias, hr_fused *fz, hr_err *err) {
+    hr_model *m = L->m;
+    char name[300];
+    int64_t total = off[n - 1] + out[n - 1], ws[2] = {total, in}, bs[1] = {total};
+    size_t es = hr_dtype_size(L->wdt);
+    snprintf(name, sizeof name, "%s+.weight", prefix[0]);
+    if (!(fz->lin.w = hr_model_tensor_new(m, L->wdt, 2, ws, name, err))) return err->code;
+    for (int i = 0; i < n; i++) {
+        wtensor w;
+        snprintf(name, sizeof name, "%s.weight", prefix[i]);
+        bool found = wfind(&L->src, name, &w); /* group_direct() found it */
+        HR_ASSERT(found);
+        int rc = m->be->ops->tensor_set(m->be, fz->lin.w, w.data, (size_t)(off[i] * in) * es, w.nbytes);
+        if (rc != HR_OK) return hr_err_set(err, rc, "uploading %s: %s", name, m->be->err.msg);
+    }
+    m->weight_bytes += fz->lin.w->nbytes;
+    if (!with_bias) return HR_OK;
+    float *bias = lbuf(L, 1, total, err);
+    if (!bias) return HR_ENOMEM;
+    for (int i = 0; i < n; i++) {
+        snprintf(name, sizeof name, "%s.bias", prefix[i]);
+        int rc = read_vec(L, name, out[i], bias + off[i], err);
+        if (rc != HR_OK) return rc;
+    }
+    snprintf(name, sizeof name, "%s+.bias", prefix[0]);
+    if (!(fz->lin.bias = upload_f32(L, bias, 1, bs, HR_F32, name, err))) return err->code;
+    return HR_OK;
+}
+
 /* n linears reading the same input (q/k/v or gate/up): loaded as one
  * concatenated weight with the parts as row views when they share storage
  * type and input scale; otherwise each on its own. */
@@ -403,8 +492,11 @@ static int load_group(loader *L, int n, const char *const *prefix, const int64_t
         if (!(fz->lin.w = synth_plain(L, name, 2, ws, L->wdt, err))) return err->code;
         snprintf(name, sizeof name, "%s+.bias", prefix[0]);
         if (with_bias && !(fz->lin.bias = synth_plain(L, name, 1, bs, HR_F32, err))) return err->code;
+    } else if (group_direct(L, n, prefix, out, in, permute)) {
+        int rc = upload_group_direct(L, n, prefix, out, off, in, with_bias, fz, err);
+        if (rc != HR_OK) return rc;
     } else {
-        float *buf = falloc(total * in, err), *bias = with_bias ? falloc(total, err) : NULL, scale[4];
+        float *buf = lbuf(L, 0, total * in, err), *bias = with_bias ? lbuf(L, 1, total, err) : NULL, scale[4];
         bool quant[4], fusable = true;
         int rc = buf && (bias || !with_bias) ? HR_OK : HR_ENOMEM;
         for (int i = 0; rc == HR_OK && i < n; i++) {
@@ -423,23 +515,20 @@ static int load_group(loader *L, int n, const char *const *prefix, const int64_t
             memset(parts[i], 0, sizeof *parts[i]);
             parts[i]->input_scale = scale[i];
             snprintf(name, sizeof name, "%s.weight", prefix[i]);
-            if (!(parts[i]->w = upload_f32(L->m, buf + off[i] * in, 2, ps, quant[i] ? L->qdt : L->wdt, name, err)))
+            if (!(parts[i]->w = upload_f32(L, buf + off[i] * in, 2, ps, quant[i] ? L->qdt : L->wdt, name, err)))
                 rc = err->code;
             snprintf(name, sizeof name, "%s.bias", prefix[i]);
-            if (rc == HR_OK && with_bias &&
-                !(parts[i]->bias = upload_f32(L->m, bias + off[i], 1, pb, HR_F32, name, err)))
+            if (rc == HR_OK && with_bias && !(parts[i]->bias = upload_f32(L, bias + off[i], 1, pb, HR_F32, name, err)))
                 rc = err->code;
         }
         if (rc == HR_OK && fusable) {
             snprintf(name, sizeof name, "%s+.weight", prefix[0]);
             fz->lin.input_scale = scale[0];
-            if (!(fz->lin.w = upload_f32(L->m, buf, 2, ws, quant[0] ? L->qdt : L->wdt, name, err))) rc = err->code;
+            if (!(fz->lin.w = upload_f32(L, buf, 2, ws, quant[0] ? L->qdt : L->wdt, name, err))) rc = err->code;
             snprintf(name, sizeof name, "%s+.bias", prefix[0]);
-            if (rc == HR_OK && with_bias && !(fz->lin.bias = upload_f32(L->m, bias, 1, bs, HR_F32, name, err)))
+            if (rc == HR_OK && with_bias && !(fz->lin.bias = upload_f32(L, bias, 1, bs, HR_F32, name, err)))
                 rc = err->code;
         }
-        free(buf);
-        free(bias);
         if (rc != HR_OK || !fusable) return rc;
     }
     for (int i = 0; i < n; i++) {
@@ -482,14 +571,55 @@ static int synth_moe(loader *L, int li, hr_moe *moe, hr_err *err) {
     return HR_OK;
 }
 
+/* Mixtral experts stored exactly as on the device (plain dtype == the storage
+ * type, right shapes): each expert's matrix goes from the mapping straight to
+ * its slice of the stacked tensor. Returns 1 when done this way, 0 when the
+ * checkpoint needs the float32 path, < 0 on error. */
+static int load_moe_split_direct(loader *L, int li, hr_moe *moe, hr_err *err) {
+    hr_model *m = L->m;
+    const hr_arch_names *n = &m->arch->names;
+    int E = moe->n_experts;
+    int64_t F = m->ffn, H = m->hidden, gs[3] = {E, F, H}, ds[3] = {E, H, F};
+    const char *fmt[3] = {n->expert_gate, n->expert_up, n->expert_down};
+    char name[300], prefix[256];
+    wtensor w;
+    for (int e = 0; e < E; e++)
+        for (int k = 0; k < 3; k++) {
+            snprintf(prefix, sizeof prefix, fmt[k], li, e);
+            snprintf(name, sizeof name, "%s.weight", prefix);
+            int64_t r = k == 2 ? H : F, c = k == 2 ? F : H;
+            if (!wfind(&L->src, name, &w) || w.gt || w.dtype != L->wdt || w.ndim != 2 || w.shape[0] != r ||
+                w.shape[1] != c || w.nbytes != (size_t)(r * c) * hr_dtype_size(L->wdt))
+                return 0;
+        }
+    static const char *what[3] = {"gate", "up", "down"};
+    hr_tensor **dst[3] = {&moe->gate, &moe->up, &moe->down};
+    for (int k = 0; k < 3; k++) {
+        snprintf(name, sizeof name, "layer %d experts %s", li, what[k]);
+        if (!(*dst[k] = hr_model_tensor_new(m, L->wdt, 3, k == 2 ? ds : gs, name, err))) return err->code;
+        for (int e = 0; e < E; e++) {
+            snprintf(prefix, sizeof prefix, fmt[k], li, e);
+            snprintf(name, sizeof name, "%s.weight", prefix);
+            if (!wfind(&L->src, name, &w)) return hr_err_set(err, HR_ENOTFOUND, "missing tensor %s", name);
+            int rc = m->be->ops->tensor_set(m->be, *dst[k], w.data, (size_t)e * w.nbytes, w.nbytes);
+            if (rc != HR_OK) return hr_err_set(err, rc, "uploading %s: %s", name, m->be->err.msg);
+        }
+        m->weight_bytes += (*dst[k])->nbytes;
+    }
+    return 1;
+}
+
 static int load_moe_split(loader *L, int li, hr_moe *moe, hr_err *err) {
     hr_model *m = L->m;
     const hr_arch_names *n = &L->m->arch->names;
     int E = moe->n_experts;
     int64_t F = m->ffn, H = m->hidden;
-    float *g = falloc(E * F * H, err), *u = falloc(E * F * H, err), *d = falloc(E * F * H, err);
+    int rc = load_moe_split_direct(L, li, moe, err);
+    if (rc != 0) return rc < 0 ? rc : HR_OK;
+    float *g = lbuf(L, LBUF_MOE, E * F * H, err), *u = lbuf(L, LBUF_MOE + 1, E * F * H, err),
+          *d = lbuf(L, LBUF_MOE + 2, E * F * H, err);
     char prefix[256];
-    int rc = HR_ENOMEM;
+    rc = HR_ENOMEM;
     bool q[3] = {0};
     if (!g || !u || !d) goto fail;
     for (int e = 0; e < E; e++) {
@@ -504,16 +634,13 @@ static int load_moe_split(loader *L, int li, hr_moe *moe, hr_err *err) {
     hr_dtype dt = q[0] ? L->qdt : L->wdt;
     rc = HR_EIO;
     snprintf(prefix, sizeof prefix, "layer %d experts gate", li);
-    if (!(moe->gate = upload_f32(m, g, 3, gs, dt, prefix, err))) goto fail;
+    if (!(moe->gate = upload_f32(L, g, 3, gs, dt, prefix, err))) goto fail;
     snprintf(prefix, sizeof prefix, "layer %d experts up", li);
-    if (!(moe->up = upload_f32(m, u, 3, gs, dt, prefix, err))) goto fail;
+    if (!(moe->up = upload_f32(L, u, 3, gs, dt, prefix, err))) goto fail;
     snprintf(prefix, sizeof prefix, "layer %d experts down", li);
-    if (!(moe->down = upload_f32(m, d, 3, ds, dt, prefix, err))) goto fail;
+    if (!(moe->down = upload_f32(L, d, 3, ds, dt, prefix, err))) goto fail;
     rc = HR_OK;
 fail:
-    free(g);
-    free(u);
-    free(d);
     return rc;
 }
 
@@ -560,9 +687,10 @@ static int load_moe_fused(loader *L, int li, hr_moe *moe, hr_err *err) {
     hr_model *m = L->m;
     int64_t E = moe->n_experts, F = m->ffn, H = m->hidden;
     char prefix[256], name[300];
-    float *gu = falloc(E * 2 * F * H, err), *g = falloc(E * F * H, err), *u = falloc(E * F * H, err);
-    float *d = falloc(E * F * H, err), *bias = falloc(E * 2 * F, err), *gb = falloc(E * F, err),
-          *ub = falloc(E * F, err);
+    float *gu = lbuf(L, LBUF_MOE, E * 2 * F * H, err), *g = lbuf(L, LBUF_MOE + 1, E * F * H, err),
+          *u = lbuf(L, LBUF_MOE + 2, E * F * H, err), *d = lbuf(L, LBUF_MOE + 3, E * F * H, err),
+          *bias = lbuf(L, LBUF_MOE + 4, E * 2 * F, err), *gb = lbuf(L, LBUF_MOE + 5, E * F, err),
+          *ub = lbuf(L, LBUF_MOE + 6, E * F, err);
     int rc = HR_ENOMEM;
     bool q1 = false, q2 = false;
     if (!gu || !g || !u || !d || !bias || !gb || !ub) goto fail;
@@ -577,11 +705,11 @@ static int load_moe_fused(loader *L, int li, hr_moe *moe, hr_err *err) {
     int64_t gs[3] = {E, F, H}, ds[3] = {E, H, F}, bs2[2] = {E, F};
     rc = HR_EIO;
     snprintf(name, sizeof name, "%sgate", prefix);
-    if (!(moe->gate = upload_f32(m, g, 3, gs, q1 ? L->qdt : L->wdt, name, err))) goto fail;
+    if (!(moe->gate = upload_f32(L, g, 3, gs, q1 ? L->qdt : L->wdt, name, err))) goto fail;
     snprintf(name, sizeof name, "%sup", prefix);
-    if (!(moe->up = upload_f32(m, u, 3, gs, q1 ? L->qdt : L->wdt, name, err))) goto fail;
+    if (!(moe->up = upload_f32(L, u, 3, gs, q1 ? L->qdt : L->wdt, name, err))) goto fail;
     snprintf(name, sizeof name, "%sdown", prefix);
-    if (!(moe->down = upload_f32(m, d, 3, ds, q2 ? L->qdt : L->wdt, name, err))) goto fail;
+    if (!(moe->down = upload_f32(L, d, 3, ds, q2 ? L->qdt : L->wdt, name, err))) goto fail;
     if (m->arch->expert_bias) {
         wtensor w;
         int64_t want[2] = {E, 2 * F}, wantd[2] = {E, H};
@@ -594,20 +722,13 @@ static int load_moe_fused(loader *L, int li, hr_moe *moe, hr_err *err) {
             ub[i] = bias[2 * i + 1];
         }
         rc = HR_EIO;
-        if (!(moe->gate_bias = upload_f32(m, gb, 2, bs2, HR_F32, name, err))) goto fail;
-        if (!(moe->up_bias = upload_f32(m, ub, 2, bs2, HR_F32, name, err))) goto fail;
+        if (!(moe->gate_bias = upload_f32(L, gb, 2, bs2, HR_F32, name, err))) goto fail;
+        if (!(moe->up_bias = upload_f32(L, ub, 2, bs2, HR_F32, name, err))) goto fail;
         snprintf(name, sizeof name, "%sdown_proj_bias", prefix);
         if (!(moe->down_bias = load_plain(L, name, 2, wantd, HR_F32, err))) goto fail;
     }
     rc = HR_OK;
-fail:
-    free(gu);
-    free(g);
-    free(u);
-    free(d);
-    free(bias);
-    free(gb);
-    free(ub);
+fail: /* the buffers are the loader's (loader_done) */
     return rc;
 }
 
@@ -767,6 +888,7 @@ int hr_model_load_hf(hr_model *m, const char *dir, const hr_model_opts *opts, hr
     if (!(L.src.st = st_set_open_dir(dir, err))) return err->code ? err->code : HR_EIO;
     pick_dtypes(&L, opts, m->cfg.dtype);
     if ((rc = load_globals(&L, err)) == HR_OK) rc = load_layers(&L, err);
+    loader_done(&L);
     st_set_close(L.src.st);
     return rc;
 }
@@ -857,6 +979,7 @@ int hr_model_load_gguf(hr_model *m, const char *file, const hr_model_opts *opts,
         rc = wto_f32("rope_freqs.weight", &rf, m->rope_factors, err);
     }
 done:
+    loader_done(&L);
     gguf_close(L.src.gg);
     return rc;
 }
@@ -916,6 +1039,6 @@ int hr_model_load_synthetic(hr_model *m, const char *name, const hr_model_opts *
     pick_dtypes(&L, opts, m->cfg.dtype);
     L.qdt = L.wdt; /* nothing was quantized: store everything as published (bf16) */
     if ((rc = load_globals(&L, err)) == HR_OK) rc = load_layers(&L, err);
-    for (int i = 0; i < L.n_cache; i++) free(L.cache[i].data);
+    loader_done(&L);
     return rc;
 }

@@ -105,6 +105,7 @@ void hr_model_free(hr_model *m) {
     free(m->layers);
     free(m->inv_freq);
     free(m->rope_factors);
+    free(m->pad.buf);
     free(m);
 }
 

@@ -54,5 +54,10 @@ int hr_model_forward(hr_model *m, const hr_step *step, float *logits, hr_err *er
  * caller-owned); only the ids cross from the device when the backend has
  * the argmax op, else the logits are copied and reduced here. */
 int hr_model_forward_greedy(hr_model *m, const hr_step *step, int32_t *ids, hr_err *err);
+/* The same step, sampled: ids[r] = the token sampled from logit row r with
+ * rows[r] (step->n_logits rows; see hr_sample_row). Only the ids cross from
+ * the device when the backend has the sample op, else the logits are copied
+ * and hr_sample_row_ref runs here; the result is the same. */
+int hr_model_forward_sample(hr_model *m, const hr_step *step, const hr_sample_row *rows, int32_t *ids, hr_err *err);
 
 #endif

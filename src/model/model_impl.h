@@ -35,6 +35,8 @@ typedef struct hr_layer {
 typedef struct hr_acts {
     int cap;
     hr_tensor *x, *h, *q, *k, *v, *att, *o, *gate, *up, *ffn_out, *sel, *logits;
+    hr_tensor *qkv, *gu; /* fused q|k|v and gate|up outputs; NULL when no layer has the fused weight */
+    hr_tensor *x2;       /* second residual buffer: the fused pre-norm writes x + delta there */
 } hr_acts;
 
 struct hr_model {
@@ -57,6 +59,13 @@ struct hr_model {
 
     int kv_blocks, kv_block_size;
     hr_acts acts;
+    /* forward.c: a pure-decode step padded to the backend's batch bucket
+     * (hr_backend_ops.batch_bucket); its arrays live in buf, grown only */
+    struct {
+        hr_step step;
+        int32_t *buf;
+        size_t cap; /* int32 elements */
+    } pad;
 
     /* every tensor this model created, freed together */
     hr_tensor **owned;

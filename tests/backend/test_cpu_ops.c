@@ -276,6 +276,70 @@ static void test_rope(int n_heads, int head_dim, int rot_dim, float mscale) {
     free(x), free(o);
 }
 
+/* ------------------------------------------------------------------ fused q|k|v, packed gate|up */
+/* qkv_rope_store on the fused rows equals rope(q), rope(k), kv_store on the
+ * split parts exactly (same arithmetic); packed SwiGLU equals the split one. */
+static void test_fused_parts(int nh, int nkv, int hd, int rot) {
+    int bad = 0, T = 4, bs = 4, nblk = 6;
+    int32_t pos[4] = {0, 7, 8, 3}, slots[4] = {5, 21, 2, 14};
+    float inv[64];
+    for (int i = 0; i < rot / 2; i++) inv[i] = powf(10000.0f, -2.0f * i / rot);
+    hr_rope rp = {.head_dim = hd, .rot_dim = rot, .inv_freq = inv, .mscale = 1.1f};
+    hr_step st = {.n_tokens = T, .positions = pos, .slot_mapping = slots, .block_size = bs};
+    int64_t qd = (int64_t)nh * hd, kvd = (int64_t)nkv * hd, ld = qd + 2 * kvd, n = (int64_t)nblk * bs * kvd;
+    float *x = rand_f32((size_t)(T * ld), 1.0), *q = malloc(sizeof(float) * T * qd), *k = malloc(sizeof(float) * T * kvd),
+          *v = malloc(sizeof(float) * T * kvd);
+    for (int t = 0; t < T; t++) {
+        memcpy(q + t * qd, x + t * ld, sizeof(float) * qd);
+        memcpy(k + t * kvd, x + t * ld + qd, sizeof(float) * kvd);
+        memcpy(v + t * kvd, x + t * ld + qd + kvd, sizeof(float) * kvd);
+    }
+    int64_t ne_x[2] = {T, ld}, ne_q[2] = {T, qd}, ne_kv[2] = {T, kvd}, ne_c[4] = {nblk, bs, nkv, hd};
+    float *c0 = rand_f32((size_t)n, 1.0);
+    hr_tensor *tx = mk(HR_F32, 2, ne_x, x), *tq = mk(HR_F32, 2, ne_q, NULL), *tq2 = mk(HR_F32, 2, ne_q, q);
+    hr_tensor *tk = mk(HR_F32, 2, ne_kv, k), *tv = mk(HR_F32, 2, ne_kv, v);
+    hr_tensor *kc = mk(HR_F32, 4, ne_c, c0), *vc = mk(HR_F32, 4, ne_c, c0), *kc2 = mk(HR_F32, 4, ne_c, c0),
+              *vc2 = mk(HR_F32, 4, ne_c, c0);
+    CHECK_EQ_INT(be->ops->qkv_rope_store(be, tq, tx, kc, vc, nh, nkv, &rp, &st), HR_OK);
+    CHECK_EQ_INT(be->ops->rope(be, tq2, nh, &rp, &st), HR_OK);
+    CHECK_EQ_INT(be->ops->rope(be, tk, nkv, &rp, &st), HR_OK);
+    CHECK_EQ_INT(be->ops->kv_store(be, kc2, vc2, tk, tv, &st), HR_OK);
+    float *a = malloc(sizeof(float) * n), *b = malloc(sizeof(float) * n);
+    hr_tensor *pairs[3][2] = {{tq, tq2}, {kc, kc2}, {vc, vc2}};
+    for (int i = 0; i < 3; i++) {
+        be->ops->tensor_get(be, pairs[i][0], a, 0, pairs[i][0]->nbytes);
+        be->ops->tensor_get(be, pairs[i][1], b, 0, pairs[i][1]->nbytes);
+        bad += memcmp(a, b, pairs[i][0]->nbytes) != 0;
+    }
+    CHECK_MSG(bad == 0, "[%s] qkv_rope_store %d/%d hd %d rot %d differs from rope + kv_store", isa_now, nh, nkv, hd, rot);
+    /* a narrower q_out than n_heads * head_dim is refused */
+    int64_t ne_bad[2] = {T, qd - hd};
+    hr_tensor *tbad = mk(HR_F32, 2, ne_bad, NULL);
+    CHECK(be->ops->qkv_rope_store(be, tbad, tx, kc, vc, nh, nkv, &rp, &st) == HR_EINVAL);
+    rm(tbad);
+
+    /* packed SwiGLU */
+    int F = 37;
+    int64_t ne_gu[2] = {T, 2 * F}, ne_f[2] = {T, F};
+    float *gu = rand_f32((size_t)(T * 2 * F), 6.0), *g = malloc(sizeof(float) * T * F), *u = malloc(sizeof(float) * T * F);
+    for (int t = 0; t < T; t++) {
+        memcpy(g + t * F, gu + t * 2 * F, sizeof(float) * F);
+        memcpy(u + t * F, gu + t * 2 * F + F, sizeof(float) * F);
+    }
+    hr_tensor *tgu = mk(HR_F32, 2, ne_gu, gu), *tg = mk(HR_F32, 2, ne_f, g), *tu = mk(HR_F32, 2, ne_f, u);
+    hr_tensor *o1 = mk(HR_F32, 2, ne_f, NULL), *o2 = mk(HR_F32, 2, ne_f, NULL);
+    hr_act act = {1.0f, 0, 0};
+    CHECK_EQ_INT(be->ops->swiglu(be, o1, tgu, NULL, &act), HR_OK);
+    CHECK_EQ_INT(be->ops->swiglu(be, o2, tg, tu, &act), HR_OK);
+    be->ops->tensor_get(be, o1, a, 0, o1->nbytes);
+    be->ops->tensor_get(be, o2, b, 0, o2->nbytes);
+    CHECK_MSG(memcmp(a, b, o1->nbytes) == 0, "[%s] packed swiglu differs from split swiglu", isa_now);
+    rm(tgu), rm(tg), rm(tu), rm(o1), rm(o2);
+    free(gu), free(g), free(u);
+    rm(tx), rm(tq), rm(tq2), rm(tk), rm(tv), rm(kc), rm(vc), rm(kc2), rm(vc2);
+    free(x), free(q), free(k), free(v), free(c0), free(a), free(b);
+}
+
 /* ------------------------------------------------------------------ kv_store + attention */
 typedef struct {
     int ctx, q; /* context after the step, new tokens in it */
@@ -729,6 +793,8 @@ static void run_all(void) {
     test_swiglu((hr_act){1.702f, 7.0f, 1.0f}, 2047);
     test_rope(3, 64, 64, 1.0f);
     test_rope(2, 48, 32, 1.2f);
+    test_fused_parts(4, 2, 16, 16);
+    test_fused_parts(3, 1, 24, 8);
     test_attention_all();
     test_moe_all();
     test_errors();

@@ -309,6 +309,91 @@ static void test_rope(int head_dim, int rot_dim, float mscale) {
     tfree(tx);
 }
 
+/* Fused q|k|v rows -> rotated q, rotated k and v in the cache (one op), and
+ * SwiGLU over packed gate|up rows; float64 references. */
+static void rope_ref(double *o, const float *p, int head_dim, int rot_dim, const float *inv, float mscale, int pos,
+                     bool rotate) {
+    for (int d = 0; d < head_dim; d++) o[d] = p[d];
+    if (!rotate) return;
+    for (int i = 0; i < rot_dim / 2; i++) {
+        double a = (double)(float)((float)pos * inv[i]);
+        double c = cos(a) * mscale, s = sin(a) * mscale;
+        o[i] = p[i] * c - p[i + rot_dim / 2] * s;
+        o[i + rot_dim / 2] = p[i + rot_dim / 2] * c + p[i] * s;
+    }
+}
+
+static void test_qkv_rope_store(int nh, int nkv, int head_dim, int rot_dim, float mscale) {
+    step_buf sb;
+    int ctx[3] = {300, 0, 41}, nn[3] = {1, 9, 3};
+    make_step(&sb, 3, ctx, nn, 16, 10);
+    int T = sb.s.n_tokens, bs = 16;
+    int64_t qd = (int64_t)nh * head_dim, kvd = (int64_t)nkv * head_dim, ld = qd + 2 * kvd;
+    int64_t nslots = (int64_t)sb.n_blocks * bs;
+    float *x = rnd(T * ld, 2.0f), *kc = rnd(nslots * kvd, 1.0f), *vc = rnd(nslots * kvd, 1.0f);
+    int64_t ne_x[2] = {T, ld}, ne_q[2] = {T, qd}, ne_c[4] = {sb.n_blocks, bs, nkv, head_dim};
+    hr_tensor *tx = upload(HR_BF16, 2, ne_x, x, "qkv"), *tq = out_new(HR_BF16, 2, ne_q);
+    hr_tensor *tk = upload(HR_BF16, 4, ne_c, kc, "k_cache"), *tv = upload(HR_BF16, 4, ne_c, vc, "v_cache");
+    float *inv = malloc(sizeof(float) * rot_dim / 2);
+    for (int i = 0; i < rot_dim / 2; i++) inv[i] = powf(10000.0f, -2.0f * i / rot_dim);
+    hr_rope r = {head_dim, rot_dim, inv, mscale};
+    CHECK(be->ops->qkv_rope_store != NULL);
+    CHECK(be->ops->step_begin(be, &sb.s) == HR_OK);
+    int rc = be->ops->qkv_rope_store(be, tq, tx, tk, tv, nh, nkv, &r, &sb.s);
+    CHECK_MSG(rc == HR_OK, "qkv_rope_store: %s", be->err.msg);
+    CHECK(be->ops->step_end(be) == HR_OK);
+    double *qref = malloc(sizeof(double) * T * qd), *kref = malloc(sizeof(double) * nslots * kvd),
+           *vref = malloc(sizeof(double) * nslots * kvd);
+    for (int64_t i = 0; i < nslots * kvd; i++) {
+        kref[i] = kc[i]; /* upload rounded them to bf16 in place */
+        vref[i] = vc[i];
+    }
+    for (int t = 0; t < T; t++) {
+        const float *row = x + t * ld;
+        for (int h = 0; h < nh; h++)
+            rope_ref(qref + t * qd + h * head_dim, row + h * head_dim, head_dim, rot_dim, inv, mscale, sb.pos[t], true);
+        for (int h = 0; h < nkv; h++) {
+            int64_t at = (int64_t)sb.slots[t] * kvd + h * head_dim;
+            rope_ref(kref + at, row + qd + h * head_dim, head_dim, rot_dim, inv, mscale, sb.pos[t], true);
+            rope_ref(vref + at, row + qd + kvd + h * head_dim, head_dim, rot_dim, inv, mscale, sb.pos[t], false);
+        }
+    }
+    float *gq = download(tq), *gk = download(tk), *gv = download(tv);
+    char what[96];
+    snprintf(what, sizeof what, "qkv_rope_store q (%d/%d heads, hd %d, rot %d)", nh, nkv, head_dim, rot_dim);
+    CHECK_REL(gq, qref, T * qd, TOL_BF16, what);
+    snprintf(what, sizeof what, "qkv_rope_store k cache (%d/%d heads, hd %d, rot %d)", nh, nkv, head_dim, rot_dim);
+    CHECK_REL(gk, kref, nslots * kvd, TOL_BF16, what);
+    snprintf(what, sizeof what, "qkv_rope_store v cache (%d/%d heads, hd %d, rot %d)", nh, nkv, head_dim, rot_dim);
+    CHECK_REL(gv, vref, nslots * kvd, TOL_BF16, what);
+    /* v is copied exactly; slots of other tokens keep their contents */
+    int64_t bad = 0;
+    for (int64_t i = 0; i < nslots * kvd; i++) bad += (double)gv[i] != vref[i];
+    CHECK_MSG(bad == 0, "qkv_rope_store: %lld v cache values differ from the exact copy", (long long)bad);
+    free(gq); free(gk); free(gv); free(qref); free(kref); free(vref); free(inv); free(x); free(kc); free(vc);
+    tfree(tx); tfree(tq); tfree(tk); tfree(tv);
+}
+
+static void test_swiglu_packed(int rows, int F) {
+    int64_t ne_in[2] = {rows, 2 * (int64_t)F}, ne_out[2] = {rows, F};
+    float *gu = rnd(rows * 2 * F, 6.0f);
+    hr_tensor *tg = upload(HR_BF16, 2, ne_in, gu, "gate_up"), *out = out_new(HR_BF16, 2, ne_out);
+    hr_act act = {1.0f, 0.0f, 0.0f};
+    CHECK(be->ops->swiglu(be, out, tg, NULL, &act) == HR_OK);
+    double *ref = malloc(sizeof(double) * rows * F);
+    for (int r = 0; r < rows; r++)
+        for (int c = 0; c < F; c++) {
+            double g = gu[(int64_t)r * 2 * F + c], u = gu[(int64_t)r * 2 * F + F + c];
+            ref[(int64_t)r * F + c] = g / (1 + exp(-g)) * u;
+        }
+    float *got = download(out);
+    char what[64];
+    snprintf(what, sizeof what, "swiglu packed %dx%d", rows, F);
+    CHECK_REL(got, ref, rows * F, TOL_BF16, what);
+    free(got); free(ref); free(gu);
+    tfree(tg); tfree(out);
+}
+
 /* ---- kv_store + attention ------------------------------------------------- */
 typedef struct {
     int n_seqs, ctx[4], nn[4];
@@ -527,6 +612,54 @@ static void test_linear(int T, int K, int N, hr_dtype wdt, hr_dtype odt, bool wi
     tfree(tw);
     tfree(tb);
     tfree(out);
+}
+
+/* add_rmsnorm + linear fused (norm-mode GEMV for one BF16 token, the general
+ * path otherwise): float64 reference of the two ops, with the residual and h
+ * rounded to BF16 where the unfused ops store them. */
+static void test_add_rmsnorm_linear(int T, int K, int N, bool with_delta, hr_dtype odt, bool with_bias) {
+    int64_t ne_x[2] = {T, K}, ne_w[2] = {N, K}, ne_n[1] = {K}, ne_b[1] = {N}, ne_o[2] = {T, N};
+    float *r = rnd((int64_t)T * K, 2.0f), *d = rnd((int64_t)T * K, 1.0f), *nw = rnd(K, 1.0f),
+          *w = rnd((int64_t)N * K, 0.1f), *b = rnd(N, 1.0f);
+    hr_tensor *tr = upload(HR_BF16, 2, ne_x, r, "res"), *td = upload(HR_BF16, 2, ne_x, d, "delta"),
+              *tn = upload(HR_F32, 1, ne_n, nw, "norm"), *tw = upload(HR_BF16, 2, ne_w, w, "w"),
+              *tb = upload(HR_F32, 1, ne_b, b, "bias");
+    hr_tensor *ro = out_new(HR_BF16, 2, ne_x), *out = out_new(odt, 2, ne_o);
+    hr_linear l = {tw, with_bias ? tb : NULL, 0};
+    CHECK(be->ops->add_rmsnorm_linear != NULL);
+    int rc = be->ops->add_rmsnorm_linear(be, out, with_delta ? ro : NULL, tr, with_delta ? td : NULL, tn, 1e-5f, &l);
+    CHECK_MSG(rc == HR_OK, "add_rmsnorm_linear: %s", be->err.msg);
+    double *rref = malloc(sizeof(double) * T * K), *ref = malloc(sizeof(double) * T * N);
+    float *h = malloc(sizeof(float) * T * K);
+    for (int t = 0; t < T; t++) {
+        double ss = 0;
+        for (int k = 0; k < K; k++) {
+            float v = r[t * K + k];
+            if (with_delta) v = round_to(HR_BF16, v + d[t * K + k]);
+            rref[t * K + k] = v;
+            ss += (double)v * v;
+        }
+        double inv = 1.0 / sqrt(ss / K + 1e-5);
+        for (int k = 0; k < K; k++) h[t * K + k] = round_to(HR_BF16, (float)(rref[t * K + k] * inv * nw[k]));
+    }
+    ref_linear(ref, h, w, with_bias ? b : NULL, T, K, N, 0);
+    float *got = download(out);
+    char what[128];
+    snprintf(what, sizeof(what), "add_rmsnorm_linear T%d K%d N%d%s o%s%s", T, K, N, with_delta ? " +delta" : "",
+             hr_dtype_name(odt), with_bias ? " bias" : "");
+    CHECK_REL(got, ref, (int64_t)T * N, TOL_BF16, what);
+    free(got);
+    if (with_delta) {
+        got = download(ro);
+        int64_t bad = 0;
+        for (int64_t i = 0; i < (int64_t)T * K; i++) bad += (double)got[i] != rref[i];
+        CHECK_MSG(bad == 0, "%s: %lld residual_out values differ from bf16(res + delta)", what, (long long)bad);
+        free(got);
+        /* residual_out may not alias its inputs */
+        CHECK(be->ops->add_rmsnorm_linear(be, out, tr, tr, td, tn, 1e-5f, &l) == HR_EINVAL);
+    }
+    free(rref); free(ref); free(h); free(r); free(d); free(nw); free(w); free(b);
+    tfree(tr); tfree(td); tfree(tn); tfree(tw); tfree(tb); tfree(ro); tfree(out);
 }
 
 /* ---- moe ---------------------------------------------------------------------- */
@@ -760,11 +893,16 @@ int main(void) {
     test_embed_get_rows();
     test_norms_add(5, 4096, HR_F32);
     test_norms_add(3, 130, HR_BF16);
+    test_norms_add(2, 12288, HR_F32); /* 16-byte kernel, 2 chunks per thread */
     test_swiglu(1.0f, 0.0f, 0.0f);
     test_swiglu(1.702f, 7.0f, 1.0f);
     test_rope(64, 64, 1.0f);
     test_rope(128, 64, 1.3f);
     test_rope(32, 32, 1.0f);
+    test_qkv_rope_store(32, 8, 128, 128, 1.0f); /* llama-like */
+    test_qkv_rope_store(7, 1, 64, 32, 1.2f);    /* partial rotary, MQA, mscale */
+    test_swiglu_packed(5, 2048);                /* 16-byte vector kernel */
+    test_swiglu_packed(3, 333);                 /* odd width: scalar kernel with row strides */
 
     static const attn_case cases[] = {
         /* decode at 300 + fresh prefill 37 + chunked prefill 5 on 70, GQA 4 */
@@ -783,6 +921,12 @@ int main(void) {
     for (size_t i = 0; i < HR_ARRAY_LEN(cases); i++) test_attention(&cases[i]);
     test_graph_replay();
 
+    test_add_rmsnorm_linear(1, 4096, 6144, true, HR_BF16, false);  /* norm-mode GEMV, 1 row per warp */
+    test_add_rmsnorm_linear(1, 4096, 28672, true, HR_BF16, false); /* norm-mode GEMV, 4 rows per warp */
+    test_add_rmsnorm_linear(1, 2048, 512, false, HR_BF16, true);   /* first layer (no delta), split-K, bias */
+    test_add_rmsnorm_linear(1, 896, 40000, true, HR_F32, false);   /* F32 logits */
+    test_add_rmsnorm_linear(3, 1024, 768, true, HR_BF16, true);    /* general path: rmsnorm + cuBLASLt */
+    test_add_rmsnorm_linear(1, 8200, 256, true, HR_BF16, false);   /* K above the norm-mode limit: general path */
     test_linear(1, 4096, 512, HR_BF16, HR_BF16, false, 0);    /* GEMV, 1 row per warp + split-K */
     test_linear(1, 2048, 4096, HR_BF16, HR_BF16, true, 0);    /* GEMV, 1 row per warp, no split */
     test_linear(1, 1024, 40000, HR_BF16, HR_F32, false, 0);   /* GEMV, 4 rows per warp (tall) */

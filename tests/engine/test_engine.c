@@ -13,43 +13,8 @@
 #include <string.h>
 
 #include "engine/engine.h"
+#include "engine_test_util.h"
 #include "test.h"
-
-typedef struct result {
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-    int32_t toks[256];
-    int n;
-    hr_finish_reason fin;
-    bool done;
-} result;
-
-static void on_event(void *user, const hr_event *ev) {
-    result *r = user;
-    pthread_mutex_lock(&r->mu);
-    for (int i = 0; i < ev->n_tokens && r->n < 256; i++) r->toks[r->n++] = ev->tokens[i].id;
-    if (ev->finish != HR_FINISH_NONE) {
-        r->fin = ev->finish;
-        r->done = true;
-        pthread_cond_broadcast(&r->cv);
-    }
-    pthread_mutex_unlock(&r->mu);
-}
-
-static void result_init(result *r) {
-    memset(r, 0, sizeof *r);
-    pthread_mutex_init(&r->mu, NULL);
-    pthread_cond_init(&r->cv, NULL);
-}
-static void result_wait(result *r) {
-    pthread_mutex_lock(&r->mu);
-    while (!r->done) pthread_cond_wait(&r->cv, &r->mu);
-    pthread_mutex_unlock(&r->mu);
-}
-static void result_destroy(result *r) {
-    pthread_mutex_destroy(&r->mu);
-    pthread_cond_destroy(&r->cv);
-}
 
 #define NJ 10
 typedef struct job {

@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "engine/engine.h"
+#include "engine_test_util.h"
 #include "test.h"
 
 #define VOCAB  64
@@ -103,45 +104,16 @@ int hr_model_forward_greedy(hr_model *m, const hr_step *st, int32_t *ids, hr_err
     return rc;
 }
 
-/* ---- collecting events ---- */
-typedef struct result {
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-    int32_t toks[512];
-    int n;
-    hr_finish_reason fin;
-    bool done;
-    int n_cached;
-    int events_after_done;
-} result;
-
-static void on_event(void *user, const hr_event *ev) {
-    result *r = user;
-    pthread_mutex_lock(&r->mu);
-    if (r->done) r->events_after_done++;
-    for (int i = 0; i < ev->n_tokens && r->n < 512; i++) r->toks[r->n++] = ev->tokens[i].id;
-    if (ev->finish != HR_FINISH_NONE) {
-        r->fin = ev->finish;
-        r->done = true;
-        r->n_cached = ev->n_cached_tokens;
-        pthread_cond_broadcast(&r->cv);
-    }
-    pthread_mutex_unlock(&r->mu);
-}
-
-static void result_init(result *r) {
-    memset(r, 0, sizeof *r);
-    pthread_mutex_init(&r->mu, NULL);
-    pthread_cond_init(&r->cv, NULL);
-}
-static void result_wait(result *r) {
-    pthread_mutex_lock(&r->mu);
-    while (!r->done) pthread_cond_wait(&r->cv, &r->mu);
-    pthread_mutex_unlock(&r->mu);
-}
-static void result_destroy(result *r) {
-    pthread_mutex_destroy(&r->mu);
-    pthread_cond_destroy(&r->cv);
+/* The device-sampling entry: the same fake logits, sampled row by row with
+ * the backend's reference (what the CPU backend's sample op runs). */
+static int fake_sample_calls;
+int hr_model_forward_sample(hr_model *m, const hr_step *st, const hr_sample_row *rows, int32_t *ids, hr_err *err) {
+    fake_sample_calls++;
+    float *lg = malloc(sizeof(float) * (size_t)(st->n_logits > 0 ? st->n_logits : 1) * VOCAB);
+    int rc = hr_model_forward(m, st, lg, err);
+    for (int r = 0; rc == HR_OK && r < st->n_logits; r++) rc = hr_sample_row_ref(&rows[r], lg + (size_t)r * VOCAB, VOCAB, &ids[r]);
+    free(lg);
+    return rc;
 }
 
 static void fake_init(hr_model *m) {
@@ -220,7 +192,7 @@ static void run_jobs(const job *jobs, int n, const hr_engine_opts *o, bool toget
 static void test_batching_invariance(void) {
     static job jobs[NREQ];
     make_jobs(jobs);
-    static result alone[NREQ], together[NREQ], noprefix[NREQ];
+    static result alone[NREQ], together[NREQ], noprefix[NREQ], host[NREQ];
     hr_engine_opts o;
     hr_engine_opts_default(&o);
     o.block_size = 4;
@@ -241,12 +213,19 @@ static void test_batching_invariance(void) {
     o.enable_prefix_caching = false;
     run_jobs(jobs, NREQ, &o, true, noprefix, &st);
     CHECK_EQ_INT(st.prefix_hits_total, 0);
-    int mism = 0, mism2 = 0;
+    /* the host sampler (logits copied) gives what the device-sampling entry gave */
+    CHECK(fake_sample_calls > 0);
+    fake_sample_calls = 0;
+    o.host_sampling = true;
+    run_jobs(jobs, NREQ, &o, true, host, &st);
+    CHECK_EQ_INT(fake_sample_calls, 0);
+    int mism = 0, mism2 = 0, mism3 = 0;
     for (int k = 0; k < NREQ; k++) {
         if (alone[k].n != together[k].n || memcmp(alone[k].toks, together[k].toks, sizeof(int32_t) * alone[k].n))
             mism++;
         if (alone[k].n != noprefix[k].n || memcmp(alone[k].toks, noprefix[k].toks, sizeof(int32_t) * alone[k].n))
             mism2++;
+        if (!result_same(&alone[k], &host[k])) mism3++;
         CHECK(alone[k].fin == together[k].fin);
         CHECK_EQ_INT(alone[k].events_after_done + together[k].events_after_done, 0);
         /* finish reasons follow the rules */
@@ -260,11 +239,13 @@ static void test_batching_invariance(void) {
     }
     CHECK_EQ_INT(mism, 0);
     CHECK_EQ_INT(mism2, 0);
+    CHECK_EQ_INT(mism3, 0);
     CHECK_EQ_INT(ctx_errors, 0);
     for (int k = 0; k < NREQ; k++) {
         result_destroy(&alone[k]);
         result_destroy(&together[k]);
         result_destroy(&noprefix[k]);
+        result_destroy(&host[k]);
     }
 }
 

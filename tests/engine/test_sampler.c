@@ -294,7 +294,7 @@ static void check_distribution(const char *name, int V, float scale, const hr_sa
     for (int i = 0; i < n; i++) {
         memcpy(y, x, sizeof(float) * V);
         hr_sample_result r;
-        hr_sampler_sample(s, y, 0, NULL, 0, &r);
+        hr_sampler_sample(s, y, i, NULL, 0, &r); /* counter i: a fresh Philox draw */
         cnt[r.id]++;
         if (prob[r.id] == 0) outside++;
     }

@@ -97,12 +97,18 @@ float cpu_fp8_round(float x, float s);
 /* ops implemented in the other files */
 int cpu_op_linear(hr_backend *be, hr_tensor *out, const hr_tensor *x, const hr_linear *l);
 int cpu_op_rope(hr_backend *be, hr_tensor *x, int n_heads, const hr_rope *rope, const hr_step *step);
+/* rope(q) into q_out, rope(k) and v into the caches, from the fused q|k|v rows (the reference of
+ * the CUDA op): copies the parts out, then runs cpu_op_rope and cpu_op_kv_store. */
+int cpu_op_qkv_rope_store(hr_backend *be, hr_tensor *q_out, const hr_tensor *qkv, hr_tensor *k_cache,
+                          hr_tensor *v_cache, int n_heads, int n_kv_heads, const hr_rope *rope, const hr_step *step);
 int cpu_op_kv_store(hr_backend *be, hr_tensor *k_cache, hr_tensor *v_cache, const hr_tensor *k, const hr_tensor *v,
                     const hr_step *step);
 int cpu_op_attention(hr_backend *be, hr_tensor *out, const hr_tensor *q, const hr_tensor *k_cache,
                      const hr_tensor *v_cache, const hr_step *step, const hr_attn_params *p);
 int cpu_op_moe(hr_backend *be, hr_tensor *out, const hr_tensor *x, const hr_moe *moe);
 int cpu_op_swiglu(hr_backend *be, hr_tensor *out, const hr_tensor *gate, const hr_tensor *up, const hr_act *act);
+/* the `sample` op: hr_sample_row_ref on each row (cpu_sample.c) */
+int cpu_sample(hr_backend *be, const hr_tensor *logits, const hr_sample_row *rows, int n_rows, int32_t *ids_host);
 
 /* swiglu on raw rows (used by moe as well) */
 void cpu_swiglu_rows(float *out, const float *gate, const float *up, size_t n, const hr_act *act);

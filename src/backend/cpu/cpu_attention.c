@@ -6,6 +6,7 @@
  * denominator, as gpt-oss) and the weighted sum of values. Work items are
  * (token, head) pairs, so decode with many heads and prefill both spread. */
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "backend/cpu/cpu.h"
@@ -104,6 +105,36 @@ int cpu_op_kv_store(hr_backend *be, hr_tensor *k_cache, hr_tensor *v_cache, cons
         memcpy((float *)v_cache->data + slot * row, (const float *)v->data + t * ldv, (size_t)row * sizeof(float));
     }
     return HR_OK;
+}
+
+/* ---------------------------------------------------------------- fused q|k|v */
+int cpu_op_qkv_rope_store(hr_backend *be, hr_tensor *q_out, const hr_tensor *qkv, hr_tensor *k_cache,
+                          hr_tensor *v_cache, int n_heads, int n_kv_heads, const hr_rope *rope, const hr_step *step) {
+    int T = step->n_tokens, hd = rope->head_dim;
+    int64_t qd = (int64_t)n_heads * hd, kvd = (int64_t)n_kv_heads * hd, ld = hr_tensor_cols(qkv);
+    if (n_heads <= 0 || n_kv_heads <= 0 || ld < qd + 2 * kvd || hr_tensor_cols(q_out) != qd)
+        return hr_err_set(&be->err, HR_EINVAL, "cpu qkv_rope_store: qkv has %lld columns, q_out %lld, for %d/%d heads x %d",
+                          (long long)ld, (long long)hr_tensor_cols(q_out), n_heads, n_kv_heads, hd);
+    int rc;
+    if ((rc = cpu_check(be, "qkv_rope_store", qkv, "qkv", HR_F32, (int64_t)T * ld)) ||
+        (rc = cpu_check(be, "qkv_rope_store", q_out, "q_out", HR_F32, (int64_t)T * qd)))
+        return rc;
+    float *kv = malloc(sizeof(float) * (size_t)T * (size_t)kvd * 2);
+    if (!kv) return hr_err_set(&be->err, HR_ENOMEM, "cpu qkv_rope_store: out of memory");
+    const float *src = qkv->data;
+    for (int t = 0; t < T; t++) {
+        memcpy((float *)q_out->data + t * qd, src + t * ld, sizeof(float) * (size_t)qd);
+        memcpy(kv + (size_t)t * kvd, src + t * ld + qd, sizeof(float) * (size_t)kvd);
+        memcpy(kv + ((size_t)T + t) * kvd, src + t * ld + qd + kvd, sizeof(float) * (size_t)kvd);
+    }
+    hr_tensor k = {.dtype = HR_F32, .ndim = 2, .ne = {T, kvd}, .data = kv, .nbytes = sizeof(float) * (size_t)T * kvd, .be = be};
+    hr_tensor v = k;
+    v.data = kv + (size_t)T * kvd;
+    rc = cpu_op_rope(be, q_out, n_heads, rope, step);
+    if (rc == HR_OK) rc = cpu_op_rope(be, &k, n_kv_heads, rope, step);
+    if (rc == HR_OK) rc = cpu_op_kv_store(be, k_cache, v_cache, &k, &v, step);
+    free(kv);
+    return rc;
 }
 
 /* ---------------------------------------------------------------- attention */

@@ -2,6 +2,7 @@
  * the element-wise ops (embed, rmsnorm, add_rmsnorm, add, get_rows, swiglu).
  * The heavier ops live in cpu_linear.c, cpu_attention.c and cpu_moe.c. */
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -355,6 +356,33 @@ static int cpu_get_rows(hr_backend *be, hr_tensor *out, const hr_tensor *x, cons
     return HR_OK;
 }
 
+/* ------------------------------------------------------ add_rmsnorm_linear */
+/* The reference of the fused op: the two ops it replaces, h in a temporary. */
+static int cpu_add_rmsnorm_linear(hr_backend *be, hr_tensor *out, hr_tensor *res_out, const hr_tensor *res,
+                                  const hr_tensor *delta, const hr_tensor *w, float eps, const hr_linear *l) {
+    int64_t T = hr_tensor_rows(res), K = hr_tensor_cols(res);
+    int rc = cpu_check(be, "add_rmsnorm_linear", res, "residual", HR_F32, T * K);
+    if (rc) return rc;
+    if (delta && (!res_out || res_out->data == res->data || res_out->data == delta->data))
+        return hr_err_set(&be->err, HR_EINVAL, "cpu add_rmsnorm_linear: residual_out missing or aliasing its inputs");
+    if (delta && ((rc = cpu_check(be, "add_rmsnorm_linear", res_out, "residual_out", HR_F32, T * K)) ||
+                  (rc = cpu_check(be, "add_rmsnorm_linear", delta, "delta", HR_F32, T * K))))
+        return rc;
+    hr_tensor h = *res;
+    h.data = malloc((size_t)(T * K) * sizeof(float));
+    if (!h.data) return hr_err_set(&be->err, HR_ENOMEM, "cpu add_rmsnorm_linear: out of memory");
+    snprintf(h.name, sizeof h.name, "h");
+    if (delta) {
+        memcpy(res_out->data, res->data, (size_t)(T * K) * sizeof(float));
+        rc = cpu_add_rmsnorm(be, &h, res_out, delta, w, eps);
+    } else {
+        rc = cpu_rmsnorm(be, &h, res, w, eps);
+    }
+    if (rc == HR_OK) rc = cpu_op_linear(be, out, &h, l);
+    free(h.data);
+    return rc;
+}
+
 /* ---------------------------------------------------------------- swiglu */
 
 void cpu_swiglu_rows(float *out, const float *gate, const float *up, size_t n, const hr_act *act) {
@@ -385,6 +413,16 @@ static void swiglu_range(void *ctx, int b, int e, int tid) {
 int cpu_op_swiglu(hr_backend *be, hr_tensor *out, const hr_tensor *gate, const hr_tensor *up, const hr_act *act) {
     int rc = cpu_check(be, "swiglu", gate, "gate", HR_F32, 1);
     if (rc) return rc;
+    if (!up) { /* packed [T, 2F]: gate half, then up half of each row */
+        int64_t rows = hr_tensor_rows(gate), F = hr_tensor_cols(gate) / 2;
+        if (hr_tensor_cols(gate) % 2)
+            return hr_err_set(&be->err, HR_EINVAL, "cpu swiglu: packed gate|up '%s' has an odd width", gate->name);
+        if ((rc = cpu_check(be, "swiglu", out, "out", HR_F32, rows * F))) return rc;
+        const float *g = gate->data;
+        for (int64_t r = 0; r < rows; r++)
+            cpu_swiglu_rows((float *)out->data + r * F, g + r * 2 * F, g + r * 2 * F + F, (size_t)F, act);
+        return HR_OK;
+    }
     int64_t n = hr_tensor_nelem(gate);
     if ((rc = cpu_check(be, "swiglu", up, "up", HR_F32, n)) || (rc = cpu_check(be, "swiglu", out, "out", HR_F32, n)))
         return rc;
@@ -429,10 +467,12 @@ static const hr_backend_ops cpu_ops = {
     .embed = cpu_embed,
     .rmsnorm = cpu_rmsnorm,
     .add_rmsnorm = cpu_add_rmsnorm,
+    .add_rmsnorm_linear = cpu_add_rmsnorm_linear,
     .add = cpu_add,
     .linear = cpu_op_linear,
     .rope = cpu_op_rope,
     .kv_store = cpu_op_kv_store,
+    .qkv_rope_store = cpu_op_qkv_rope_store,
     .attention = cpu_op_attention,
     .swiglu = cpu_op_swiglu,
     .moe = cpu_op_moe,
@@ -440,6 +480,7 @@ static const hr_backend_ops cpu_ops = {
     .copy = cpu_copy,
     .mem_info = cpu_mem_info,
     .argmax = cpu_argmax,
+    .sample = cpu_sample,
 };
 
 /* Best kernel table for this machine, or the one $HEARTH_CPU_ISA names. */
@@ -480,6 +521,7 @@ hr_backend *hr_backend_cpu_create(int n_threads, hr_err *err) {
     be->ops = &cpu_ops;
     be->act_dtype = HR_F32;
     be->kv_dtype = HR_F32;
+    be->host_memory = true;
     be->impl = c;
     c->n_threads = n_threads;
     c->k = pick_kernels();

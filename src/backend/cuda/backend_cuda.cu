@@ -150,12 +150,9 @@ static int cu_tensor_set(hr_backend *be, hr_tensor *t, const void *host, size_t 
     cu_graph_flush(c);
     if (offset + nbytes > t->nbytes)
         return hr_err_set(&be->err, HR_EINVAL, "cuda tensor_set: range past the end of '%s'", t->name);
-    if (!nbytes) return HR_OK;
-    CU_TRY(c, cudaMemcpyAsync((char *)t->data + offset, host, nbytes, cudaMemcpyHostToDevice, c->stream),
-           "tensor_set");
-    /* the caller may free or reuse host right away */
-    CU_TRY(c, cudaStreamSynchronize(c->stream), "tensor_set sync");
-    return HR_OK;
+    /* returns when host may be freed or reused; the stream sees the data
+     * (large sets: pinned staging ring, overlapped with the caller's next work) */
+    return cu_upload_h2d(c, (char *)t->data + offset, host, nbytes);
 }
 
 static int cu_tensor_get(hr_backend *be, const hr_tensor *t, void *host, size_t offset, size_t nbytes) {
@@ -399,6 +396,81 @@ static int cu_linear_op(hr_backend *be, hr_tensor *out, const hr_tensor *x, cons
     return cu_linear_raw(c, a, l->input_scale);
 }
 
+/* add_rmsnorm + linear: one token with BF16 weights and K <= CU_NORM_MAX_K
+ * runs the GEMV in norm mode (each block normalises the row itself); any
+ * other shape runs the two ops with h in scratch. */
+static int cu_add_rmsnorm_linear_op(hr_backend *be, hr_tensor *out, hr_tensor *res_out, const hr_tensor *res,
+                                    const hr_tensor *delta, const hr_tensor *w, float eps, const hr_linear *l) {
+    cu_backend *c = cu_of(be);
+    int64_t T = hr_tensor_rows(res), K = hr_tensor_cols(res);
+    size_t rb = (size_t)T * K * hr_dtype_size(res->dtype);
+    bool bad = hr_tensor_nelem(w) != K || w->dtype != HR_F32 || !is_act(res->dtype) ||
+               (delta && (hr_tensor_nelem(delta) != T * K || delta->dtype != res->dtype)) ||
+               (delta && (!res_out || hr_tensor_nelem(res_out) != T * K || res_out->dtype != res->dtype)) ||
+               (delta && (res_out->data == res->data || res_out->data == delta->data));
+    if (bad)
+        return hr_err_set(&be->err, HR_EINVAL,
+                          "cuda add_rmsnorm_linear: residual '%s' [%lld, %lld], norm weight %lld (F32), delta and "
+                          "residual_out of the same shape and dtype, residual_out apart from both",
+                          res->name, (long long)T, (long long)K, (long long)hr_tensor_nelem(w));
+    int rc = linear_check(be, out, res, l);
+    if (rc) return rc;
+    cu_gemv_args a;
+    memset(&a, 0, sizeof(a));
+    a.x = res->data;
+    a.tx = res->dtype;
+    a.ldx = K;
+    a.w = l->w->data;
+    a.tw = l->w->dtype;
+    a.K = K;
+    a.N = l->w->ne[0];
+    a.T = (int)T;
+    a.bias = l->bias ? (const float *)l->bias->data : NULL;
+    a.alpha = 1.0f;
+    a.out = out->data;
+    a.to = out->dtype;
+    a.ldo = a.N;
+    a.res = res->data;
+    a.delta = delta ? delta->data : NULL;
+    a.res_out = delta ? res_out->data : NULL;
+    a.norm_w = (const float *)w->data;
+    a.eps = eps;
+    static int norm_gemv = -1; /* HEARTH_CUDA_NORM_GEMV=0: always the two-op path (comparisons) */
+    if (norm_gemv < 0) {
+        const char *env = getenv("HEARTH_CUDA_NORM_GEMV");
+        norm_gemv = !(env && !strcmp(env, "0"));
+    }
+    if (norm_gemv && l->input_scale <= 0 && cu_gemv_ok(&a)) {
+        int splits = cu_gemv_splits(&a, c->n_sm);
+        size_t part_b = splits > 1 ? (size_t)splits * a.T * a.N * 4 : 0;
+        if ((rc = cu_scratch_reserve(c, part_b + 512))) return rc;
+        float *part = splits > 1 ? (float *)cu_scratch_push(c, part_b) : NULL;
+        cudaError_t e = cu_gemv(c->stream, &a, splits, part);
+        c->scratch_top = 0;
+        if (e != cudaSuccess) return cu_fail(c, e, "gemv (norm mode)");
+        return HR_OK;
+    }
+    /* general path: residual_out = residual (+ delta in the norm kernel), h in scratch */
+    a.res = a.delta = a.res_out = NULL;
+    a.norm_w = NULL;
+    size_t hb = HR_CDIV(rb, 256) * 256;
+    if ((rc = cu_scratch_reserve(c, hb + cu_linear_scratch(c, &a, l->input_scale) + 256))) return rc;
+    void *h = cu_scratch_push(c, rb);
+    cudaError_t e = cudaSuccess;
+    if (delta) e = cudaMemcpyAsync(res_out->data, res->data, rb, cudaMemcpyDeviceToDevice, c->stream);
+    if (e == cudaSuccess)
+        e = cu_rmsnorm(c->stream, h, res->dtype, delta ? res_out->data : NULL, delta ? delta->data : res->data,
+                       res->dtype, w->data, w->dtype, T, K, eps);
+    if (e != cudaSuccess) {
+        c->scratch_top = 0;
+        return cu_fail(c, e, "add_rmsnorm_linear (norm)");
+    }
+    a.x = h;
+    rc = cu_linear_raw(c, a, l->input_scale);
+    c->scratch_top = 0;
+    return rc;
+}
+
 static const float *rope_table(cu_backend *c, const hr_rope *r, int *rc) {
     int n = r->rot_dim / 2;
     for (int i = 0; i < c->n_rope_tabs; i++)
@@ -511,12 +583,45 @@ static int cu_attention_op(hr_backend *be, hr_tensor *out, const hr_tensor *q, c
 
 static int cu_swiglu_op(hr_backend *be, hr_tensor *out, const hr_tensor *gate, const hr_tensor *up, const hr_act *act) {
     cu_backend *c = cu_of(be);
-    int64_t rows = hr_tensor_rows(gate), cols = hr_tensor_cols(gate);
-    if (hr_tensor_nelem(up) != rows * cols || hr_tensor_nelem(out) != rows * cols || gate->dtype != up->dtype ||
-        out->dtype != gate->dtype)
-        return hr_err_set(&be->err, HR_EINVAL, "cuda swiglu: shape/dtype mismatch");
-    CU_TRY(c, cu_swiglu(c->stream, out->data, gate->data, up->data, out->dtype, rows, cols, cols, cols, *act),
-           "swiglu");
+    int64_t rows = hr_tensor_rows(gate), cols = hr_tensor_cols(gate), ldg = cols, ldu = cols;
+    const char *upp;
+    if (!up) { /* packed: [rows, 2F], gate half then up half */
+        if (cols % 2) return hr_err_set(&be->err, HR_EINVAL, "cuda swiglu: packed gate|up has odd width %lld", (long long)cols);
+        cols /= 2;
+        upp = (const char *)gate->data + (size_t)cols * hr_dtype_size(gate->dtype);
+    } else {
+        if (hr_tensor_nelem(up) != rows * cols || gate->dtype != up->dtype)
+            return hr_err_set(&be->err, HR_EINVAL, "cuda swiglu: gate/up shape or dtype mismatch");
+        upp = (const char *)up->data;
+    }
+    if (hr_tensor_nelem(out) != rows * cols || out->dtype != gate->dtype)
+        return hr_err_set(&be->err, HR_EINVAL, "cuda swiglu: out shape/dtype mismatch");
+    CU_TRY(c, cu_swiglu(c->stream, out->data, gate->data, upp, out->dtype, rows, cols, ldg, ldu, *act), "swiglu");
+    return HR_OK;
+}
+
+static int cu_qkv_rope_store_op(hr_backend *be, hr_tensor *q_out, const hr_tensor *qkv, hr_tensor *kc, hr_tensor *vc,
+                                int n_heads, int n_kv, const hr_rope *r, const hr_step *step) {
+    cu_backend *c = cu_of(be);
+    int rc = want_step(c, step);
+    if (rc) return rc;
+    int hd = r->head_dim;
+    int64_t qd = (int64_t)n_heads * hd, kvd = (int64_t)n_kv * hd;
+    if (r->rot_dim < 2 || r->rot_dim > hd || r->rot_dim % 2 || n_heads <= 0 || n_kv <= 0 ||
+        hr_tensor_cols(qkv) < qd + 2 * kvd || hr_tensor_rows(qkv) < step->n_tokens || hr_tensor_cols(q_out) != qd ||
+        hr_tensor_rows(q_out) < step->n_tokens || q_out->dtype != qkv->dtype || kc->ndim != 4 ||
+        kc->ne[2] * kc->ne[3] != kvd || kc->ne[3] != hd || kc->dtype != vc->dtype || kc->nbytes != vc->nbytes ||
+        q_out->data == qkv->data)
+        return hr_err_set(&be->err, HR_EINVAL,
+                          "cuda qkv_rope_store: heads %d/%d dim %d rot %d vs qkv cols %lld, q cols %lld, cache [.., .., %lld, %lld]",
+                          n_heads, n_kv, hd, r->rot_dim, (long long)hr_tensor_cols(qkv), (long long)hr_tensor_cols(q_out),
+                          (long long)kc->ne[2], (long long)kc->ne[3]);
+    const float *tab = rope_table(c, r, &rc);
+    if (!tab) return rc;
+    CU_TRY(c, cu_qkv_rope_store(c->stream, q_out->data, qkv->data, qkv->dtype, hr_tensor_cols(qkv), kc->data, vc->data,
+                                kc->dtype, step->n_tokens, n_heads, n_kv, hd, r->rot_dim, tab, r->mscale,
+                                c->step.positions, c->step.slots, kc->ne[0] * kc->ne[1]),
+           "qkv_rope_store");
     return HR_OK;
 }
 
@@ -834,16 +939,54 @@ static int w_attention(hr_backend *be, hr_tensor *out, const hr_tensor *q, const
 static int w_swiglu(hr_backend *be, hr_tensor *out, const hr_tensor *gate, const hr_tensor *up, const hr_act *act) {
     cu_op *o = cu_graph_log(cu_of(be), CU_OP_SWIGLU);
     if (o) {
-        o->n_t = 3;
+        o->n_t = up ? 3 : 2;
         o->t[0] = *out;
         o->t[1] = *gate;
-        o->t[2] = *up;
+        if (up) o->t[2] = *up;
         o->p.act = *act;
         if (cu_of(be)->mode == CU_REPLAY) return HR_OK;
         int prc = cu_pend_flush(cu_of(be));
         if (prc) return prc;
     }
     return cu_swiglu_op(be, out, gate, up, act);
+}
+
+static int w_add_rmsnorm_linear(hr_backend *be, hr_tensor *out, hr_tensor *res_out, const hr_tensor *res,
+                                const hr_tensor *delta, const hr_tensor *w, float eps, const hr_linear *l) {
+    cu_op *o = cu_graph_log(cu_of(be), CU_OP_ADD_RMSNORM_LINEAR);
+    if (o) {
+        o->n_t = 5;
+        o->t[0] = *out;
+        if (res_out) o->t[1] = *res_out;
+        o->t[2] = *res;
+        if (delta) o->t[3] = *delta;
+        o->t[4] = *w;
+        o->p.nl.lin = *l;
+        o->p.nl.eps = eps;
+        if (cu_of(be)->mode == CU_REPLAY) return HR_OK;
+        int prc = cu_pend_flush(cu_of(be));
+        if (prc) return prc;
+    }
+    return cu_add_rmsnorm_linear_op(be, out, res_out, res, delta, w, eps, l);
+}
+
+static int w_qkv_rope_store(hr_backend *be, hr_tensor *q_out, const hr_tensor *qkv, hr_tensor *kc, hr_tensor *vc,
+                            int n_heads, int n_kv, const hr_rope *r, const hr_step *step) {
+    cu_op *o = cu_graph_log(cu_of(be), CU_OP_QKV_ROPE_STORE);
+    if (o) {
+        o->n_t = 4;
+        o->t[0] = *q_out;
+        o->t[1] = *qkv;
+        o->t[2] = *kc;
+        o->t[3] = *vc;
+        o->i0 = n_heads;
+        o->i1 = n_kv;
+        o->p.rope = *r;
+        if (cu_of(be)->mode == CU_REPLAY) return HR_OK;
+        int prc = cu_pend_flush(cu_of(be));
+        if (prc) return prc;
+    }
+    return cu_qkv_rope_store_op(be, q_out, qkv, kc, vc, n_heads, n_kv, r, step);
 }
 
 static int w_moe(hr_backend *be, hr_tensor *out, const hr_tensor *x, const hr_moe *m) {
@@ -878,7 +1021,7 @@ static int w_get_rows(hr_backend *be, hr_tensor *out, const hr_tensor *x, const 
 int cu_exec_op(cu_backend *c, const cu_op *o) {
     hr_backend *be = &c->base;
     const hr_step *st = c->step.host;
-    hr_tensor t[4];
+    hr_tensor t[5];
     memcpy(t, o->t, sizeof(t));
     switch (o->kind) {
     case CU_OP_EMBED: return cu_embed_op(be, &t[0], &t[1], st);
@@ -889,7 +1032,12 @@ int cu_exec_op(cu_backend *c, const cu_op *o) {
     case CU_OP_ROPE: return cu_rope_op(be, &t[0], o->i0, &o->p.rope, st);
     case CU_OP_KV_STORE: return cu_kv_store_op(be, &t[0], &t[1], &t[2], &t[3], st);
     case CU_OP_ATTENTION: return cu_attention_op(be, &t[0], &t[1], &t[2], &t[3], st, &o->p.attn);
-    case CU_OP_SWIGLU: return cu_swiglu_op(be, &t[0], &t[1], &t[2], &o->p.act);
+    case CU_OP_SWIGLU: return cu_swiglu_op(be, &t[0], &t[1], o->n_t == 3 ? &t[2] : NULL, &o->p.act);
+    case CU_OP_ADD_RMSNORM_LINEAR:
+        return cu_add_rmsnorm_linear_op(be, &t[0], t[1].data ? &t[1] : NULL, &t[2], t[3].data ? &t[3] : NULL, &t[4],
+                                        o->p.nl.eps, &o->p.nl.lin);
+    case CU_OP_QKV_ROPE_STORE:
+        return cu_qkv_rope_store_op(be, &t[0], &t[1], &t[2], &t[3], o->i0, o->i1, &o->p.rope, st);
     case CU_OP_MOE: return cu_moe_op(be, &t[0], &t[1], &o->p.moe);
     case CU_OP_GET_ROWS: return cu_get_rows_op(be, &t[0], &t[1], st);
     }
@@ -938,6 +1086,8 @@ static int cu_argmax_op(hr_backend *be, const hr_tensor *logits, int32_t *ids_ho
     return HR_OK;
 }
 
+static int cu_batch_bucket_op(hr_backend *be, int n_seqs) { return cu_batch_bucket(cu_of(be), n_seqs); }
+
 static int cu_mem_info(hr_backend *be, size_t *in_use, size_t *peak, size_t *total) {
     cu_backend *c = cu_of(be);
     size_t fr = 0, tot = 0;
@@ -953,6 +1103,7 @@ static void cu_free_backend(hr_backend *be) {
     if (!c) return;
     cu_graphs_free(c);
     if (c->stream) cudaStreamSynchronize(c->stream);
+    cu_upload_free(c); /* waits for its copy stream */
     for (int i = 0; i < c->n_free; i++) cudaFree(c->free_list[i].p);
     free(c->free_list);
     for (int i = 0; i < c->n_rope_tabs; i++) cudaFree(c->rope_tabs[i].dev);
@@ -961,7 +1112,9 @@ static void cu_free_backend(hr_backend *be) {
     if (c->stage_dev) cudaFree(c->stage_dev);
     if (c->ids_host) cudaFreeHost(c->ids_host);
     if (c->ids_dev) cudaFree(c->ids_dev);
+    cu_sample_free(c);
     if (c->stage_done) cudaEventDestroy(c->stage_done);
+    cu_lt_cache_free(c);
     if (c->lt_ws) cudaFree(c->lt_ws);
     if (c->lt) cublasLtDestroy(c->lt);
     if (c->stream) cudaStreamDestroy(c->stream);
@@ -991,11 +1144,15 @@ static hr_backend_ops make_ops(void) {
     o.kv_store = w_kv_store;
     o.attention = w_attention;
     o.swiglu = w_swiglu;
+    o.qkv_rope_store = w_qkv_rope_store;
+    o.add_rmsnorm_linear = w_add_rmsnorm_linear;
     o.moe = w_moe;
     o.get_rows = w_get_rows;
     o.copy = cu_copy_op;
     o.mem_info = cu_mem_info;
     o.argmax = cu_argmax_op;
+    o.batch_bucket = cu_batch_bucket_op;
+    o.sample = cu_sample_op;
     return o;
 }
 static const hr_backend_ops cu_ops = make_ops();
@@ -1016,6 +1173,7 @@ extern "C" hr_backend *hr_backend_cuda_create(int device_index, hr_err *err) {
     c->base.ops = &cu_ops;
     c->base.act_dtype = HR_BF16;
     c->base.kv_dtype = HR_BF16;
+    c->base.host_memory = false;
     c->base.impl = c;
     c->device = device_index;
     cu_graphs_init(c);

@@ -39,6 +39,54 @@ __device__ __forceinline__ float warp_max(float v) {
     return v;
 }
 
+/* 16 bytes read once (weights, KV cache): the non-coherent path, no L1 allocation */
+__device__ __forceinline__ uint4 ld_stream(const void *p) {
+    uint4 r;
+    asm("ld.global.nc.L1::no_allocate.v4.u32 {%0,%1,%2,%3}, [%4];"
+                 : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w)
+                 : "l"(p));
+    return r;
+}
+
+/* 16 bytes of F32 / BF16 / F16 -> 4 or 8 floats */
+template <typename TW> __device__ __forceinline__ void unpack16(uint4 u, float *f);
+template <> __device__ __forceinline__ void unpack16<bf16>(uint4 u, float *f) {
+    uint32_t v[4] = {u.x, u.y, u.z, u.w};
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+        f[2 * i] = __uint_as_float(v[i] << 16);
+        f[2 * i + 1] = __uint_as_float(v[i] & 0xffff0000u);
+    }
+}
+template <> __device__ __forceinline__ void unpack16<__half>(uint4 u, float *f) {
+    uint32_t v[4] = {u.x, u.y, u.z, u.w};
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+        __half2 h = *reinterpret_cast<__half2 *>(&v[i]);
+        float2 ff = __half22float2(h);
+        f[2 * i] = ff.x;
+        f[2 * i + 1] = ff.y;
+    }
+}
+template <> __device__ __forceinline__ void unpack16<float>(uint4 u, float *f) {
+    f[0] = __uint_as_float(u.x);
+    f[1] = __uint_as_float(u.y);
+    f[2] = __uint_as_float(u.z);
+    f[3] = __uint_as_float(u.w);
+}
+
+/* 8 floats -> 16 bytes of BF16 (round to nearest even) */
+__device__ __forceinline__ uint4 pack16_bf16(const float *f) {
+    uint4 u;
+    uint32_t *v = reinterpret_cast<uint32_t *>(&u);
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+        __nv_bfloat162 h = __floats2bfloat162_rn(f[2 * i], f[2 * i + 1]);
+        v[i] = *reinterpret_cast<uint32_t *>(&h);
+    }
+    return u;
+}
+
 /* Sum over the block; every thread gets the result. sh: >= 32 floats. */
 __device__ __forceinline__ float block_sum(float v, float *sh) {
     int lane = threadIdx.x & 31, wid = threadIdx.x >> 5, nw = (blockDim.x + 31) >> 5;

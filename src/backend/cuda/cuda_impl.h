@@ -38,21 +38,23 @@ typedef struct cu_step {
  * the graph if the log equals the captured one (same buffers and params),
  * else runs the logged ops eagerly and drops the graph. */
 typedef enum { CU_OP_EMBED, CU_OP_RMSNORM, CU_OP_ADD_RMSNORM, CU_OP_ADD, CU_OP_LINEAR, CU_OP_ROPE, CU_OP_KV_STORE,
-               CU_OP_ATTENTION, CU_OP_SWIGLU, CU_OP_MOE, CU_OP_GET_ROWS } cu_op_kind;
+               CU_OP_ATTENTION, CU_OP_SWIGLU, CU_OP_MOE, CU_OP_GET_ROWS, CU_OP_QKV_ROPE_STORE,
+               CU_OP_ADD_RMSNORM_LINEAR } cu_op_kind;
 
 typedef struct cu_op {
     cu_op_kind kind;
     int n_t;
-    hr_tensor t[4];        /* copies: the forward pass passes stack views */
+    hr_tensor t[5];        /* copies: the forward pass passes stack views; a NULL tensor argument is all zeros */
     union {
         hr_linear lin;
+        struct { hr_linear lin; float eps; } nl; /* add_rmsnorm_linear */
         hr_rope rope;
         hr_attn_params attn;
         hr_act act;
         hr_moe moe;
         float eps;
     } p;
-    int i0;                /* rope: n_heads */
+    int i0, i1;            /* rope: n_heads; qkv_rope_store: n_heads, n_kv_heads */
 } cu_op;
 
 typedef enum { CU_EAGER = 0, CU_CAPTURE, CU_REPLAY } cu_mode;
@@ -69,6 +71,9 @@ typedef struct cu_graph {
 
 #define CU_MAX_GRAPHS 48
 
+/* pinned staging ring of the weight uploads (upload.cu); opaque */
+typedef struct cu_upload cu_upload;
+
 typedef struct cu_free_block {
     void *p;
     size_t size;
@@ -82,6 +87,7 @@ typedef struct cu_backend {
     cublasLtHandle_t lt;
     void *lt_ws;
     size_t lt_ws_size;
+    void *lt_cache;        /* cuBLASLt plans and tuned algorithms (gemm/linear.cu) */
 
     /* caching allocator: freed tensor memory is kept for reuse by size, so a
      * steady-state decode step never calls cudaMalloc */
@@ -111,6 +117,7 @@ typedef struct cu_backend {
 
     /* graphs: the current step's mode, op log and cache entry */
     bool graphs_on;
+    bool buckets_on;       /* pad decode batches to size buckets (HEARTH_CUDA_BUCKETS=0: off) */
     cu_mode mode;
     cu_op *log;
     int n_log, cap_log;
@@ -124,6 +131,8 @@ typedef struct cu_backend {
     /* argmax ids: device buffer + pinned host copy, grown on demand */
     int32_t *ids_dev, *ids_host;
     int64_t ids_cap;
+    cu_upload *upload;     /* tensor_set staging ring, NULL until the first large upload */
+    struct cu_sample_bufs *sample; /* the sample op's parameter buffers (sample.cu) */
 } cu_backend;
 
 static inline cu_backend *cu_of(hr_backend *be) { return (cu_backend *)be; }
@@ -142,6 +151,11 @@ cudaError_t cu_swiglu(cudaStream_t st, void *out, const void *gate, const void *
                       int64_t cols, int64_t ld_gate, int64_t ld_up, hr_act act);
 cudaError_t cu_rope(cudaStream_t st, void *x, hr_dtype t, int n_tokens, int64_t ld, int n_heads, int head_dim,
                     int rot_dim, const float *inv_freq, float mscale, const int32_t *positions);
+/* q_out[t] = rope(q heads of qkv[t]); caches[slot[t]] = rope(k heads), v heads (ld: qkv row stride). */
+cudaError_t cu_qkv_rope_store(cudaStream_t st, void *q_out, const void *qkv, hr_dtype tx, int64_t ld, void *kc, void *vc,
+                              hr_dtype tkv, int n_tokens, int n_heads, int n_kv, int head_dim, int rot_dim,
+                              const float *inv_freq, float mscale, const int32_t *positions, const int32_t *slots,
+                              int64_t n_slots);
 cudaError_t cu_kv_store(cudaStream_t st, void *kc, void *vc, hr_dtype tkv, const void *k, const void *v, hr_dtype tx,
                         int64_t ldk, int64_t ldv, int n_tokens, int64_t row, const int32_t *slots,
                         int64_t n_slots);
@@ -163,12 +177,21 @@ typedef struct cu_gemv_args {
     void *out; hr_dtype to; int64_t ldo;
     const int32_t *expert; int xrow_div; int64_t w_stride;
     int rows;                 /* output rows per warp; 0 = by token count (cu_gemv_splits sets it) */
+    int prefetch;             /* cu_gemv sets it: L2 prefetch of the weight rows before the dependency wait */
+    /* norm mode (res != NULL; one token, BF16, K % 8 == 0, K <= CU_NORM_MAX_K): the input row
+     * is rmsnorm(res + delta) * norm_w, computed by every block into shared memory (x unused);
+     * block 0 stores res + delta to res_out when delta != NULL */
+    const void *res, *delta;
+    void *res_out;
+    const float *norm_w;
+    float eps;
     /* nseg > 1: several linears of the same x fused into one launch (q/k/v,
      * gate/up); their row blocks follow each other in the grid, no split-K.
      * w, bias, out, N, ldo above are then unused. */
     int nseg;
     struct { const void *w; const float *bias; void *out; int64_t N, ldo; } seg[3];
 } cu_gemv_args;
+#define CU_NORM_MAX_K 8192 /* norm mode keeps the row in 32 KB of shared memory as floats */
 /* true when the GEMV kernel handles this shape (K vector-aligned, dtypes known). */
 bool cu_gemv_ok(const cu_gemv_args *a);
 /* part: scratch of splits * T * N floats when splits > 1 (pair mode: splits must be 1). */
@@ -206,6 +229,9 @@ cudaError_t cu_moe_combine(cudaStream_t st, void *out, hr_dtype to, int64_t ldo,
 
 /* ids[r] = argmax of row r of logits [rows, vocab] (ties: lowest index; NaN never). */
 cudaError_t cu_argmax(cudaStream_t st, int32_t *ids, const float *logits, int64_t rows, int64_t vocab);
+/* the `sample` op (sample.cu) and the release of its buffers */
+int cu_sample_op(hr_backend *be, const hr_tensor *logits, const hr_sample_row *rows, int n_rows, int32_t *ids_host);
+void cu_sample_free(cu_backend *c);
 /* ---- backend internals shared by the op files -------------------------- */
 /* Grows the scratch buffer to at least bytes; only between ops (stack empty). */
 int cu_scratch_reserve(cu_backend *c, size_t bytes);
@@ -216,6 +242,8 @@ size_t cu_linear_scratch(const cu_backend *c, const cu_gemv_args *a, float input
 /* out = x @ w^T (+ bias), choosing GEMV, cuBLASLt or the scalar path. Uses scratch
  * above the current top and releases it before returning. */
 int cu_linear_raw(cu_backend *c, cu_gemv_args a, float input_scale);
+/* Frees the cuBLASLt plan cache (before the handle is destroyed). */
+void cu_lt_cache_free(cu_backend *c);
 /* Graph cache (step_graph.cu). */
 void cu_graphs_init(cu_backend *c);
 void cu_graphs_free(cu_backend *c);
@@ -226,12 +254,21 @@ void cu_graph_flush(cu_backend *c);         /* a sync mid-step: run what was log
  * ends the capture and runs the ops before it eagerly; the caller goes on eagerly. */
 void cu_graph_demote(cu_backend *c);
 int cu_graph_step_begin(cu_backend *c);     /* after the step upload: choose eager/capture/replay */
+int cu_batch_bucket(cu_backend *c, int n_seqs); /* the padded decode batch size (backend.h batch_bucket) */
 int cu_graph_step_end(cu_backend *c);       /* launch, or finish capture, or run the log */
 cu_op *cu_graph_log(cu_backend *c, cu_op_kind kind); /* NULL when eager */
 /* Runs one logged op eagerly (backend_cuda.cu). */
 int cu_exec_op(cu_backend *c, const cu_op *o);
 /* Launches the held-back linears (backend_cuda.cu); called before any other op. */
 int cu_pend_flush(cu_backend *c);
+
+/* Host -> device copy for tensor_set (upload.cu): from CU_UPLOAD_MIN bytes on
+ * (and for every size once the ring exists) through the pinned staging ring
+ * on the copy stream, returning once host may be reused, with the compute
+ * stream made to wait for the copies; smaller ones as one copy + stream sync. */
+#define CU_UPLOAD_MIN ((size_t)1 << 20)
+int cu_upload_h2d(cu_backend *c, void *dst, const void *host, size_t n);
+void cu_upload_free(cu_backend *c); /* after the stream is idle */
 
 /* A failed CUDA call: sets be->err and returns HR_EIO (or HR_EUNSUP / HR_ENOMEM). */
 int cu_fail(cu_backend *c, cudaError_t e, const char *what);

@@ -74,9 +74,43 @@ __global__ void swiglu_kernel(T *out, const T *gate, const T *up, int64_t cols, 
     }
 }
 
+/* 8 BF16 per thread with 16-byte loads and stores (the scalar kernel above
+ * moved 740 GB/s at 256 x 14336 on H100); rows loop over grid.y */
+__global__ void swiglu_vec_kernel(bf16 *out, const bf16 *gate, const bf16 *up, int64_t rows, int64_t cols,
+                                  int64_t ldg, int64_t ldu, hr_act act) {
+    pdl_begin();
+    int64_t c = (blockIdx.x * (int64_t)blockDim.x + threadIdx.x) * 8;
+    if (c >= cols) return;
+    for (int64_t r = blockIdx.y; r < rows; r += gridDim.y) {
+        uint4 gv = *reinterpret_cast<const uint4 *>(gate + r * ldg + c);
+        uint4 uv = *reinterpret_cast<const uint4 *>(up + r * ldu + c);
+        const bf16 *g8 = reinterpret_cast<const bf16 *>(&gv), *u8 = reinterpret_cast<const bf16 *>(&uv);
+        uint4 ov;
+        bf16 *o8 = reinterpret_cast<bf16 *>(&ov);
+#pragma unroll
+        for (int i = 0; i < 8; i++) {
+            float g = to_f(g8[i]), u = to_f(u8[i]);
+            if (act.limit > 0) {
+                g = fminf(g, act.limit);
+                u = fminf(fmaxf(u, -act.limit), act.limit);
+            }
+            float sg = 1.0f / (1.0f + expf(-act.alpha * g));
+            o8[i] = from_f<bf16>(g * sg * (u + act.up_offset));
+        }
+        *reinterpret_cast<uint4 *>(out + r * cols + c) = ov;
+    }
+}
+
 cudaError_t cu_swiglu(cudaStream_t st, void *out, const void *gate, const void *up, hr_dtype t, int64_t rows,
                       int64_t cols, int64_t ld_gate, int64_t ld_up, hr_act act) {
     if (rows <= 0 || cols <= 0) return cudaSuccess;
+    if (t == HR_BF16 && cols % 8 == 0 && ld_gate % 8 == 0 && ld_up % 8 == 0 && (uintptr_t)out % 16 == 0 &&
+        (uintptr_t)gate % 16 == 0 && (uintptr_t)up % 16 == 0) {
+        dim3 grid(cu_blocks(cols / 8, 256), (unsigned)HR_MIN(rows, (int64_t)65535));
+        cu_launch(swiglu_vec_kernel, grid, 256, 0, st, (bf16 *)out, (const bf16 *)gate, (const bf16 *)up, rows, cols,
+                  ld_gate, ld_up, act);
+        return cudaGetLastError();
+    }
     if (rows > 65535) return cudaErrorInvalidValue;
     dim3 grid(HR_MIN(cu_blocks(cols, 256), 1024u), (unsigned)rows);
     CU_DISPATCH_ACT(t, T, cu_launch(swiglu_kernel<T>, grid, 256, 0, st, (T *)out, (const T *)gate, (const T *)up, cols,
@@ -139,6 +173,79 @@ cudaError_t cu_kv_store(cudaStream_t st, void *kc, void *vc, hr_dtype tkv, const
     CU_DISPATCH_ACT(tkv, TKV, CU_DISPATCH_ACT(tx, TX,
         cu_launch(kv_store_kernel<TKV, TX>, grid, 256, 0, st, (TKV *)kc, (TKV *)vc, (const TX *)k, (const TX *)v, ldk,
                                                            ldv, row, slots, n_slots)));
+    return cudaGetLastError();
+}
+
+/* ---- q|k|v -> rotated q, cache <- rotated k, v: rope + rope + kv_store in one launch
+ * grid (tokens, blocks over (head, pair)): each thread takes one pair of one
+ * head of the fused row (q heads, then k heads, then v heads); a rotated pair
+ * is (i, i + rot/2) as rope_kernel, the dims past rot_dim are copied, v too. */
+template <typename TX, typename TKV>
+__global__ void qkv_rope_store_kernel(TX *q_out, const TX *qkv, int64_t ld, TKV *kc, TKV *vc, int n_heads, int n_kv,
+                                      int head_dim, int rot_dim, const float *inv_freq, float mscale,
+                                      const int32_t *positions, const int32_t *slots, int64_t n_slots) {
+    pdl_begin();
+    const int64_t t = blockIdx.x;
+    const int half = rot_dim / 2, hpd = head_dim / 2, n_all = n_heads + 2 * n_kv;
+    const float pos = (float)positions[t];
+    const int64_t slot = slots[t];
+    const bool store = slot >= 0 && slot < n_slots; /* padding token or bad slot: nothing to store */
+    const int64_t row = (int64_t)n_kv * head_dim;
+    const TX *src = qkv + t * ld;
+    for (int idx = blockIdx.y * blockDim.x + threadIdx.x; idx < n_all * hpd; idx += gridDim.y * blockDim.x) {
+        int h = idx / hpd, j = idx % hpd;
+        const TX *p = src + (int64_t)h * head_dim;
+        int d0, d1;
+        float y0, y1;
+        if (j < half && h < n_heads + n_kv) {
+            d0 = j;
+            d1 = j + half;
+            float s, c;
+            sincosf(pos * inv_freq[j], &s, &c);
+            c *= mscale;
+            s *= mscale;
+            float x0 = to_f(p[d0]), x1 = to_f(p[d1]);
+            y0 = x0 * c - x1 * s;
+            y1 = x1 * c + x0 * s;
+        } else {
+            /* v heads: pairs (j, j + half) copied as they are; q/k: the unrotated tail two at a time */
+            if (h < n_heads + n_kv) {
+                d0 = rot_dim + 2 * (j - half);
+                d1 = d0 + 1;
+            } else if (j < half) {
+                d0 = j;
+                d1 = j + half;
+            } else {
+                d0 = rot_dim + 2 * (j - half);
+                d1 = d0 + 1;
+            }
+            y0 = to_f(p[d0]);
+            y1 = to_f(p[d1]);
+        }
+        if (h < n_heads) {
+            TX *q = q_out + t * (int64_t)n_heads * head_dim + (int64_t)h * head_dim;
+            q[d0] = from_f<TX>(y0);
+            q[d1] = from_f<TX>(y1);
+        } else if (store) {
+            TKV *dst = h < n_heads + n_kv ? kc + slot * row + (int64_t)(h - n_heads) * head_dim
+                                          : vc + slot * row + (int64_t)(h - n_heads - n_kv) * head_dim;
+            dst[d0] = from_f<TKV>(y0);
+            dst[d1] = from_f<TKV>(y1);
+        }
+    }
+}
+
+cudaError_t cu_qkv_rope_store(cudaStream_t st, void *q_out, const void *qkv, hr_dtype tx, int64_t ld, void *kc, void *vc,
+                              hr_dtype tkv, int n_tokens, int n_heads, int n_kv, int head_dim, int rot_dim,
+                              const float *inv_freq, float mscale, const int32_t *positions, const int32_t *slots,
+                              int64_t n_slots) {
+    if (n_tokens <= 0) return cudaSuccess;
+    if (head_dim % 2 || rot_dim % 2 || rot_dim > head_dim) return cudaErrorInvalidValue;
+    int64_t items = (int64_t)(n_heads + 2 * n_kv) * (head_dim / 2);
+    dim3 grid((unsigned)n_tokens, (unsigned)HR_MIN(HR_CDIV(items, (int64_t)256), (int64_t)64));
+    CU_DISPATCH_ACT(tx, TX, CU_DISPATCH_ACT(tkv, TKV,
+        cu_launch(qkv_rope_store_kernel<TX, TKV>, grid, 256, 0, st, (TX *)q_out, (const TX *)qkv, ld, (TKV *)kc,
+                  (TKV *)vc, n_heads, n_kv, head_dim, rot_dim, inv_freq, mscale, positions, slots, n_slots)));
     return cudaGetLastError();
 }
 

@@ -6,7 +6,9 @@
  * after that. Replay is only launched when this step's op log equals the
  * captured one, so a moved buffer (activations regrown, cache reallocated)
  * can never replay stale pointers: the step then runs eagerly from the log.
- * HEARTH_CUDA_GRAPHS=0 turns graphs off. */
+ * HEARTH_CUDA_GRAPHS=0 turns graphs off. Pure-decode batches are padded by the
+ * model to the size buckets of cu_batch_bucket (HEARTH_CUDA_BUCKETS=0: off),
+ * so the key sees the bucket, not the exact batch size. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -17,6 +19,8 @@
 void cu_graphs_init(cu_backend *c) {
     const char *e = getenv("HEARTH_CUDA_GRAPHS");
     c->graphs_on = !(e && !strcmp(e, "0"));
+    e = getenv("HEARTH_CUDA_BUCKETS");
+    c->buckets_on = !(e && !strcmp(e, "0"));
     c->cur = -1;
     c->mode = CU_EAGER;
 }
@@ -25,6 +29,23 @@ static void drop(cu_graph *g) {
     if (g->exec) cudaGraphExecDestroy(g->exec);
     free(g->log);
     memset(g, 0, sizeof(*g));
+}
+
+/* Decode batch-size buckets: 1, 2, 4, 8, then multiples of 8 up to 64, then
+ * multiples of 16 up to CU_GRAPH_MAX_TOKENS (23 buckets). Padding costs at most
+ * 7 (<= 64) or 15 (<= 256) dummy rows, which the weight-streaming GEMV and
+ * cuBLASLt absorb at almost no cost at these sizes, and a serving batch whose
+ * size drifts by a few sequences keeps replaying one graph. Larger steps are
+ * never captured, so they are not padded; nor is anything with graphs off. */
+int cu_batch_bucket(cu_backend *c, int n) {
+    if (!c->graphs_on || !c->buckets_on || n <= 2 || n > CU_GRAPH_MAX_TOKENS) return n;
+    if (n <= 8) {
+        int p = 4;
+        while (p < n) p *= 2;
+        return p;
+    }
+    int g = n <= 64 ? 8 : 16;
+    return HR_MIN((n + g - 1) / g * g, CU_GRAPH_MAX_TOKENS);
 }
 
 void cu_graphs_invalidate(cu_backend *c) {
@@ -82,14 +103,16 @@ static bool same_act(const hr_act *a, const hr_act *b) {
 
 /* Equal ops launch identical kernels with identical arguments. */
 static bool same_op(const cu_op *a, const cu_op *b) {
-    if (a->kind != b->kind || a->n_t != b->n_t || a->i0 != b->i0) return false;
+    if (a->kind != b->kind || a->n_t != b->n_t || a->i0 != b->i0 || a->i1 != b->i1) return false;
     for (int i = 0; i < a->n_t; i++)
         if (!same_tensor(&a->t[i], &b->t[i])) return false;
     switch (a->kind) {
     case CU_OP_RMSNORM:
     case CU_OP_ADD_RMSNORM: return a->p.eps == b->p.eps;
     case CU_OP_LINEAR: return same_lin(&a->p.lin, &b->p.lin);
+    case CU_OP_ADD_RMSNORM_LINEAR: return same_lin(&a->p.nl.lin, &b->p.nl.lin) && a->p.nl.eps == b->p.nl.eps;
     case CU_OP_ROPE:
+    case CU_OP_QKV_ROPE_STORE:
         return a->p.rope.head_dim == b->p.rope.head_dim && a->p.rope.rot_dim == b->p.rope.rot_dim &&
                a->p.rope.inv_freq == b->p.rope.inv_freq && a->p.rope.mscale == b->p.rope.mscale;
     case CU_OP_ATTENTION: {

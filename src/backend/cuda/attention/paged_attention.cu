@@ -9,11 +9,24 @@
  * Masking is by position: a token at position p sees context indices
  * [max(0, p - window + 1), min(p + 1, seq_len)). */
 #include <math.h>
+#include <stdlib.h>
+#include <string.h>
 
 #include "backend/cuda/cu_types.cuh"
 
 #define AT_HB 8     /* query heads per block (GQA group chunk) */
 #define AT_WARPS 4
+
+/* Context indices [j0, j1) that split blockIdx.z of token t reads: the
+ * token at position p sees [max(0, p - window + 1), min(p + 1, seq_len)). */
+__device__ __forceinline__ void split_range(const cu_attn_args &a, int64_t t, int splits, int *j0, int *j1) {
+    const int s = a.step.tok_seq[t], p = a.step.positions[t];
+    const int hi = min(p + 1, a.step.seq_lens[s]);
+    const int lo = a.window > 0 ? max(0, p - a.window + 1) : 0;
+    const int len = max(0, hi - lo), chunk = (len + splits - 1) / splits;
+    *j0 = lo + (int)blockIdx.z * chunk;
+    *j1 = min(hi, *j0 + chunk);
+}
 
 template <typename TQ, typename TKV, int E>
 __global__ void __launch_bounds__(AT_WARPS * 32) attn_split_kernel(cu_attn_args a, int splits, int n_hc,
@@ -26,12 +39,9 @@ __global__ void __launch_bounds__(AT_WARPS * 32) attn_split_kernel(cu_attn_args 
     const int h0 = kvh * G + hc * AT_HB, nhb = min(AT_HB, G - hc * AT_HB);
     const int64_t t = blockIdx.y;
     const int z = blockIdx.z;
-    const int s = a.step.tok_seq[t], p = a.step.positions[t];
-    const int bsz = a.step.block_size;
-    int hi = min(p + 1, a.step.seq_lens[s]);
-    int lo = a.window > 0 ? max(0, p - a.window + 1) : 0;
-    int len = max(0, hi - lo), chunk = (len + splits - 1) / splits;
-    int j0 = lo + z * chunk, j1 = min(hi, j0 + chunk);
+    const int s = a.step.tok_seq[t], bsz = a.step.block_size;
+    int j0, j1;
+    split_range(a, t, splits, &j0, &j1);
 
     float q[AT_HB][E], acc[AT_HB][E], m[AT_HB], l[AT_HB];
     const TQ *qp = (const TQ *)a.q + t * a.ldq;
@@ -115,6 +125,172 @@ __global__ void __launch_bounds__(AT_WARPS * 32) attn_split_kernel(cu_attn_args 
     }
 }
 
+/* ---- decode kernel for BF16 caches, head_dim 64 / 128 --------------------
+ * The split kernel above walks one key per warp and step: a chain of
+ * dependent load -> dot -> shuffle -> exp steps with one 2-byte load per lane
+ * in flight (ncu, H100, 8B at 256 sequences x ~190 keys: 180 us per layer,
+ * 780 GB/s). Here a group of D/8 lanes owns one key and reads its row with
+ * one 16-byte load per lane; the block takes its keys in tiles of DK_TILE:
+ * every group loads its DK_TILE / groups K rows at once (all loads in flight),
+ * writes the scores of its HB query heads to shared memory, one warp per head
+ * turns a tile into probabilities with a running max (online softmax across
+ * tiles), then the groups accumulate their V rows the same way. With one
+ * split the block normalises (sinks included) and writes the output itself,
+ * no combine launch. */
+#define DK_WARPS 4
+#define DK_TILE 64
+
+template <typename TQ, int D, int HB>
+__global__ void __launch_bounds__(DK_WARPS * 32) attn_decode_kernel(cu_attn_args a, int splits, int n_hc,
+                                                                    float *part) {
+    pdl_begin();
+    constexpr int LPK = D / 8;          /* lanes per key: 8 dims (16 bytes) each */
+    constexpr int KPW = 32 / LPK;       /* keys per warp and step */
+    constexpr int NG = DK_WARPS * KPW;  /* key groups per block */
+    constexpr int PER = DK_TILE / NG;   /* keys per group and tile */
+    __shared__ float s_p[HB][DK_TILE];
+    __shared__ float s_m[HB], s_l[HB], s_c[HB];
+    extern __shared__ float s_red[]; /* [NG][HB][D] */
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const int g = warp * KPW + lane / LPK, d0 = (lane % LPK) * 8;
+    const int G = a.n_heads / a.n_kv_heads;
+    const int kvh = blockIdx.x / n_hc, hc = blockIdx.x % n_hc;
+    const int h0 = kvh * G + hc * HB, nhb = min(HB, G - hc * HB);
+    const int64_t t = blockIdx.y;
+    const int s = a.step.tok_seq[t], bsz = a.step.block_size;
+    int j0, j1;
+    split_range(a, t, splits, &j0, &j1);
+
+    float q[HB][8], acc[HB][8];
+    const TQ *qp = (const TQ *)a.q + t * a.ldq;
+#pragma unroll
+    for (int i = 0; i < HB; i++) {
+        int hh = h0 + min(i, nhb - 1);
+        if constexpr (sizeof(TQ) == 2) {
+            unpack16<TQ>(*reinterpret_cast<const uint4 *>(qp + (int64_t)hh * D + d0), q[i]);
+        } else {
+            const float4 *f = reinterpret_cast<const float4 *>(qp + (int64_t)hh * D + d0);
+            float4 x0 = f[0], x1 = f[1];
+            q[i][0] = x0.x; q[i][1] = x0.y; q[i][2] = x0.z; q[i][3] = x0.w;
+            q[i][4] = x1.x; q[i][5] = x1.y; q[i][6] = x1.z; q[i][7] = x1.w;
+        }
+#pragma unroll
+        for (int e = 0; e < 8; e++) {
+            q[i][e] *= a.scale;
+            acc[i][e] = 0.0f;
+        }
+    }
+    if (threadIdx.x < HB) {
+        s_m[threadIdx.x] = -INFINITY;
+        s_l[threadIdx.x] = 0.0f;
+    }
+
+    const int64_t row = (int64_t)a.n_kv_heads * D;
+    const int32_t *bt = a.step.block_tables + (int64_t)s * a.step.mbps;
+    const bf16 *kc = (const bf16 *)a.kc + (int64_t)kvh * D + d0, *vc = (const bf16 *)a.vc + (int64_t)kvh * D + d0;
+    for (int tb = j0; tb < j1; tb += DK_TILE) {
+        int64_t off[PER];
+        uint4 kr[PER];
+#pragma unroll
+        for (int r = 0; r < PER; r++) {
+            int j = tb + r * NG + g;
+            int blk = j < j1 ? bt[j / bsz] : -1;
+            off[r] = blk >= 0 ? ((int64_t)blk * bsz + j % bsz) * row : -1;
+        }
+#pragma unroll
+        for (int r = 0; r < PER; r++) kr[r] = off[r] >= 0 ? ld_stream(kc + off[r]) : make_uint4(0, 0, 0, 0);
+#pragma unroll
+        for (int r = 0; r < PER; r++) {
+            float kf[8];
+            unpack16<bf16>(kr[r], kf);
+#pragma unroll
+            for (int i = 0; i < HB; i++) {
+                float dot = 0.0f;
+#pragma unroll
+                for (int e = 0; e < 8; e++) dot = fmaf(q[i][e], kf[e], dot);
+#pragma unroll
+                for (int o = LPK / 2; o > 0; o >>= 1) dot += __shfl_xor_sync(0xffffffffu, dot, o);
+                if (lane % LPK == 0) s_p[i][r * NG + g] = off[r] >= 0 ? dot : -INFINITY;
+            }
+        }
+        __syncthreads();
+        for (int i = warp; i < HB; i += DK_WARPS) {
+            float v0 = s_p[i][lane], v1 = s_p[i][lane + 32];
+            float mo = s_m[i], mn = fmaxf(mo, warp_max(fmaxf(v0, v1)));
+            float p0 = 0.0f, p1 = 0.0f, corr = 1.0f;
+            if (mn != -INFINITY) {
+                p0 = expf(v0 - mn); /* exp(-inf) = 0 for masked keys */
+                p1 = expf(v1 - mn);
+                corr = expf(mo - mn);
+            }
+            s_p[i][lane] = p0;
+            s_p[i][lane + 32] = p1;
+            float sum = warp_sum(p0 + p1);
+            __syncwarp();
+            if (lane == 0) {
+                s_l[i] = s_l[i] * corr + sum;
+                s_m[i] = mn;
+                s_c[i] = corr;
+            }
+        }
+        __syncthreads();
+        uint4 vr[PER];
+#pragma unroll
+        for (int r = 0; r < PER; r++) vr[r] = off[r] >= 0 ? ld_stream(vc + off[r]) : make_uint4(0, 0, 0, 0);
+#pragma unroll
+        for (int i = 0; i < HB; i++) {
+            float c = s_c[i];
+#pragma unroll
+            for (int e = 0; e < 8; e++) acc[i][e] *= c;
+        }
+#pragma unroll
+        for (int r = 0; r < PER; r++) {
+            float vf[8];
+            unpack16<bf16>(vr[r], vf);
+#pragma unroll
+            for (int i = 0; i < HB; i++) {
+                float pw = s_p[i][r * NG + g];
+#pragma unroll
+                for (int e = 0; e < 8; e++) acc[i][e] = fmaf(pw, vf[e], acc[i][e]);
+            }
+        }
+        __syncthreads(); /* s_p and s_c are rewritten by the next tile */
+    }
+
+    /* sum the groups' partial accumulators */
+#pragma unroll
+    for (int i = 0; i < HB; i++)
+#pragma unroll
+        for (int e = 0; e < 8; e++) s_red[((size_t)g * HB + i) * D + d0 + e] = acc[i][e];
+    __syncthreads();
+    for (int idx = threadIdx.x; idx < nhb * D; idx += blockDim.x) {
+        int i = idx / D, d = idx % D;
+        float v = 0.0f;
+#pragma unroll 4
+        for (int k = 0; k < NG; k++) v += s_red[((size_t)k * HB + i) * D + d];
+        float m = s_m[i], l = s_l[i];
+        if (splits == 1) {
+            float M = m, scale = 1.0f;
+            if (a.sinks) {
+                float sk = a.sinks[h0 + i];
+                M = fmaxf(m, sk);
+                scale = m == -INFINITY ? 0.0f : expf(m - M);
+                l = l * scale + expf(sk - M);
+            }
+            float o = l > 0.0f ? v * scale / l : 0.0f;
+            TQ *out = (TQ *)a.out + t * a.ldo + (int64_t)(h0 + i) * D;
+            out[d] = from_f<TQ>(o);
+        } else {
+            int64_t ph = (t * a.n_heads + h0 + i) * splits + blockIdx.z;
+            part[ph * (D + 2) + d] = v;
+            if (d == 0) {
+                part[ph * (D + 2) + D] = m;
+                part[ph * (D + 2) + D + 1] = l;
+            }
+        }
+    }
+}
+
 /* Merges the splits of one (token, head): the split weights exp(m_z - M) are
  * computed once into shared memory, then each thread sums its dims. */
 template <typename TQ>
@@ -160,8 +336,27 @@ __global__ void attn_combine_kernel(cu_attn_args a, int splits, const float *par
  * blocks beat long chains in few (ncu, H100, 8B decode at ~300 tokens:
  * 64 keys/split took 24 us per layer). */
 #define AT_MIN_KEYS 16
+
+/* The decode kernel: BF16 caches, head_dim 64 or 128, 16-byte aligned q
+ * rows (HEARTH_CUDA_ATTN_DECODE=0: the split kernel, for comparisons). */
+static bool decode_ok(const cu_attn_args *a) {
+    static int on = -1;
+    if (on < 0) {
+        const char *e = getenv("HEARTH_CUDA_ATTN_DECODE");
+        on = !(e && !strcmp(e, "0"));
+    }
+    return on && a->tkv == HR_BF16 && (a->head_dim == 64 || a->head_dim == 128) &&
+           (a->tq == HR_BF16 || a->tq == HR_F32) && (uintptr_t)a->q % 16 == 0 && a->ldq % 8 == 0;
+}
+/* query heads per decode block: the GQA group, rounded up to 1, 2, 4 or 8 */
+static int decode_hb(int G) { return G <= 1 ? 1 : G <= 2 ? 2 : G <= 4 ? 4 : 8; }
+static int heads_per_block(const cu_attn_args *a) {
+    int G = a->n_heads / a->n_kv_heads;
+    return decode_ok(a) ? decode_hb(G) : AT_HB;
+}
+
 int cu_attn_splits(const cu_attn_args *a, int n_sm) {
-    int G = a->n_heads / a->n_kv_heads, n_hc = HR_CDIV(G, AT_HB);
+    int G = a->n_heads / a->n_kv_heads, n_hc = HR_CDIV(G, heads_per_block(a));
     int64_t blocks = (int64_t)a->step.n_tokens * a->n_kv_heads * n_hc, target = 4 * (int64_t)n_sm;
     int ctx = a->step.ctx_bucket; /* not max_seq_len: a graph captured for this bucket stays valid */
     if (a->window > 0) ctx = HR_MIN(ctx, a->window);
@@ -169,6 +364,21 @@ int cu_attn_splits(const cu_attn_args *a, int n_sm) {
     int64_t s = HR_CDIV(target, blocks);
     s = HR_MIN(s, (int64_t)HR_CDIV(ctx, AT_MIN_KEYS));
     return (int)HR_MAX((int64_t)1, HR_MIN(s, (int64_t)64));
+}
+
+template <typename TQ, int D>
+static cudaError_t launch_decode(cudaStream_t st, const cu_attn_args *a, int splits, float *part) {
+    int G = a->n_heads / a->n_kv_heads, hb = decode_hb(G), n_hc = HR_CDIV(G, hb);
+    dim3 grid((unsigned)(a->n_kv_heads * n_hc), (unsigned)a->step.n_tokens, (unsigned)splits);
+    constexpr int NG = DK_WARPS * (32 / (D / 8));
+    size_t shm = (size_t)NG * hb * D * sizeof(float);
+    switch (hb) {
+    case 1: cu_launch(attn_decode_kernel<TQ, D, 1>, grid, DK_WARPS * 32, shm, st, *a, splits, n_hc, part); break;
+    case 2: cu_launch(attn_decode_kernel<TQ, D, 2>, grid, DK_WARPS * 32, shm, st, *a, splits, n_hc, part); break;
+    case 4: cu_launch(attn_decode_kernel<TQ, D, 4>, grid, DK_WARPS * 32, shm, st, *a, splits, n_hc, part); break;
+    default: cu_launch(attn_decode_kernel<TQ, D, 8>, grid, DK_WARPS * 32, shm, st, *a, splits, n_hc, part); break;
+    }
+    return cudaGetLastError();
 }
 
 template <typename TQ, typename TKV>
@@ -188,12 +398,22 @@ cudaError_t cu_attention(cudaStream_t st, const cu_attn_args *a, int splits, flo
     if (T <= 0) return cudaSuccess;
     if (a->n_kv_heads <= 0 || a->n_heads % a->n_kv_heads || a->head_dim > 256 || T > 65535 || splits < 1 || splits > 64)
         return cudaErrorNotSupported;
-    int G = a->n_heads / a->n_kv_heads, n_hc = HR_CDIV(G, AT_HB);
-    size_t shm = (size_t)AT_WARPS * AT_HB * (a->head_dim + 2) * sizeof(float);
-    dim3 grid((unsigned)(a->n_kv_heads * n_hc), (unsigned)T, (unsigned)splits);
     cudaError_t e;
-    CU_DISPATCH_ACT(a->tq, TQ, CU_DISPATCH_ACT(a->tkv, TKV, e = launch_split<TQ, TKV>(st, a, grid, splits, n_hc, shm, part)));
-    if (e != cudaSuccess) return e;
+    if (decode_ok(a)) {
+        if (a->head_dim == 128) {
+            CU_DISPATCH_ACT(a->tq, TQ, e = launch_decode<TQ, 128>(st, a, splits, part));
+        } else {
+            CU_DISPATCH_ACT(a->tq, TQ, e = launch_decode<TQ, 64>(st, a, splits, part));
+        }
+        if (e != cudaSuccess || splits == 1) return e; /* one split: the kernel wrote the output */
+    } else {
+        int G = a->n_heads / a->n_kv_heads, n_hc = HR_CDIV(G, AT_HB);
+        size_t shm = (size_t)AT_WARPS * AT_HB * (a->head_dim + 2) * sizeof(float);
+        dim3 grid((unsigned)(a->n_kv_heads * n_hc), (unsigned)T, (unsigned)splits);
+        CU_DISPATCH_ACT(a->tq, TQ,
+                        CU_DISPATCH_ACT(a->tkv, TKV, e = launch_split<TQ, TKV>(st, a, grid, splits, n_hc, shm, part)));
+        if (e != cudaSuccess) return e;
+    }
     dim3 cg((unsigned)a->n_heads, (unsigned)T);
     int threads = HR_MIN(256, HR_CDIV(a->head_dim, 32) * 32);
     CU_DISPATCH_ACT(a->tq, TQ, cu_launch(attn_combine_kernel<TQ>, cg, threads, 0, st, *a, splits, part));

@@ -6,6 +6,7 @@
  * the float partials and applies bias. Plus a scalar fallback for shapes the
  * vector path cannot take (K not a multiple of the vector, odd dtypes). */
 #include <stdlib.h>
+#include <string.h>
 
 #include "backend/cuda/cu_types.cuh"
 
@@ -13,41 +14,6 @@
 /* rows per warp: fewer when many tokens share the weights, so the
  * accumulators (rows x tokens) stay in registers */
 #define GV_ROWS(nt) ((nt) >= 8 ? 2 : 4)
-
-__device__ __forceinline__ uint4 ld_stream(const void *p) {
-    uint4 r;
-    asm("ld.global.nc.L1::no_allocate.v4.u32 {%0,%1,%2,%3}, [%4];"
-                 : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w)
-                 : "l"(p));
-    return r;
-}
-
-/* 16 bytes of weights -> floats */
-template <typename TW> __device__ __forceinline__ void unpack16(uint4 u, float *f);
-template <> __device__ __forceinline__ void unpack16<bf16>(uint4 u, float *f) {
-    uint32_t v[4] = {u.x, u.y, u.z, u.w};
-#pragma unroll
-    for (int i = 0; i < 4; i++) {
-        f[2 * i] = __uint_as_float(v[i] << 16);
-        f[2 * i + 1] = __uint_as_float(v[i] & 0xffff0000u);
-    }
-}
-template <> __device__ __forceinline__ void unpack16<__half>(uint4 u, float *f) {
-    uint32_t v[4] = {u.x, u.y, u.z, u.w};
-#pragma unroll
-    for (int i = 0; i < 4; i++) {
-        __half2 h = *reinterpret_cast<__half2 *>(&v[i]);
-        float2 ff = __half22float2(h);
-        f[2 * i] = ff.x;
-        f[2 * i + 1] = ff.y;
-    }
-}
-template <> __device__ __forceinline__ void unpack16<float>(uint4 u, float *f) {
-    f[0] = __uint_as_float(u.x);
-    f[1] = __uint_as_float(u.y);
-    f[2] = __uint_as_float(u.z);
-    f[3] = __uint_as_float(u.w);
-}
 
 /* VEC activations starting at p (aligned to VEC elements) -> floats */
 template <typename TX, int VEC> __device__ __forceinline__ void load_x(const TX *p, float *f) {
@@ -69,29 +35,103 @@ template <typename TX, int VEC> __device__ __forceinline__ void load_x(const TX 
     }
 }
 
-template <typename TX, typename TW, int NT, int ROWS>
-__global__ void __launch_bounds__(GV_WARPS * 32) gemv_kernel(cu_gemv_args a, int64_t klen, float *part) {
-    pdl_begin();
-    constexpr int VEC = 16 / sizeof(TW);
-    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-    const void *wbase = a.w;
-    const float *bias = a.bias;
-    void *out = a.out;
-    int64_t N = a.N, ldo = a.ldo, bx = blockIdx.x;
-    if (a.nseg > 1) { /* which fused linear this row block belongs to */
+/* The linear a row block computes: the only one, or (fused launch) the
+ * segment its blockIdx.x falls in, with the block index inside it. */
+struct gv_part {
+    const void *w;
+    const float *bias;
+    void *out;
+    int64_t N, ldo, bx;
+};
+template <int ROWS> __device__ __forceinline__ gv_part gv_part_of(const cu_gemv_args &a) {
+    gv_part p = {a.w, a.bias, a.out, a.N, a.ldo, (int64_t)blockIdx.x};
+    if (a.nseg > 1) {
         int si = 0;
         for (; si < a.nseg - 1; si++) {
             int64_t nb = (a.seg[si].N + GV_WARPS * ROWS - 1) / (GV_WARPS * ROWS);
-            if (bx < nb) break;
-            bx -= nb;
+            if (p.bx < nb) break;
+            p.bx -= nb;
         }
-        wbase = a.seg[si].w;
-        bias = a.seg[si].bias;
-        out = a.seg[si].out;
-        N = a.seg[si].N;
-        ldo = a.seg[si].ldo;
+        p = {a.seg[si].w, a.seg[si].bias, a.seg[si].out, a.seg[si].N, a.seg[si].ldo, p.bx};
     }
-    const int64_t n0 = (bx * GV_WARPS + warp) * ROWS;
+    return p;
+}
+
+__device__ __forceinline__ void prefetch_l2(const void *p) { asm volatile("prefetch.global.L2 [%0];" ::"l"(p)); }
+
+/* Before waiting on the previous kernel (programmatic dependent launch), a
+ * block asks L2 for its weight rows: they never depend on earlier kernels, so
+ * a GEMV whose blocks became resident during a small kernel (norm, RoPE,
+ * attention) streams weights while that kernel runs instead of after it. */
+template <typename TW, int ROWS>
+__device__ __forceinline__ void prefetch_rows(const cu_gemv_args &a, int64_t klen) {
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const gv_part pt = gv_part_of<ROWS>(a);
+    const void *wbase = pt.w;
+    const int64_t N = pt.N, n0 = (pt.bx * GV_WARPS + warp) * ROWS;
+    const int64_t k0 = (int64_t)blockIdx.z * klen, k1 = min(a.K, k0 + klen);
+    constexpr int LINE = 128 / sizeof(TW);
+#pragma unroll
+    for (int r = 0; r < ROWS; r++) {
+        if (n0 + r >= N) break;
+        const TW *w = (const TW *)wbase + (n0 + r) * a.K;
+        for (int64_t k = k0 + (int64_t)lane * LINE; k < k1; k += 32 * LINE) prefetch_l2(w + k);
+    }
+}
+
+/* Norm mode prologue: xs[k] = bf16(rmsnorm(res + delta) * w)[k] as floats, the
+ * same values (up to the order of the sum of squares) add_rmsnorm would have
+ * stored for the GEMV to read; block 0 also stores the new residual. */
+__device__ __forceinline__ void norm_prologue(const cu_gemv_args &a, float *xs) {
+    __shared__ float sh[32];
+    const bf16 *res = (const bf16 *)a.res, *dl = (const bf16 *)a.delta;
+    bf16 *ro = (bf16 *)a.res_out;
+    const bool writer = ro && dl && blockIdx.x == 0 && blockIdx.y == 0 && blockIdx.z == 0;
+    float ss = 0.0f;
+    for (int64_t k = (int64_t)threadIdx.x * 8; k < a.K; k += (int64_t)blockDim.x * 8) {
+        float r[8];
+        unpack16<bf16>(*reinterpret_cast<const uint4 *>(res + k), r);
+        if (dl) {
+            float d[8];
+            unpack16<bf16>(*reinterpret_cast<const uint4 *>(dl + k), d);
+#pragma unroll
+            for (int e = 0; e < 8; e++) r[e] += d[e];
+            uint4 p = pack16_bf16(r); /* the residual is stored rounded; the norm reads what is stored */
+            if (writer) *reinterpret_cast<uint4 *>(ro + k) = p;
+            unpack16<bf16>(p, r);
+        }
+#pragma unroll
+        for (int e = 0; e < 8; e++) {
+            ss += r[e] * r[e];
+            xs[k + e] = r[e];
+        }
+    }
+    ss = block_sum(ss, sh);
+    const float inv = rsqrtf(ss / (float)a.K + a.eps);
+    for (int64_t k = (int64_t)threadIdx.x * 8; k < a.K; k += (int64_t)blockDim.x * 8) {
+        float o[8];
+#pragma unroll
+        for (int e = 0; e < 8; e++) o[e] = xs[k + e] * inv * a.norm_w[k + e];
+        unpack16<bf16>(pack16_bf16(o), o);
+#pragma unroll
+        for (int e = 0; e < 8; e++) xs[k + e] = o[e];
+    }
+    __syncthreads();
+}
+
+template <typename TX, typename TW, int NT, int ROWS, bool NORM = false>
+__global__ void __launch_bounds__(GV_WARPS * 32) gemv_kernel(cu_gemv_args a, int64_t klen, float *part) {
+    if (a.prefetch && !a.expert) prefetch_rows<TW, ROWS>(a, klen);
+    pdl_begin();
+    extern __shared__ float xs[]; /* norm mode: the normalised input row */
+    if constexpr (NORM) norm_prologue(a, xs);
+    constexpr int VEC = 16 / sizeof(TW);
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const gv_part pt = gv_part_of<ROWS>(a);
+    const void *wbase = pt.w;
+    const float *bias = pt.bias;
+    void *out = pt.out;
+    const int64_t N = pt.N, ldo = pt.ldo, n0 = (pt.bx * GV_WARPS + warp) * ROWS;
     if (n0 >= N) return; /* no block-level barrier below */
     const int64_t k0 = (int64_t)blockIdx.z * klen, k1 = min(a.K, k0 + klen);
 
@@ -146,7 +186,12 @@ __global__ void __launch_bounds__(GV_WARPS * 32) gemv_kernel(cu_gemv_args a, int
             for (int t = 0; t < NT; t++) {
                 if (t < nt) {
                     float xv[VEC];
-                    load_x<TX, VEC>(x + t * a.ldx + ku, xv);
+                    if constexpr (NORM) {
+#pragma unroll
+                        for (int v = 0; v < VEC; v++) xv[v] = xs[ku + v];
+                    } else {
+                        load_x<TX, VEC>(x + t * a.ldx + ku, xv);
+                    }
 #pragma unroll
                     for (int r = 0; r < ROWS; r++)
 #pragma unroll
@@ -196,6 +241,14 @@ static int vec_of(hr_dtype tw) { return tw == HR_F32 ? 4 : 8; }
 static int pick_nt(int T, hr_dtype tx);
 
 bool cu_gemv_ok(const cu_gemv_args *a) {
+    if (a->res) { /* norm mode */
+        if (a->T != 1 || a->tx != HR_BF16 || a->tw != HR_BF16 || a->expert || a->nseg > 1 || a->K % 8 ||
+            a->K > CU_NORM_MAX_K || !a->norm_w)
+            return false;
+        if ((uintptr_t)a->res % 16 || (uintptr_t)a->delta % 16 || (uintptr_t)a->res_out % 16 ||
+            (uintptr_t)a->norm_w % 16 || (uintptr_t)a->w % 16)
+            return false;
+    }
     if (a->tw != HR_BF16 && a->tw != HR_F32 && a->tw != HR_F16) return false;
     if (a->tx != HR_BF16 && a->tx != HR_F32) return false;
     int vec = vec_of(a->tw);
@@ -268,6 +321,15 @@ static cudaError_t launch_tw(cudaStream_t st, const cu_gemv_args *a, dim3 grid, 
     int nt = a->expert ? 1 : pick_nt(a->T, a->tx);
     switch (nt) {
     case 1:
+        if constexpr (sizeof(TX) == 2 && sizeof(TW) == 2) {
+            if (a->res) { /* norm mode: BF16 only (cu_gemv_ok) */
+                size_t shm = (size_t)a->K * sizeof(float);
+                if (rows_of(a) == 1) cu_launch(gemv_kernel<TX, TW, 1, 1, true>, grid, GV_WARPS * 32, shm, st, *a, klen, part);
+                else cu_launch(gemv_kernel<TX, TW, 1, GV_ROWS(1), true>, grid, GV_WARPS * 32, shm, st, *a, klen, part);
+                break;
+            }
+        }
+        if (a->res) return cudaErrorNotSupported;
         if (rows_of(a) == 1) cu_launch(gemv_kernel<TX, TW, 1, 1>, grid, GV_WARPS * 32, 0, st, *a, klen, part);
         else cu_launch(gemv_kernel<TX, TW, 1, GV_ROWS(1)>, grid, GV_WARPS * 32, 0, st, *a, klen, part);
         break;
@@ -284,9 +346,22 @@ static cudaError_t launch_tw(cudaStream_t st, const cu_gemv_args *a, dim3 grid, 
     return cudaGetLastError();
 }
 
-cudaError_t cu_gemv(cudaStream_t st, const cu_gemv_args *a, int splits, float *part) {
-    if (a->T <= 0 || a->N <= 0) return cudaSuccess;
-    if (!cu_gemv_ok(a)) return cudaErrorNotSupported;
+/* HEARTH_CUDA_GEMV_PREFETCH=0: no L2 prefetch before the dependency wait (comparisons) */
+static int prefetch_on(void) {
+    static int v = -1;
+    if (v < 0) {
+        const char *e = getenv("HEARTH_CUDA_GEMV_PREFETCH");
+        v = !(e && !strcmp(e, "0"));
+    }
+    return v;
+}
+
+cudaError_t cu_gemv(cudaStream_t st, const cu_gemv_args *a0, int splits, float *part) {
+    if (a0->T <= 0 || a0->N <= 0) return cudaSuccess;
+    if (!cu_gemv_ok(a0)) return cudaErrorNotSupported;
+    cu_gemv_args args = *a0;
+    const cu_gemv_args *a = &args;
+    args.prefetch = prefetch_on();
     if (a->expert || a->nseg > 1) splits = 1;
     int64_t step = 32 * (int64_t)vec_of(a->tw);
     int64_t klen = HR_CDIV(HR_CDIV(a->K, (int64_t)HR_MAX(splits, 1)), step) * step;

@@ -9,7 +9,9 @@
  * and the product is scaled by s, which equals rounding x to e4m3(x/s)*s. */
 #include "backend/cuda/cu_types.cuh"
 
+#include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 /* Largest token count that takes the GEMV for BF16 weights. Measured on H100
  * (docs/CUDA.md): the FP32-FMA GEMV streams weights at 88-100% of the copy
@@ -46,42 +48,220 @@ size_t cu_linear_scratch(const cu_backend *c, const cu_gemv_args *a, float input
     return need + 512;
 }
 
+/* ---- cuBLASLt plans ---------------------------------------------------
+ * A plan is everything one product shape needs (descriptors + algorithm),
+ * kept per exact shape so an eager step does not rebuild descriptors or ask
+ * the heuristic again for every linear. The algorithm is tuned once per
+ * shape class (same N, K, strides, output type; T rounded up to a power of
+ * two): the heuristic's top candidates are each timed on the real operands
+ * and the fastest kept. Only outside a graph capture, only when out does not
+ * alias x. HEARTH_CUDA_LT_TUNE=0 keeps the heuristic's first choice
+ * (comparisons); =2 also prints each choice to stderr. */
+#define LT_PLANS 512
+#define LT_CANDIDATES 8
+
+typedef struct lt_key {
+    int64_t T, N, K, ldx, ldo;
+    int to;
+} lt_key;
+
+typedef struct lt_plan {
+    bool used;
+    lt_key key;
+    cublasLtMatmulDesc_t op;
+    cublasLtMatrixLayout_t la, lb, ld;
+    cublasLtMatmulAlgo_t algo;
+} lt_plan;
+
+typedef struct lt_class {
+    bool used;
+    lt_key key; /* T = power-of-two bucket */
+    cublasLtMatmulAlgo_t algo;
+    float us;
+} lt_class;
+
+typedef struct lt_cache {
+    lt_plan plans[LT_PLANS];
+    lt_class classes[LT_PLANS];
+    cudaEvent_t ev[2];
+    bool ev_ok;
+} lt_cache;
+
+static int lt_tune_mode(void) {
+    static int v = -1;
+    if (v < 0) {
+        const char *e = getenv("HEARTH_CUDA_LT_TUNE");
+        v = e ? HR_MAX(atoi(e), 0) : 1;
+    }
+    return v;
+}
+
+static uint64_t lt_hash(const lt_key *k) {
+    uint64_t h = 1469598103934665603ull;
+    const int64_t v[6] = {k->T, k->N, k->K, k->ldx, k->ldo, k->to};
+    for (int i = 0; i < 6; i++) h = (h ^ (uint64_t)v[i]) * 1099511628211ull;
+    return h;
+}
+static bool lt_key_eq(const lt_key *a, const lt_key *b) {
+    return a->T == b->T && a->N == b->N && a->K == b->K && a->ldx == b->ldx && a->ldo == b->ldo && a->to == b->to;
+}
+
+static void plan_destroy(lt_plan *p) {
+    if (p->ld) cublasLtMatrixLayoutDestroy(p->ld);
+    if (p->lb) cublasLtMatrixLayoutDestroy(p->lb);
+    if (p->la) cublasLtMatrixLayoutDestroy(p->la);
+    if (p->op) cublasLtMatmulDescDestroy(p->op);
+    memset(p, 0, sizeof(*p));
+}
+
+void cu_lt_cache_free(cu_backend *c) {
+    lt_cache *lc = (lt_cache *)c->lt_cache;
+    if (!lc) return;
+    for (int i = 0; i < LT_PLANS; i++)
+        if (lc->plans[i].used) plan_destroy(&lc->plans[i]);
+    if (lc->ev_ok) {
+        cudaEventDestroy(lc->ev[0]);
+        cudaEventDestroy(lc->ev[1]);
+    }
+    free(lc);
+    c->lt_cache = NULL;
+}
+
+/* The slot for key in an open-addressing table: its entry, or an empty slot
+ * (a full table is emptied with clear first). */
+template <typename E, typename F> static E *table_slot(E *tab, const lt_key *k, F clear) {
+    uint64_t h = lt_hash(k);
+    for (int probe = 0; probe < 2; probe++) {
+        for (int i = 0; i < LT_PLANS; i++) {
+            E *p = &tab[(h + (uint64_t)i) % LT_PLANS];
+            if (!p->used || lt_key_eq(&p->key, k)) return p;
+        }
+        clear();
+    }
+    return &tab[h % LT_PLANS];
+}
+static lt_plan *plan_slot(lt_cache *lc, const lt_key *k) {
+    return table_slot(lc->plans, k, [lc] {
+        for (int i = 0; i < LT_PLANS; i++) plan_destroy(&lc->plans[i]);
+    });
+}
+static lt_class *class_slot(lt_cache *lc, const lt_key *k) {
+    return table_slot(lc->classes, k, [lc] { memset(lc->classes, 0, sizeof(lc->classes)); });
+}
+
+static cublasStatus_t plan_build(const cu_gemv_args *a, lt_plan *p) {
+    cublasOperation_t ta = CUBLAS_OP_T, tb = CUBLAS_OP_N;
+    cudaDataType_t dt = a->to == HR_F32 ? CUDA_R_32F : CUDA_R_16BF;
+    cublasStatus_t s = cublasLtMatmulDescCreate(&p->op, CUBLAS_COMPUTE_32F, CUDA_R_32F);
+    if (s != CUBLAS_STATUS_SUCCESS) return s;
+    cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof(ta));
+    cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof(tb));
+    if ((s = cublasLtMatrixLayoutCreate(&p->la, CUDA_R_16BF, a->K, a->N, a->K)) != CUBLAS_STATUS_SUCCESS) return s;
+    if ((s = cublasLtMatrixLayoutCreate(&p->lb, CUDA_R_16BF, a->K, a->T, a->ldx)) != CUBLAS_STATUS_SUCCESS) return s;
+    return cublasLtMatrixLayoutCreate(&p->ld, dt, a->N, a->T, a->ldo);
+}
+
+static cublasStatus_t plan_run(cu_backend *c, const cu_gemv_args *a, const lt_plan *p, const cublasLtMatmulAlgo_t *algo) {
+    float beta = 0.0f;
+    return cublasLtMatmul(c->lt, p->op, &a->alpha, a->w, p->la, a->x, p->lb, &beta, a->out, p->ld, a->out, p->ld,
+                          algo, c->lt_ws, c->lt_ws_size, c->stream);
+}
+
+/* Times the heuristic's candidates on the real operands; returns how many
+ * ran (0: none could be timed) with the fastest in *best. */
+static int plan_tune(cu_backend *c, lt_cache *lc, const cu_gemv_args *a, const lt_plan *p,
+                     const cublasLtMatmulHeuristicResult_t *res, int nres, int *best, float *best_us) {
+    int ran = 0;
+    *best = 0;
+    *best_us = 0;
+    for (int i = 0; i < nres; i++) {
+        if (plan_run(c, a, p, &res[i].algo) != CUBLAS_STATUS_SUCCESS) continue; /* warm-up */
+        float ms = 0;
+        cudaEventRecord(lc->ev[0], c->stream);
+        for (int r = 0; r < 3; r++) plan_run(c, a, p, &res[i].algo);
+        cudaEventRecord(lc->ev[1], c->stream);
+        if (cudaEventSynchronize(lc->ev[1]) != cudaSuccess || cudaEventElapsedTime(&ms, lc->ev[0], lc->ev[1]) != cudaSuccess)
+            continue;
+        float us = ms * 1000.0f / 3.0f;
+        if (lt_tune_mode() >= 2)
+            fprintf(stderr, "[cuda] lt tune T=%lld N=%lld K=%lld: candidate %d %.1f us (waves %.2f)\n",
+                    (long long)a->T, (long long)a->N, (long long)a->K, i, us, res[i].wavesCount);
+        if (ran == 0 || us < *best_us) {
+            *best = i;
+            *best_us = us;
+        }
+        ran++;
+    }
+    return ran;
+}
+
 /* cuBLASLt, column-major view: D[N, T] = W^T[N, K] . X[K, T] where the
  * row-major W[N, K] is a column-major K x N matrix (so op A = T). */
 static cublasStatus_t lt_matmul(cu_backend *c, const cu_gemv_args *a) {
-    cublasLtMatmulDesc_t op = NULL;
-    cublasLtMatrixLayout_t la = NULL, lb = NULL, ld = NULL;
-    cublasLtMatmulPreference_t pref = NULL;
-    cublasLtMatmulHeuristicResult_t res;
-    int nres = 0;
-    float beta = 0.0f;
-    cublasOperation_t ta = CUBLAS_OP_T, tb = CUBLAS_OP_N;
-    cudaDataType_t dt = a->to == HR_F32 ? CUDA_R_32F : CUDA_R_16BF;
-    cublasStatus_t s = cublasLtMatmulDescCreate(&op, CUBLAS_COMPUTE_32F, CUDA_R_32F);
-    if (s != CUBLAS_STATUS_SUCCESS) goto fail;
-    cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof(ta));
-    cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof(tb));
-    if ((s = cublasLtMatrixLayoutCreate(&la, CUDA_R_16BF, a->K, a->N, a->K)) != CUBLAS_STATUS_SUCCESS) goto fail;
-    if ((s = cublasLtMatrixLayoutCreate(&lb, CUDA_R_16BF, a->K, a->T, a->ldx)) != CUBLAS_STATUS_SUCCESS) goto fail;
-    if ((s = cublasLtMatrixLayoutCreate(&ld, dt, a->N, a->T, a->ldo)) != CUBLAS_STATUS_SUCCESS) goto fail;
-    if ((s = cublasLtMatmulPreferenceCreate(&pref)) != CUBLAS_STATUS_SUCCESS) goto fail;
-    cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &c->lt_ws_size,
-                                         sizeof(c->lt_ws_size));
-    s = cublasLtMatmulAlgoGetHeuristic(c->lt, op, la, lb, ld, ld, pref, 1, &res, &nres);
-    if (s != CUBLAS_STATUS_SUCCESS) goto fail;
-    if (nres < 1) {
-        s = CUBLAS_STATUS_NOT_SUPPORTED;
-        goto fail;
+    if (!c->lt_cache) {
+        lt_cache *lc = (lt_cache *)calloc(1, sizeof(lt_cache));
+        if (!lc) return CUBLAS_STATUS_ALLOC_FAILED;
+        lc->ev_ok = cudaEventCreate(&lc->ev[0]) == cudaSuccess && cudaEventCreate(&lc->ev[1]) == cudaSuccess;
+        c->lt_cache = lc;
     }
-    s = cublasLtMatmul(c->lt, op, &a->alpha, a->w, la, a->x, lb, &beta, a->out, ld, a->out, ld, &res.algo, c->lt_ws,
-                       c->lt_ws_size, c->stream);
-fail:
-    if (pref) cublasLtMatmulPreferenceDestroy(pref);
-    if (ld) cublasLtMatrixLayoutDestroy(ld);
-    if (lb) cublasLtMatrixLayoutDestroy(lb);
-    if (la) cublasLtMatrixLayoutDestroy(la);
-    if (op) cublasLtMatmulDescDestroy(op);
-    return s;
+    lt_cache *lc = (lt_cache *)c->lt_cache;
+    lt_key key = {a->T, a->N, a->K, a->ldx, a->ldo, (int)a->to};
+    lt_plan *p = plan_slot(lc, &key);
+    if (p->used) return plan_run(c, a, p, &p->algo);
+
+    cublasStatus_t s = plan_build(a, p);
+    if (s != CUBLAS_STATUS_SUCCESS) {
+        plan_destroy(p);
+        return s;
+    }
+    lt_key ck = key;
+    ck.T = 1;
+    while (ck.T < a->T) ck.T *= 2;
+    lt_class *cl = class_slot(lc, &ck);
+    cublasLtMatmulHeuristicResult_t chk;
+    if (cl->used && cublasLtMatmulAlgoCheck(c->lt, p->op, p->la, p->lb, p->ld, p->ld, &cl->algo, &chk) ==
+                        CUBLAS_STATUS_SUCCESS && chk.workspaceSize <= c->lt_ws_size) {
+        p->algo = cl->algo;
+    } else {
+        cublasLtMatmulPreference_t pref = NULL;
+        cublasLtMatmulHeuristicResult_t res[LT_CANDIDATES];
+        int nres = 0;
+        cudaStreamCaptureStatus cap = cudaStreamCaptureStatusNone;
+        cudaStreamIsCapturing(c->stream, &cap);
+        size_t xb = (size_t)a->T * a->ldx * 2, ob = (size_t)a->T * a->ldo * (a->to == HR_F32 ? 4 : 2);
+        bool alias = (const char *)a->out < (const char *)a->x + xb && (const char *)a->x < (const char *)a->out + ob;
+        bool tune = lt_tune_mode() > 0 && lc->ev_ok && cap == cudaStreamCaptureStatusNone && !alias;
+        if ((s = cublasLtMatmulPreferenceCreate(&pref)) != CUBLAS_STATUS_SUCCESS) {
+            plan_destroy(p);
+            return s;
+        }
+        cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &c->lt_ws_size,
+                                             sizeof(c->lt_ws_size));
+        s = cublasLtMatmulAlgoGetHeuristic(c->lt, p->op, p->la, p->lb, p->ld, p->ld, pref, tune ? LT_CANDIDATES : 1,
+                                           res, &nres);
+        cublasLtMatmulPreferenceDestroy(pref);
+        if (s == CUBLAS_STATUS_SUCCESS && nres < 1) s = CUBLAS_STATUS_NOT_SUPPORTED;
+        if (s != CUBLAS_STATUS_SUCCESS) {
+            plan_destroy(p);
+            return s;
+        }
+        int best = 0;
+        float us = 0;
+        if (tune && nres > 1 && plan_tune(c, lc, a, p, res, nres, &best, &us) == 0) best = 0;
+        if (lt_tune_mode() >= 2)
+            fprintf(stderr, "[cuda] lt plan T=%lld N=%lld K=%lld: candidate %d of %d%s\n", (long long)a->T,
+                    (long long)a->N, (long long)a->K, best, nres, tune ? " (tuned)" : "");
+        p->algo = res[best].algo;
+        if (tune) {
+            cl->used = true;
+            cl->key = ck;
+            cl->algo = p->algo;
+            cl->us = us;
+        }
+    }
+    p->used = true;
+    p->key = key;
+    return plan_run(c, a, p, &p->algo);
 }
 
 int cu_linear_raw(cu_backend *c, cu_gemv_args a, float input_scale) {
