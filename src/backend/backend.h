@@ -208,14 +208,6 @@ typedef struct hr_backend_ops {
     int (*get_rows)(hr_backend *be, hr_tensor *out, const hr_tensor *x, const hr_step *step);
 
     /* optional (NULL = unsupported) */
-    /* The pre-norm of a sub-layer fused with its first projection, for decode:
-     *   residual_out = residual + delta (stored in the activation dtype; delta NULL: residual_out
-     *   unused, the residual is normalised as it is), h = rmsnorm(residual_out) * norm_w,
-     *   out = h @ l->w^T + bias
-     * i.e. add_rmsnorm (or rmsnorm) then linear, without the h round trip through memory.
-     * residual_out must not alias residual or delta (the forward pass alternates two buffers). */
-    int (*add_rmsnorm_linear)(hr_backend *be, hr_tensor *out, hr_tensor *residual_out, const hr_tensor *residual,
-                              const hr_tensor *delta, const hr_tensor *norm_w, float eps, const hr_linear *l);
     /* The attention input of the fused q|k|v projection in one op: qkv [T, (n_heads + 2 n_kv) * head_dim]
      * holds each token's q heads, then k heads, then v heads; q_out [T, n_heads * head_dim] receives q
      * rotated, k rotated and v go to the caches at the step's slots: rope(q), rope(k), kv_store at once. */

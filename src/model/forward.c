@@ -39,7 +39,7 @@ static hr_tensor flat_view(const hr_tensor *t, int64_t off, int rows, int64_t co
 static void free_acts(hr_model *m) {
     hr_acts *a = &m->acts;
     hr_tensor **all[] = {&a->x, &a->h,    &a->q,  &a->k,       &a->v,   &a->att,    &a->o,
-                         &a->gate, &a->up, &a->ffn_out, &a->sel, &a->logits, &a->qkv, &a->gu, &a->x2};
+                         &a->gate, &a->up, &a->ffn_out, &a->sel, &a->logits, &a->qkv, &a->gu};
     for (size_t i = 0; i < HR_ARRAY_LEN(all); i++) {
         hr_model_tensor_drop(m, *all[i]);
         *all[i] = NULL;
@@ -62,7 +62,7 @@ static int ensure_acts(hr_model *m, int n, hr_err *err) {
         hr_dtype dt;
         const char *name;
     } spec[] = {
-        {&a->x, H, dt, "act.x"},        {&a->x2, H, dt, "act.x2"},      {&a->h, H, dt, "act.h"},
+        {&a->x, H, dt, "act.x"},        {&a->h, H, dt, "act.h"},
         {&a->q, qd, dt, "act.q"},       {&a->k, kvd, dt, "act.k"},
         {&a->v, kvd, dt, "act.v"},      {&a->att, qd, dt, "act.att"},
         {&a->o, H, dt, "act.o"},        {&a->gate, m->ffn, dt, "act.gate"},
@@ -229,12 +229,6 @@ static int forward_run(hr_model *m, const hr_step *step, hr_err *err) {
                          .n_kv_heads = m->n_kv_heads,
                          .head_dim = m->head_dim,
                          .scale = 1.0f / sqrtf((float)m->head_dim)};
-
-    /* One token: each sub-layer's pre-norm runs inside its first projection
-     * (add_rmsnorm_linear), which writes x + delta to the spare residual
-     * buffer; xr is the current residual stream, xs the spare. */
-    hr_tensor x2 = rows_view(a->x2, T), *xr = &x, *xs = &x2, *tmp;
-    const bool fuse_norm = T == 1 && ops->add_rmsnorm_linear;
     static const hr_act plain = {.alpha = 1, .limit = 0, .up_offset = 0};
 
     OP(ops->step_begin ? ops->step_begin(be, step) : HR_OK);
@@ -242,49 +236,36 @@ static int forward_run(hr_model *m, const hr_step *step, hr_err *err) {
     for (int li = 0; li < m->n_layers; li++) {
         hr_layer *l = &m->layers[li];
         const bool fq = l->qkv.lin.w && ops->qkv_rope_store;
-        if (fq && fuse_norm) {
+        if (li == 0)
+            OP(ops->rmsnorm(be, &h, &x, l->attn_norm, m->eps));
+        else
+            OP(ops->add_rmsnorm(be, &h, &x, &f, l->attn_norm, m->eps));
+        if (fq) { /* q|k|v in one linear, then rope(q), rope(k) and the cache store in one op */
             int64_t qd = (int64_t)m->n_heads * m->head_dim, kvd = (int64_t)m->n_kv_heads * m->head_dim;
             hr_tensor all = flat_view(a->qkv, 0, T, qd + 2 * kvd);
-            if (li == 0) {
-                OP(ops->add_rmsnorm_linear(be, &all, NULL, xr, NULL, l->attn_norm, m->eps, &l->qkv.lin));
-            } else {
-                OP(ops->add_rmsnorm_linear(be, &all, xs, xr, &f, l->attn_norm, m->eps, &l->qkv.lin));
-                tmp = xr, xr = xs, xs = tmp;
-            }
             q = rows_view(a->q, T);
-            OP(ops->qkv_rope_store(be, &q, &all, l->k_cache, l->v_cache, m->n_heads, m->n_kv_heads, &m->rope, step));
+            OP(ops->linear(be, &all, &h, &l->qkv.lin));
+            OP(ops->qkv_rope_store(be, &q, &all, l->k_cache, l->v_cache, m->n_heads, m->n_kv_heads, &m->rope,
+                                   step));
         } else {
-            if (li == 0)
-                OP(ops->rmsnorm(be, &h, xr, l->attn_norm, m->eps));
-            else
-                OP(ops->add_rmsnorm(be, &h, xr, &f, l->attn_norm, m->eps));
-            if (fq) { /* q|k|v in one linear, then rope(q), rope(k) and the cache store in one op */
+            if (T == 1 && l->qkv.lin.w) { /* decode: q|k|v in one linear, its output row split by views */
                 int64_t qd = (int64_t)m->n_heads * m->head_dim, kvd = (int64_t)m->n_kv_heads * m->head_dim;
-                hr_tensor all = flat_view(a->qkv, 0, T, qd + 2 * kvd);
-                q = rows_view(a->q, T);
+                hr_tensor all = flat_view(a->q, 0, 1, qd + 2 * kvd);
                 OP(ops->linear(be, &all, &h, &l->qkv.lin));
-                OP(ops->qkv_rope_store(be, &q, &all, l->k_cache, l->v_cache, m->n_heads, m->n_kv_heads, &m->rope,
-                                       step));
+                q = flat_view(a->q, 0, 1, qd);
+                k = flat_view(a->q, qd, 1, kvd);
+                v = flat_view(a->q, qd + kvd, 1, kvd);
             } else {
-                if (T == 1 && l->qkv.lin.w) { /* decode: q|k|v in one linear, its output row split by views */
-                    int64_t qd = (int64_t)m->n_heads * m->head_dim, kvd = (int64_t)m->n_kv_heads * m->head_dim;
-                    hr_tensor all = flat_view(a->q, 0, 1, qd + 2 * kvd);
-                    OP(ops->linear(be, &all, &h, &l->qkv.lin));
-                    q = flat_view(a->q, 0, 1, qd);
-                    k = flat_view(a->q, qd, 1, kvd);
-                    v = flat_view(a->q, qd + kvd, 1, kvd);
-                } else {
-                    q = rows_view(a->q, T);
-                    k = rows_view(a->k, T);
-                    v = rows_view(a->v, T);
-                    OP(ops->linear(be, &q, &h, &l->q));
-                    OP(ops->linear(be, &k, &h, &l->k));
-                    OP(ops->linear(be, &v, &h, &l->v));
-                }
-                OP(ops->rope(be, &q, m->n_heads, &m->rope, step));
-                OP(ops->rope(be, &k, m->n_kv_heads, &m->rope, step));
-                OP(ops->kv_store(be, l->k_cache, l->v_cache, &k, &v, step));
+                q = rows_view(a->q, T);
+                k = rows_view(a->k, T);
+                v = rows_view(a->v, T);
+                OP(ops->linear(be, &q, &h, &l->q));
+                OP(ops->linear(be, &k, &h, &l->k));
+                OP(ops->linear(be, &v, &h, &l->v));
             }
+            OP(ops->rope(be, &q, m->n_heads, &m->rope, step));
+            OP(ops->rope(be, &k, m->n_kv_heads, &m->rope, step));
+            OP(ops->kv_store(be, l->k_cache, l->v_cache, &k, &v, step));
         }
         ap.window = l->window;
         ap.sinks = l->sinks;
@@ -292,16 +273,7 @@ static int forward_run(hr_model *m, const hr_step *step, hr_err *err) {
         OP(ops->linear(be, &o, &att, &l->o));
 
         const bool fg = !l->is_moe && l->gate_up.lin.w;
-        if (fg && fuse_norm) {
-            hr_tensor all = flat_view(a->gu, 0, T, 2 * (int64_t)m->ffn);
-            gate = rows_view(a->gate, T);
-            OP(ops->add_rmsnorm_linear(be, &all, xs, xr, &o, l->ffn_norm, m->eps, &l->gate_up.lin));
-            tmp = xr, xr = xs, xs = tmp;
-            OP(ops->swiglu(be, &gate, &all, NULL, &plain));
-            OP(ops->linear(be, &f, &gate, &l->down));
-            continue;
-        }
-        OP(ops->add_rmsnorm(be, &h, xr, &o, l->ffn_norm, m->eps));
+        OP(ops->add_rmsnorm(be, &h, &x, &o, l->ffn_norm, m->eps));
         if (l->is_moe) {
             OP(ops->moe(be, &f, &h, &l->moe));
         } else {
@@ -320,7 +292,7 @@ static int forward_run(hr_model *m, const hr_step *step, hr_err *err) {
             OP(ops->linear(be, &f, &gate, &l->down));
         }
     }
-    OP(ops->add_rmsnorm(be, &h, xr, &f, m->final_norm, m->eps));
+    OP(ops->add_rmsnorm(be, &h, &x, &f, m->final_norm, m->eps));
     if (step->n_logits > 0) {
         OP(ops->get_rows(be, &sel, &h, step));
         OP(ops->linear(be, &lg, &sel, &m->lm_head));

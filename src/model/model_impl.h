@@ -36,7 +36,6 @@ typedef struct hr_acts {
     int cap;
     hr_tensor *x, *h, *q, *k, *v, *att, *o, *gate, *up, *ffn_out, *sel, *logits;
     hr_tensor *qkv, *gu; /* fused q|k|v and gate|up outputs; NULL when no layer has the fused weight */
-    hr_tensor *x2;       /* second residual buffer: the fused pre-norm writes x + delta there */
 } hr_acts;
 
 struct hr_model {

@@ -356,33 +356,6 @@ static int cpu_get_rows(hr_backend *be, hr_tensor *out, const hr_tensor *x, cons
     return HR_OK;
 }
 
-/* ------------------------------------------------------ add_rmsnorm_linear */
-/* The reference of the fused op: the two ops it replaces, h in a temporary. */
-static int cpu_add_rmsnorm_linear(hr_backend *be, hr_tensor *out, hr_tensor *res_out, const hr_tensor *res,
-                                  const hr_tensor *delta, const hr_tensor *w, float eps, const hr_linear *l) {
-    int64_t T = hr_tensor_rows(res), K = hr_tensor_cols(res);
-    int rc = cpu_check(be, "add_rmsnorm_linear", res, "residual", HR_F32, T * K);
-    if (rc) return rc;
-    if (delta && (!res_out || res_out->data == res->data || res_out->data == delta->data))
-        return hr_err_set(&be->err, HR_EINVAL, "cpu add_rmsnorm_linear: residual_out missing or aliasing its inputs");
-    if (delta && ((rc = cpu_check(be, "add_rmsnorm_linear", res_out, "residual_out", HR_F32, T * K)) ||
-                  (rc = cpu_check(be, "add_rmsnorm_linear", delta, "delta", HR_F32, T * K))))
-        return rc;
-    hr_tensor h = *res;
-    h.data = malloc((size_t)(T * K) * sizeof(float));
-    if (!h.data) return hr_err_set(&be->err, HR_ENOMEM, "cpu add_rmsnorm_linear: out of memory");
-    snprintf(h.name, sizeof h.name, "h");
-    if (delta) {
-        memcpy(res_out->data, res->data, (size_t)(T * K) * sizeof(float));
-        rc = cpu_add_rmsnorm(be, &h, res_out, delta, w, eps);
-    } else {
-        rc = cpu_rmsnorm(be, &h, res, w, eps);
-    }
-    if (rc == HR_OK) rc = cpu_op_linear(be, out, &h, l);
-    free(h.data);
-    return rc;
-}
-
 /* ---------------------------------------------------------------- swiglu */
 
 void cpu_swiglu_rows(float *out, const float *gate, const float *up, size_t n, const hr_act *act) {
@@ -467,7 +440,6 @@ static const hr_backend_ops cpu_ops = {
     .embed = cpu_embed,
     .rmsnorm = cpu_rmsnorm,
     .add_rmsnorm = cpu_add_rmsnorm,
-    .add_rmsnorm_linear = cpu_add_rmsnorm_linear,
     .add = cpu_add,
     .linear = cpu_op_linear,
     .rope = cpu_op_rope,

@@ -396,81 +396,6 @@ static int cu_linear_op(hr_backend *be, hr_tensor *out, const hr_tensor *x, cons
     return cu_linear_raw(c, a, l->input_scale);
 }
 
-/* add_rmsnorm + linear: one token with BF16 weights and K <= CU_NORM_MAX_K
- * runs the GEMV in norm mode (each block normalises the row itself); any
- * other shape runs the two ops with h in scratch. */
-static int cu_add_rmsnorm_linear_op(hr_backend *be, hr_tensor *out, hr_tensor *res_out, const hr_tensor *res,
-                                    const hr_tensor *delta, const hr_tensor *w, float eps, const hr_linear *l) {
-    cu_backend *c = cu_of(be);
-    int64_t T = hr_tensor_rows(res), K = hr_tensor_cols(res);
-    size_t rb = (size_t)T * K * hr_dtype_size(res->dtype);
-    bool bad = hr_tensor_nelem(w) != K || w->dtype != HR_F32 || !is_act(res->dtype) ||
-               (delta && (hr_tensor_nelem(delta) != T * K || delta->dtype != res->dtype)) ||
-               (delta && (!res_out || hr_tensor_nelem(res_out) != T * K || res_out->dtype != res->dtype)) ||
-               (delta && (res_out->data == res->data || res_out->data == delta->data));
-    if (bad)
-        return hr_err_set(&be->err, HR_EINVAL,
-                          "cuda add_rmsnorm_linear: residual '%s' [%lld, %lld], norm weight %lld (F32), delta and "
-                          "residual_out of the same shape and dtype, residual_out apart from both",
-                          res->name, (long long)T, (long long)K, (long long)hr_tensor_nelem(w));
-    int rc = linear_check(be, out, res, l);
-    if (rc) return rc;
-    cu_gemv_args a;
-    memset(&a, 0, sizeof(a));
-    a.x = res->data;
-    a.tx = res->dtype;
-    a.ldx = K;
-    a.w = l->w->data;
-    a.tw = l->w->dtype;
-    a.K = K;
-    a.N = l->w->ne[0];
-    a.T = (int)T;
-    a.bias = l->bias ? (const float *)l->bias->data : NULL;
-    a.alpha = 1.0f;
-    a.out = out->data;
-    a.to = out->dtype;
-    a.ldo = a.N;
-    a.res = res->data;
-    a.delta = delta ? delta->data : NULL;
-    a.res_out = delta ? res_out->data : NULL;
-    a.norm_w = (const float *)w->data;
-    a.eps = eps;
-    static int norm_gemv = -1; /* HEARTH_CUDA_NORM_GEMV=0: always the two-op path (comparisons) */
-    if (norm_gemv < 0) {
-        const char *env = getenv("HEARTH_CUDA_NORM_GEMV");
-        norm_gemv = !(env && !strcmp(env, "0"));
-    }
-    if (norm_gemv && l->input_scale <= 0 && cu_gemv_ok(&a)) {
-        int splits = cu_gemv_splits(&a, c->n_sm);
-        size_t part_b = splits > 1 ? (size_t)splits * a.T * a.N * 4 : 0;
-        if ((rc = cu_scratch_reserve(c, part_b + 512))) return rc;
-        float *part = splits > 1 ? (float *)cu_scratch_push(c, part_b) : NULL;
-        cudaError_t e = cu_gemv(c->stream, &a, splits, part);
-        c->scratch_top = 0;
-        if (e != cudaSuccess) return cu_fail(c, e, "gemv (norm mode)");
-        return HR_OK;
-    }
-    /* general path: residual_out = residual (+ delta in the norm kernel), h in scratch */
-    a.res = a.delta = a.res_out = NULL;
-    a.norm_w = NULL;
-    size_t hb = HR_CDIV(rb, 256) * 256;
-    if ((rc = cu_scratch_reserve(c, hb + cu_linear_scratch(c, &a, l->input_scale) + 256))) return rc;
-    void *h = cu_scratch_push(c, rb);
-    cudaError_t e = cudaSuccess;
-    if (delta) e = cudaMemcpyAsync(res_out->data, res->data, rb, cudaMemcpyDeviceToDevice, c->stream);
-    if (e == cudaSuccess)
-        e = cu_rmsnorm(c->stream, h, res->dtype, delta ? res_out->data : NULL, delta ? delta->data : res->data,
-                       res->dtype, w->data, w->dtype, T, K, eps);
-    if (e != cudaSuccess) {
-        c->scratch_top = 0;
-        return cu_fail(c, e, "add_rmsnorm_linear (norm)");
-    }
-    a.x = h;
-    rc = cu_linear_raw(c, a, l->input_scale);
-    c->scratch_top = 0;
-    return rc;
-}
-
 static const float *rope_table(cu_backend *c, const hr_rope *r, int *rc) {
     int n = r->rot_dim / 2;
     for (int i = 0; i < c->n_rope_tabs; i++)
@@ -951,25 +876,6 @@ static int w_swiglu(hr_backend *be, hr_tensor *out, const hr_tensor *gate, const
     return cu_swiglu_op(be, out, gate, up, act);
 }
 
-static int w_add_rmsnorm_linear(hr_backend *be, hr_tensor *out, hr_tensor *res_out, const hr_tensor *res,
-                                const hr_tensor *delta, const hr_tensor *w, float eps, const hr_linear *l) {
-    cu_op *o = cu_graph_log(cu_of(be), CU_OP_ADD_RMSNORM_LINEAR);
-    if (o) {
-        o->n_t = 5;
-        o->t[0] = *out;
-        if (res_out) o->t[1] = *res_out;
-        o->t[2] = *res;
-        if (delta) o->t[3] = *delta;
-        o->t[4] = *w;
-        o->p.nl.lin = *l;
-        o->p.nl.eps = eps;
-        if (cu_of(be)->mode == CU_REPLAY) return HR_OK;
-        int prc = cu_pend_flush(cu_of(be));
-        if (prc) return prc;
-    }
-    return cu_add_rmsnorm_linear_op(be, out, res_out, res, delta, w, eps, l);
-}
-
 static int w_qkv_rope_store(hr_backend *be, hr_tensor *q_out, const hr_tensor *qkv, hr_tensor *kc, hr_tensor *vc,
                             int n_heads, int n_kv, const hr_rope *r, const hr_step *step) {
     cu_op *o = cu_graph_log(cu_of(be), CU_OP_QKV_ROPE_STORE);
@@ -1021,7 +927,7 @@ static int w_get_rows(hr_backend *be, hr_tensor *out, const hr_tensor *x, const 
 int cu_exec_op(cu_backend *c, const cu_op *o) {
     hr_backend *be = &c->base;
     const hr_step *st = c->step.host;
-    hr_tensor t[5];
+    hr_tensor t[4];
     memcpy(t, o->t, sizeof(t));
     switch (o->kind) {
     case CU_OP_EMBED: return cu_embed_op(be, &t[0], &t[1], st);
@@ -1033,9 +939,6 @@ int cu_exec_op(cu_backend *c, const cu_op *o) {
     case CU_OP_KV_STORE: return cu_kv_store_op(be, &t[0], &t[1], &t[2], &t[3], st);
     case CU_OP_ATTENTION: return cu_attention_op(be, &t[0], &t[1], &t[2], &t[3], st, &o->p.attn);
     case CU_OP_SWIGLU: return cu_swiglu_op(be, &t[0], &t[1], o->n_t == 3 ? &t[2] : NULL, &o->p.act);
-    case CU_OP_ADD_RMSNORM_LINEAR:
-        return cu_add_rmsnorm_linear_op(be, &t[0], t[1].data ? &t[1] : NULL, &t[2], t[3].data ? &t[3] : NULL, &t[4],
-                                        o->p.nl.eps, &o->p.nl.lin);
     case CU_OP_QKV_ROPE_STORE:
         return cu_qkv_rope_store_op(be, &t[0], &t[1], &t[2], &t[3], o->i0, o->i1, &o->p.rope, st);
     case CU_OP_MOE: return cu_moe_op(be, &t[0], &t[1], &o->p.moe);
@@ -1145,7 +1048,6 @@ static hr_backend_ops make_ops(void) {
     o.attention = w_attention;
     o.swiglu = w_swiglu;
     o.qkv_rope_store = w_qkv_rope_store;
-    o.add_rmsnorm_linear = w_add_rmsnorm_linear;
     o.moe = w_moe;
     o.get_rows = w_get_rows;
     o.copy = cu_copy_op;

@@ -38,16 +38,14 @@ typedef struct cu_step {
  * the graph if the log equals the captured one (same buffers and params),
  * else runs the logged ops eagerly and drops the graph. */
 typedef enum { CU_OP_EMBED, CU_OP_RMSNORM, CU_OP_ADD_RMSNORM, CU_OP_ADD, CU_OP_LINEAR, CU_OP_ROPE, CU_OP_KV_STORE,
-               CU_OP_ATTENTION, CU_OP_SWIGLU, CU_OP_MOE, CU_OP_GET_ROWS, CU_OP_QKV_ROPE_STORE,
-               CU_OP_ADD_RMSNORM_LINEAR } cu_op_kind;
+               CU_OP_ATTENTION, CU_OP_SWIGLU, CU_OP_MOE, CU_OP_GET_ROWS, CU_OP_QKV_ROPE_STORE } cu_op_kind;
 
 typedef struct cu_op {
     cu_op_kind kind;
     int n_t;
-    hr_tensor t[5];        /* copies: the forward pass passes stack views; a NULL tensor argument is all zeros */
+    hr_tensor t[4];        /* copies: the forward pass passes stack views; a NULL tensor argument is all zeros */
     union {
         hr_linear lin;
-        struct { hr_linear lin; float eps; } nl; /* add_rmsnorm_linear */
         hr_rope rope;
         hr_attn_params attn;
         hr_act act;
@@ -177,21 +175,12 @@ typedef struct cu_gemv_args {
     void *out; hr_dtype to; int64_t ldo;
     const int32_t *expert; int xrow_div; int64_t w_stride;
     int rows;                 /* output rows per warp; 0 = by token count (cu_gemv_splits sets it) */
-    int prefetch;             /* cu_gemv sets it: L2 prefetch of the weight rows before the dependency wait */
-    /* norm mode (res != NULL; one token, BF16, K % 8 == 0, K <= CU_NORM_MAX_K): the input row
-     * is rmsnorm(res + delta) * norm_w, computed by every block into shared memory (x unused);
-     * block 0 stores res + delta to res_out when delta != NULL */
-    const void *res, *delta;
-    void *res_out;
-    const float *norm_w;
-    float eps;
     /* nseg > 1: several linears of the same x fused into one launch (q/k/v,
      * gate/up); their row blocks follow each other in the grid, no split-K.
      * w, bias, out, N, ldo above are then unused. */
     int nseg;
     struct { const void *w; const float *bias; void *out; int64_t N, ldo; } seg[3];
 } cu_gemv_args;
-#define CU_NORM_MAX_K 8192 /* norm mode keeps the row in 32 KB of shared memory as floats */
 /* true when the GEMV kernel handles this shape (K vector-aligned, dtypes known). */
 bool cu_gemv_ok(const cu_gemv_args *a);
 /* part: scratch of splits * T * N floats when splits > 1 (pair mode: splits must be 1). */

@@ -110,7 +110,6 @@ static bool same_op(const cu_op *a, const cu_op *b) {
     case CU_OP_RMSNORM:
     case CU_OP_ADD_RMSNORM: return a->p.eps == b->p.eps;
     case CU_OP_LINEAR: return same_lin(&a->p.lin, &b->p.lin);
-    case CU_OP_ADD_RMSNORM_LINEAR: return same_lin(&a->p.nl.lin, &b->p.nl.lin) && a->p.nl.eps == b->p.nl.eps;
     case CU_OP_ROPE:
     case CU_OP_QKV_ROPE_STORE:
         return a->p.rope.head_dim == b->p.rope.head_dim && a->p.rope.rot_dim == b->p.rope.rot_dim &&

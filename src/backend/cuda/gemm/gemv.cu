@@ -57,74 +57,9 @@ template <int ROWS> __device__ __forceinline__ gv_part gv_part_of(const cu_gemv_
     return p;
 }
 
-__device__ __forceinline__ void prefetch_l2(const void *p) { asm volatile("prefetch.global.L2 [%0];" ::"l"(p)); }
-
-/* Before waiting on the previous kernel (programmatic dependent launch), a
- * block asks L2 for its weight rows: they never depend on earlier kernels, so
- * a GEMV whose blocks became resident during a small kernel (norm, RoPE,
- * attention) streams weights while that kernel runs instead of after it. */
-template <typename TW, int ROWS>
-__device__ __forceinline__ void prefetch_rows(const cu_gemv_args &a, int64_t klen) {
-    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-    const gv_part pt = gv_part_of<ROWS>(a);
-    const void *wbase = pt.w;
-    const int64_t N = pt.N, n0 = (pt.bx * GV_WARPS + warp) * ROWS;
-    const int64_t k0 = (int64_t)blockIdx.z * klen, k1 = min(a.K, k0 + klen);
-    constexpr int LINE = 128 / sizeof(TW);
-#pragma unroll
-    for (int r = 0; r < ROWS; r++) {
-        if (n0 + r >= N) break;
-        const TW *w = (const TW *)wbase + (n0 + r) * a.K;
-        for (int64_t k = k0 + (int64_t)lane * LINE; k < k1; k += 32 * LINE) prefetch_l2(w + k);
-    }
-}
-
-/* Norm mode prologue: xs[k] = bf16(rmsnorm(res + delta) * w)[k] as floats, the
- * same values (up to the order of the sum of squares) add_rmsnorm would have
- * stored for the GEMV to read; block 0 also stores the new residual. */
-__device__ __forceinline__ void norm_prologue(const cu_gemv_args &a, float *xs) {
-    __shared__ float sh[32];
-    const bf16 *res = (const bf16 *)a.res, *dl = (const bf16 *)a.delta;
-    bf16 *ro = (bf16 *)a.res_out;
-    const bool writer = ro && dl && blockIdx.x == 0 && blockIdx.y == 0 && blockIdx.z == 0;
-    float ss = 0.0f;
-    for (int64_t k = (int64_t)threadIdx.x * 8; k < a.K; k += (int64_t)blockDim.x * 8) {
-        float r[8];
-        unpack16<bf16>(*reinterpret_cast<const uint4 *>(res + k), r);
-        if (dl) {
-            float d[8];
-            unpack16<bf16>(*reinterpret_cast<const uint4 *>(dl + k), d);
-#pragma unroll
-            for (int e = 0; e < 8; e++) r[e] += d[e];
-            uint4 p = pack16_bf16(r); /* the residual is stored rounded; the norm reads what is stored */
-            if (writer) *reinterpret_cast<uint4 *>(ro + k) = p;
-            unpack16<bf16>(p, r);
-        }
-#pragma unroll
-        for (int e = 0; e < 8; e++) {
-            ss += r[e] * r[e];
-            xs[k + e] = r[e];
-        }
-    }
-    ss = block_sum(ss, sh);
-    const float inv = rsqrtf(ss / (float)a.K + a.eps);
-    for (int64_t k = (int64_t)threadIdx.x * 8; k < a.K; k += (int64_t)blockDim.x * 8) {
-        float o[8];
-#pragma unroll
-        for (int e = 0; e < 8; e++) o[e] = xs[k + e] * inv * a.norm_w[k + e];
-        unpack16<bf16>(pack16_bf16(o), o);
-#pragma unroll
-        for (int e = 0; e < 8; e++) xs[k + e] = o[e];
-    }
-    __syncthreads();
-}
-
-template <typename TX, typename TW, int NT, int ROWS, bool NORM = false>
+template <typename TX, typename TW, int NT, int ROWS>
 __global__ void __launch_bounds__(GV_WARPS * 32) gemv_kernel(cu_gemv_args a, int64_t klen, float *part) {
-    if (a.prefetch && !a.expert) prefetch_rows<TW, ROWS>(a, klen);
     pdl_begin();
-    extern __shared__ float xs[]; /* norm mode: the normalised input row */
-    if constexpr (NORM) norm_prologue(a, xs);
     constexpr int VEC = 16 / sizeof(TW);
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     const gv_part pt = gv_part_of<ROWS>(a);
@@ -186,12 +121,7 @@ __global__ void __launch_bounds__(GV_WARPS * 32) gemv_kernel(cu_gemv_args a, int
             for (int t = 0; t < NT; t++) {
                 if (t < nt) {
                     float xv[VEC];
-                    if constexpr (NORM) {
-#pragma unroll
-                        for (int v = 0; v < VEC; v++) xv[v] = xs[ku + v];
-                    } else {
-                        load_x<TX, VEC>(x + t * a.ldx + ku, xv);
-                    }
+                    load_x<TX, VEC>(x + t * a.ldx + ku, xv);
 #pragma unroll
                     for (int r = 0; r < ROWS; r++)
 #pragma unroll
@@ -241,14 +171,6 @@ static int vec_of(hr_dtype tw) { return tw == HR_F32 ? 4 : 8; }
 static int pick_nt(int T, hr_dtype tx);
 
 bool cu_gemv_ok(const cu_gemv_args *a) {
-    if (a->res) { /* norm mode */
-        if (a->T != 1 || a->tx != HR_BF16 || a->tw != HR_BF16 || a->expert || a->nseg > 1 || a->K % 8 ||
-            a->K > CU_NORM_MAX_K || !a->norm_w)
-            return false;
-        if ((uintptr_t)a->res % 16 || (uintptr_t)a->delta % 16 || (uintptr_t)a->res_out % 16 ||
-            (uintptr_t)a->norm_w % 16 || (uintptr_t)a->w % 16)
-            return false;
-    }
     if (a->tw != HR_BF16 && a->tw != HR_F32 && a->tw != HR_F16) return false;
     if (a->tx != HR_BF16 && a->tx != HR_F32) return false;
     int vec = vec_of(a->tw);
@@ -321,15 +243,6 @@ static cudaError_t launch_tw(cudaStream_t st, const cu_gemv_args *a, dim3 grid, 
     int nt = a->expert ? 1 : pick_nt(a->T, a->tx);
     switch (nt) {
     case 1:
-        if constexpr (sizeof(TX) == 2 && sizeof(TW) == 2) {
-            if (a->res) { /* norm mode: BF16 only (cu_gemv_ok) */
-                size_t shm = (size_t)a->K * sizeof(float);
-                if (rows_of(a) == 1) cu_launch(gemv_kernel<TX, TW, 1, 1, true>, grid, GV_WARPS * 32, shm, st, *a, klen, part);
-                else cu_launch(gemv_kernel<TX, TW, 1, GV_ROWS(1), true>, grid, GV_WARPS * 32, shm, st, *a, klen, part);
-                break;
-            }
-        }
-        if (a->res) return cudaErrorNotSupported;
         if (rows_of(a) == 1) cu_launch(gemv_kernel<TX, TW, 1, 1>, grid, GV_WARPS * 32, 0, st, *a, klen, part);
         else cu_launch(gemv_kernel<TX, TW, 1, GV_ROWS(1)>, grid, GV_WARPS * 32, 0, st, *a, klen, part);
         break;
@@ -346,22 +259,9 @@ static cudaError_t launch_tw(cudaStream_t st, const cu_gemv_args *a, dim3 grid, 
     return cudaGetLastError();
 }
 
-/* HEARTH_CUDA_GEMV_PREFETCH=0: no L2 prefetch before the dependency wait (comparisons) */
-static int prefetch_on(void) {
-    static int v = -1;
-    if (v < 0) {
-        const char *e = getenv("HEARTH_CUDA_GEMV_PREFETCH");
-        v = !(e && !strcmp(e, "0"));
-    }
-    return v;
-}
-
-cudaError_t cu_gemv(cudaStream_t st, const cu_gemv_args *a0, int splits, float *part) {
-    if (a0->T <= 0 || a0->N <= 0) return cudaSuccess;
-    if (!cu_gemv_ok(a0)) return cudaErrorNotSupported;
-    cu_gemv_args args = *a0;
-    const cu_gemv_args *a = &args;
-    args.prefetch = prefetch_on();
+cudaError_t cu_gemv(cudaStream_t st, const cu_gemv_args *a, int splits, float *part) {
+    if (a->T <= 0 || a->N <= 0) return cudaSuccess;
+    if (!cu_gemv_ok(a)) return cudaErrorNotSupported;
     if (a->expert || a->nseg > 1) splits = 1;
     int64_t step = 32 * (int64_t)vec_of(a->tw);
     int64_t klen = HR_CDIV(HR_CDIV(a->K, (int64_t)HR_MAX(splits, 1)), step) * step;
