@@ -49,4 +49,33 @@ static inline int test_report(const char *name) {
     return test_failed_ ? 1 : 0;
 }
 
+/* Pearson's chi-square of n draws (cnt[i] of token i) against probabilities
+ * prob[0..V): cells expected below 5 draws are pooled into one. Returns the
+ * statistic; *bound is a pass bound (df + 6 sd + 10: ~1e-8 false alarms, while
+ * a wrong temperature or cut moves the statistic by thousands); *support the
+ * tokens of non-zero probability, *bins the cells used. */
+static inline double test_chi2(const long *cnt, const double *prob, int V, double n, double *bound, int *support,
+                               int *bins) {
+    double chi = 0, pool_e = 0, pool_o = 0;
+    *bins = *support = 0;
+    for (int i = 0; i < V; i++) {
+        if (prob[i] > 0) (*support)++;
+        double e = prob[i] * n;
+        if (e >= 5) {
+            chi += (cnt[i] - e) * (cnt[i] - e) / e;
+            (*bins)++;
+        } else if (prob[i] > 0) {
+            pool_e += e;
+            pool_o += (double)cnt[i];
+        }
+    }
+    if (pool_e >= 5) {
+        chi += (pool_o - pool_e) * (pool_o - pool_e) / pool_e;
+        (*bins)++;
+    }
+    double df = *bins > 1 ? *bins - 1 : 1;
+    *bound = df + 6 * sqrt(2 * df) + 10;
+    return chi;
+}
+
 #endif

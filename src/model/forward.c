@@ -316,11 +316,28 @@ fail:
     return rc;
 }
 
+/* Without the device op: the step's logit rows copied to a fresh host buffer
+ * (the caller frees it), for the same pick on the host. */
+static float *logits_to_host(hr_model *m, const hr_tensor *lg, int rows, hr_err *err) {
+    hr_backend *be = m->be;
+    float *host = malloc(lg->nbytes);
+    if (!host) {
+        hr_err_set(err, HR_ENOMEM, "forward: out of memory for %d logit rows", rows);
+        return NULL;
+    }
+    int rc = be->ops->tensor_get(be, lg, host, 0, lg->nbytes);
+    if (rc != HR_OK) {
+        hr_err_set(err, rc, "forward: reading the logits: %s", be->err.msg);
+        free(host);
+        return NULL;
+    }
+    return host;
+}
+
 int hr_model_forward_greedy(hr_model *m, const hr_step *step, int32_t *ids, hr_err *err) {
     hr_err local = {0};
     if (!err) err = &local;
     hr_backend *be = m->be;
-    float *host = NULL;
     int rc = forward_run(m, step, err);
     if (rc != HR_OK || step->n_logits <= 0) return rc;
     hr_tensor lg = rows_view(m->acts.logits, step->n_logits);
@@ -329,11 +346,8 @@ int hr_model_forward_greedy(hr_model *m, const hr_step *step, int32_t *ids, hr_e
         return HR_OK;
     }
     /* no device argmax: the logits cross and the same argmax runs here */
-    if (!(host = malloc(lg.nbytes))) {
-        rc = hr_err_set(err, HR_ENOMEM, "forward: out of memory for %d logit rows", step->n_logits);
-        goto fail;
-    }
-    OP(be->ops->tensor_get(be, &lg, host, 0, lg.nbytes));
+    float *host = logits_to_host(m, &lg, step->n_logits, err);
+    if (!host) return err->code;
     for (int r = 0; r < step->n_logits; r++) {
         const float *x = host + (size_t)r * (size_t)m->vocab;
         float bv = -INFINITY;
@@ -348,7 +362,6 @@ int hr_model_forward_greedy(hr_model *m, const hr_step *step, int32_t *ids, hr_e
     free(host);
     return HR_OK;
 fail:
-    free(host);
     return rc;
 }
 
@@ -356,7 +369,6 @@ int hr_model_forward_sample(hr_model *m, const hr_step *step, const hr_sample_ro
     hr_err local = {0};
     if (!err) err = &local;
     hr_backend *be = m->be;
-    float *host = NULL;
     int rc = forward_run(m, step, err);
     if (rc != HR_OK || step->n_logits <= 0) return rc;
     hr_tensor lg = rows_view(m->acts.logits, step->n_logits);
@@ -365,19 +377,13 @@ int hr_model_forward_sample(hr_model *m, const hr_step *step, const hr_sample_ro
         return HR_OK;
     }
     /* no device sampling: the logits cross and the reference runs here */
-    if (!(host = malloc(lg.nbytes))) {
-        rc = hr_err_set(err, HR_ENOMEM, "forward: out of memory for %d logit rows", step->n_logits);
-        goto fail;
-    }
-    OP(be->ops->tensor_get(be, &lg, host, 0, lg.nbytes));
-    for (int r = 0; r < step->n_logits; r++)
-        if (hr_sample_row_ref(&rows[r], host + (size_t)r * (size_t)m->vocab, m->vocab, &ids[r]) != HR_OK) {
+    float *host = logits_to_host(m, &lg, step->n_logits, err);
+    if (!host) return err->code;
+    for (int r = 0; r < step->n_logits && rc == HR_OK; r++)
+        if (hr_sample_row_ref(&rows[r], host + (size_t)r * (size_t)m->vocab, m->vocab, &ids[r]) != HR_OK)
             rc = hr_err_set(err, HR_ENOMEM, "forward: out of memory sampling");
-            goto fail;
-        }
     free(host);
-    return HR_OK;
+    return rc;
 fail:
-    free(host);
     return rc;
 }

@@ -296,24 +296,8 @@ static void check_distribution(hr_backend *be, const char *name, float temperatu
         cnt[ids[r]]++;
         if (prob[ids[r]] == 0) outside++;
     }
-    double chi = 0, pool_e = 0, pool_o = 0;
-    int bins = 0, support = 0;
-    for (int i = 0; i < V; i++) {
-        if (prob[i] > 0) support++;
-        double e = prob[i] * N;
-        if (e >= 5) {
-            chi += (cnt[i] - e) * (cnt[i] - e) / e;
-            bins++;
-        } else if (prob[i] > 0) {
-            pool_e += e;
-            pool_o += cnt[i];
-        }
-    }
-    if (pool_e >= 5) {
-        chi += (pool_o - pool_e) * (pool_o - pool_e) / pool_e;
-        bins++;
-    }
-    double df = bins > 1 ? bins - 1 : 1, bound = df + 6 * sqrt(2 * df) + 10;
+    int bins, support;
+    double bound, chi = test_chi2(cnt, prob, V, N, &bound, &support, &bins);
     printf("%s %s: support=%d bins=%d chi2=%.1f bound=%.1f outside=%ld\n", be->ops->name, name, support, bins, chi,
            bound, outside);
     CHECK_MSG(outside == 0, "%s %s: %ld draws outside the support", be->ops->name, name, outside);

@@ -298,24 +298,8 @@ static void check_distribution(const char *name, int V, float scale, const hr_sa
         cnt[r.id]++;
         if (prob[r.id] == 0) outside++;
     }
-    double chi = 0, pool_e = 0, pool_o = 0;
-    int bins = 0, support = 0;
-    for (int i = 0; i < V; i++) {
-        if (prob[i] > 0) support++;
-        double e = prob[i] * n;
-        if (e >= 5) {
-            chi += (cnt[i] - e) * (cnt[i] - e) / e;
-            bins++;
-        } else if (prob[i] > 0) {
-            pool_e += e;
-            pool_o += cnt[i];
-        }
-    }
-    if (pool_e >= 5) {
-        chi += (pool_o - pool_e) * (pool_o - pool_e) / pool_e;
-        bins++;
-    }
-    double df = bins - 1, bound = df + 6 * sqrt(2 * df) + 10;
+    int bins, support;
+    double bound, chi = test_chi2(cnt, prob, V, n, &bound, &support, &bins);
     printf("%s: V=%d support=%d bins=%d chi2=%.1f bound=%.1f outside=%ld\n", name, V, support, bins, chi, bound,
            outside);
     CHECK_MSG(outside == 0, "%s: %ld draws outside the support", name, outside);
