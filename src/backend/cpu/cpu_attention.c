@@ -119,8 +119,11 @@ int cpu_op_qkv_rope_store(hr_backend *be, hr_tensor *q_out, const hr_tensor *qkv
     if ((rc = cpu_check(be, "qkv_rope_store", qkv, "qkv", HR_F32, (int64_t)T * ld)) ||
         (rc = cpu_check(be, "qkv_rope_store", q_out, "q_out", HR_F32, (int64_t)T * qd)))
         return rc;
-    float *kv = malloc(sizeof(float) * (size_t)T * (size_t)kvd * 2);
-    if (!kv) return hr_err_set(&be->err, HR_ENOMEM, "cpu qkv_rope_store: out of memory");
+    /* k and v parts in the backend's reused scratch (the MoE slot: neither
+     * rope nor kv_store touches it); a fresh malloc of this size per layer
+     * and step would be an mmap + page faults each time */
+    float *kv = cpu_shared(be, CPU_SLOT_MOE, sizeof(float) * (size_t)T * (size_t)kvd * 2);
+    if (!kv) return be->err.code;
     const float *src = qkv->data;
     for (int t = 0; t < T; t++) {
         memcpy((float *)q_out->data + t * qd, src + t * ld, sizeof(float) * (size_t)qd);
@@ -133,7 +136,6 @@ int cpu_op_qkv_rope_store(hr_backend *be, hr_tensor *q_out, const hr_tensor *qkv
     rc = cpu_op_rope(be, q_out, n_heads, rope, step);
     if (rc == HR_OK) rc = cpu_op_rope(be, &k, n_kv_heads, rope, step);
     if (rc == HR_OK) rc = cpu_op_kv_store(be, k_cache, v_cache, &k, &v, step);
-    free(kv);
     return rc;
 }
 
