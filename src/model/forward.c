@@ -47,6 +47,12 @@ static void free_acts(hr_model *m) {
     a->cap = 0;
 }
 
+/* Which path a layer takes (forward_run), so that only the activation
+ * buffers some layer uses are allocated: q|k|v as one linear + the fused
+ * rope/store op, and gate|up as one linear over packed SwiGLU rows. */
+static bool fused_qkv(const hr_model *m, const hr_layer *l) { return l->qkv.lin.w && m->be->ops->qkv_rope_store; }
+static bool fused_gate_up(const hr_layer *l) { return !l->is_moe && l->gate_up.lin.w; }
+
 /* Activation buffers for n tokens, allocated once and regrown only when a
  * larger step arrives (no allocation in steady state). */
 static int ensure_acts(hr_model *m, int n, hr_err *err) {
@@ -56,36 +62,43 @@ static int ensure_acts(hr_model *m, int n, hr_err *err) {
     int cap = n < 16 ? 16 : n;
     hr_dtype dt = m->be->act_dtype;
     int64_t H = m->hidden, qd = (int64_t)m->n_heads * m->head_dim, kvd = (int64_t)m->n_kv_heads * m->head_dim;
+    bool fqkv = false, split_qkv = false, fgu = false, split_gu = false, dense = false;
+    for (int li = 0; li < m->n_layers; li++) {
+        const hr_layer *l = &m->layers[li];
+        fqkv = fqkv || fused_qkv(m, l);
+        split_qkv = split_qkv || !fused_qkv(m, l);
+        fgu = fgu || fused_gate_up(l);
+        split_gu = split_gu || (!l->is_moe && !fused_gate_up(l));
+        dense = dense || !l->is_moe;
+    }
     struct {
         hr_tensor **t;
         int64_t cols;
         hr_dtype dt;
         const char *name;
+        bool need;
     } spec[] = {
-        {&a->x, H, dt, "act.x"},        {&a->h, H, dt, "act.h"},
-        {&a->q, qd, dt, "act.q"},       {&a->k, kvd, dt, "act.k"},
-        {&a->v, kvd, dt, "act.v"},      {&a->att, qd, dt, "act.att"},
-        {&a->o, H, dt, "act.o"},        {&a->gate, m->ffn, dt, "act.gate"},
-        {&a->up, m->ffn, dt, "act.up"}, {&a->ffn_out, H, dt, "act.ffn"},
-        {&a->sel, H, dt, "act.sel"},    {&a->logits, m->vocab, HR_F32, "act.logits"},
+        {&a->x, H, dt, "act.x", true},
+        {&a->h, H, dt, "act.h", true},
+        {&a->q, qd, dt, "act.q", true},
+        {&a->k, kvd, dt, "act.k", split_qkv},
+        {&a->v, kvd, dt, "act.v", split_qkv},
+        {&a->qkv, qd + 2 * kvd, dt, "act.qkv", fqkv},
+        {&a->att, qd, dt, "act.att", true},
+        {&a->o, H, dt, "act.o", true},
+        {&a->gate, m->ffn, dt, "act.gate", dense},
+        {&a->up, m->ffn, dt, "act.up", split_gu},
+        {&a->gu, 2 * (int64_t)m->ffn, dt, "act.gate_up", fgu},
+        {&a->ffn_out, H, dt, "act.ffn", true},
+        {&a->sel, H, dt, "act.sel", true},
+        {&a->logits, m->vocab, HR_F32, "act.logits", true},
     };
-    bool fqkv = false, fgu = false;
-    for (int li = 0; li < m->n_layers; li++) {
-        fqkv = fqkv || m->layers[li].qkv.lin.w;
-        fgu = fgu || (!m->layers[li].is_moe && m->layers[li].gate_up.lin.w);
-    }
     for (size_t i = 0; i < HR_ARRAY_LEN(spec); i++) {
         int64_t ne[2] = {cap, spec[i].cols};
-        if (!(*spec[i].t = hr_model_tensor_new(m, spec[i].dt, 2, ne, spec[i].name, err))) {
+        if (spec[i].need && !(*spec[i].t = hr_model_tensor_new(m, spec[i].dt, 2, ne, spec[i].name, err))) {
             free_acts(m);
             return err->code;
         }
-    }
-    int64_t ne_qkv[2] = {cap, qd + 2 * kvd}, ne_gu[2] = {cap, 2 * (int64_t)m->ffn};
-    if ((fqkv && !(a->qkv = hr_model_tensor_new(m, dt, 2, ne_qkv, "act.qkv", err))) ||
-        (fgu && !(a->gu = hr_model_tensor_new(m, dt, 2, ne_gu, "act.gate_up", err)))) {
-        free_acts(m);
-        return err->code;
     }
     a->cap = cap;
     return HR_OK;
@@ -221,9 +234,8 @@ static int forward_run(hr_model *m, const hr_step *step, hr_err *err) {
     if ((rc = ensure_acts(m, step->n_tokens, err)) != HR_OK) return rc;
     int T = step->n_tokens;
     hr_acts *a = &m->acts;
-    hr_tensor x = rows_view(a->x, T), h = rows_view(a->h, T), q = rows_view(a->q, T), k = rows_view(a->k, T);
-    hr_tensor v = rows_view(a->v, T), att = rows_view(a->att, T), o = rows_view(a->o, T);
-    hr_tensor gate = rows_view(a->gate, T), up = rows_view(a->up, T), f = rows_view(a->ffn_out, T);
+    hr_tensor x = rows_view(a->x, T), h = rows_view(a->h, T), q, k, v, gate, up;
+    hr_tensor att = rows_view(a->att, T), o = rows_view(a->o, T), f = rows_view(a->ffn_out, T);
     hr_tensor sel = rows_view(a->sel, step->n_logits), lg = rows_view(a->logits, step->n_logits);
     hr_attn_params ap = {.n_heads = m->n_heads,
                          .n_kv_heads = m->n_kv_heads,
@@ -235,12 +247,11 @@ static int forward_run(hr_model *m, const hr_step *step, hr_err *err) {
     OP(ops->embed(be, &x, m->embed, step));
     for (int li = 0; li < m->n_layers; li++) {
         hr_layer *l = &m->layers[li];
-        const bool fq = l->qkv.lin.w && ops->qkv_rope_store;
         if (li == 0)
             OP(ops->rmsnorm(be, &h, &x, l->attn_norm, m->eps));
         else
             OP(ops->add_rmsnorm(be, &h, &x, &f, l->attn_norm, m->eps));
-        if (fq) { /* q|k|v in one linear, then rope(q), rope(k) and the cache store in one op */
+        if (fused_qkv(m, l)) { /* q|k|v in one linear, then rope(q), rope(k) and the cache store in one op */
             int64_t qd = (int64_t)m->n_heads * m->head_dim, kvd = (int64_t)m->n_kv_heads * m->head_dim;
             hr_tensor all = flat_view(a->qkv, 0, T, qd + 2 * kvd);
             q = rows_view(a->q, T);
@@ -271,13 +282,11 @@ static int forward_run(hr_model *m, const hr_step *step, hr_err *err) {
         ap.sinks = l->sinks;
         OP(ops->attention(be, &att, &q, l->k_cache, l->v_cache, step, &ap));
         OP(ops->linear(be, &o, &att, &l->o));
-
-        const bool fg = !l->is_moe && l->gate_up.lin.w;
         OP(ops->add_rmsnorm(be, &h, &x, &o, l->ffn_norm, m->eps));
         if (l->is_moe) {
             OP(ops->moe(be, &f, &h, &l->moe));
         } else {
-            if (fg) { /* gate|up in one linear; SwiGLU reads both halves of its rows */
+            if (fused_gate_up(l)) { /* gate|up in one linear; SwiGLU reads both halves of its rows */
                 hr_tensor all = flat_view(a->gu, 0, T, 2 * (int64_t)m->ffn);
                 gate = rows_view(a->gate, T);
                 OP(ops->linear(be, &all, &h, &l->gate_up.lin));

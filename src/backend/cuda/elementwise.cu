@@ -58,19 +58,23 @@ cudaError_t cu_get_rows(cudaStream_t st, void *out, hr_dtype to, const void *x, 
 }
 
 /* ---- swiglu --------------------------------------------------------------- */
+/* One element of hr_act: clamp (gpt-oss limit), g * sigmoid(alpha g) * (u + up_offset). */
+__device__ __forceinline__ float swiglu1(float g, float u, const hr_act &act) {
+    if (act.limit > 0) {
+        g = fminf(g, act.limit);
+        u = fminf(fmaxf(u, -act.limit), act.limit);
+    }
+    float s = 1.0f / (1.0f + expf(-act.alpha * g));
+    return g * s * (u + act.up_offset);
+}
+
 template <typename T>
 __global__ void swiglu_kernel(T *out, const T *gate, const T *up, int64_t cols, int64_t ldg, int64_t ldu,
                               hr_act act) {
     pdl_begin();
     int64_t r = blockIdx.y;
     for (int64_t c = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; c < cols; c += (int64_t)gridDim.x * blockDim.x) {
-        float g = to_f(gate[r * ldg + c]), u = to_f(up[r * ldu + c]);
-        if (act.limit > 0) {
-            g = fminf(g, act.limit);
-            u = fminf(fmaxf(u, -act.limit), act.limit);
-        }
-        float s = 1.0f / (1.0f + expf(-act.alpha * g));
-        out[r * cols + c] = from_f<T>(g * s * (u + act.up_offset));
+        out[r * cols + c] = from_f<T>(swiglu1(to_f(gate[r * ldg + c]), to_f(up[r * ldu + c]), act));
     }
 }
 
@@ -88,15 +92,7 @@ __global__ void swiglu_vec_kernel(bf16 *out, const bf16 *gate, const bf16 *up, i
         uint4 ov;
         bf16 *o8 = reinterpret_cast<bf16 *>(&ov);
 #pragma unroll
-        for (int i = 0; i < 8; i++) {
-            float g = to_f(g8[i]), u = to_f(u8[i]);
-            if (act.limit > 0) {
-                g = fminf(g, act.limit);
-                u = fminf(fmaxf(u, -act.limit), act.limit);
-            }
-            float sg = 1.0f / (1.0f + expf(-act.alpha * g));
-            o8[i] = from_f<bf16>(g * sg * (u + act.up_offset));
-        }
+        for (int i = 0; i < 8; i++) o8[i] = from_f<bf16>(swiglu1(to_f(g8[i]), to_f(u8[i]), act));
         *reinterpret_cast<uint4 *>(out + r * cols + c) = ov;
     }
 }
@@ -121,6 +117,18 @@ cudaError_t cu_swiglu(cudaStream_t st, void *out, const void *gate, const void *
 /* ---- rope: NeoX / HF rotate_half pairs (i, i + rot/2) ---------------------- */
 /* grid (tokens, heads): one thread per rotated pair, so a decode token's
  * heads run in parallel instead of looping in one block */
+/* The rotation of one pair (x0, x1) at position pos, as HF: the angle is the
+ * float32 product pos * inv_freq, cos and sin scaled by mscale. */
+__device__ __forceinline__ void rope_pair(float pos, float inv_freq, float mscale, float x0, float x1, float *y0,
+                                          float *y1) {
+    float s, c;
+    sincosf(pos * inv_freq, &s, &c);
+    c *= mscale;
+    s *= mscale;
+    *y0 = x0 * c - x1 * s;
+    *y1 = x1 * c + x0 * s;
+}
+
 template <typename T>
 __global__ void rope_kernel(T *x, int64_t ld, int n_heads, int head_dim, int rot_dim, const float *inv_freq,
                             float mscale, const int32_t *positions) {
@@ -130,13 +138,10 @@ __global__ void rope_kernel(T *x, int64_t ld, int n_heads, int head_dim, int rot
     float pos = (float)positions[t];
     T *p = x + t * ld + (int64_t)h * head_dim;
     for (int j = threadIdx.x; j < half; j += blockDim.x) {
-        float s, c;
-        sincosf(pos * inv_freq[j], &s, &c);
-        c *= mscale;
-        s *= mscale;
-        float x0 = to_f(p[j]), x1 = to_f(p[j + half]);
-        p[j] = from_f<T>(x0 * c - x1 * s);
-        p[j + half] = from_f<T>(x1 * c + x0 * s);
+        float y0, y1;
+        rope_pair(pos, inv_freq[j], mscale, to_f(p[j]), to_f(p[j + half]), &y0, &y1);
+        p[j] = from_f<T>(y0);
+        p[j + half] = from_f<T>(y1);
     }
 }
 
@@ -195,33 +200,11 @@ __global__ void qkv_rope_store_kernel(TX *q_out, const TX *qkv, int64_t ld, TKV 
     for (int idx = blockIdx.y * blockDim.x + threadIdx.x; idx < n_all * hpd; idx += gridDim.y * blockDim.x) {
         int h = idx / hpd, j = idx % hpd;
         const TX *p = src + (int64_t)h * head_dim;
-        int d0, d1;
-        float y0, y1;
-        if (j < half && h < n_heads + n_kv) {
-            d0 = j;
-            d1 = j + half;
-            float s, c;
-            sincosf(pos * inv_freq[j], &s, &c);
-            c *= mscale;
-            s *= mscale;
-            float x0 = to_f(p[d0]), x1 = to_f(p[d1]);
-            y0 = x0 * c - x1 * s;
-            y1 = x1 * c + x0 * s;
-        } else {
-            /* v heads: pairs (j, j + half) copied as they are; q/k: the unrotated tail two at a time */
-            if (h < n_heads + n_kv) {
-                d0 = rot_dim + 2 * (j - half);
-                d1 = d0 + 1;
-            } else if (j < half) {
-                d0 = j;
-                d1 = j + half;
-            } else {
-                d0 = rot_dim + 2 * (j - half);
-                d1 = d0 + 1;
-            }
-            y0 = to_f(p[d0]);
-            y1 = to_f(p[d1]);
-        }
+        /* pair j < half: dims (j, j + half), rotated in q and k heads, copied
+         * in v heads; past it the dims beyond rot_dim, two at a time, copied */
+        const int d0 = j < half ? j : rot_dim + 2 * (j - half), d1 = j < half ? j + half : d0 + 1;
+        float y0 = to_f(p[d0]), y1 = to_f(p[d1]);
+        if (j < half && h < n_heads + n_kv) rope_pair(pos, inv_freq[j], mscale, y0, y1, &y0, &y1);
         if (h < n_heads) {
             TX *q = q_out + t * (int64_t)n_heads * head_dim + (int64_t)h * head_dim;
             q[d0] = from_f<TX>(y0);

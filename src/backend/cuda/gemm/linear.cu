@@ -77,7 +77,6 @@ typedef struct lt_class {
     bool used;
     lt_key key; /* T = power-of-two bucket */
     cublasLtMatmulAlgo_t algo;
-    float us;
 } lt_class;
 
 typedef struct lt_cache {
@@ -167,13 +166,12 @@ static cublasStatus_t plan_run(cu_backend *c, const cu_gemv_args *a, const lt_pl
                           algo, c->lt_ws, c->lt_ws_size, c->stream);
 }
 
-/* Times the heuristic's candidates on the real operands; returns how many
- * ran (0: none could be timed) with the fastest in *best. */
+/* Times the heuristic's candidates on the real operands; returns the index
+ * of the fastest (0, the heuristic's first choice, when none could be timed). */
 static int plan_tune(cu_backend *c, lt_cache *lc, const cu_gemv_args *a, const lt_plan *p,
-                     const cublasLtMatmulHeuristicResult_t *res, int nres, int *best, float *best_us) {
-    int ran = 0;
-    *best = 0;
-    *best_us = 0;
+                     const cublasLtMatmulHeuristicResult_t *res, int nres) {
+    int ran = 0, best = 0;
+    float best_us = 0;
     for (int i = 0; i < nres; i++) {
         if (plan_run(c, a, p, &res[i].algo) != CUBLAS_STATUS_SUCCESS) continue; /* warm-up */
         float ms = 0;
@@ -186,13 +184,13 @@ static int plan_tune(cu_backend *c, lt_cache *lc, const cu_gemv_args *a, const l
         if (lt_tune_mode() >= 2)
             fprintf(stderr, "[cuda] lt tune T=%lld N=%lld K=%lld: candidate %d %.1f us (waves %.2f)\n",
                     (long long)a->T, (long long)a->N, (long long)a->K, i, us, res[i].wavesCount);
-        if (ran == 0 || us < *best_us) {
-            *best = i;
-            *best_us = us;
+        if (ran == 0 || us < best_us) {
+            best = i;
+            best_us = us;
         }
         ran++;
     }
-    return ran;
+    return best;
 }
 
 /* cuBLASLt, column-major view: D[N, T] = W^T[N, K] . X[K, T] where the
@@ -245,9 +243,7 @@ static cublasStatus_t lt_matmul(cu_backend *c, const cu_gemv_args *a) {
             plan_destroy(p);
             return s;
         }
-        int best = 0;
-        float us = 0;
-        if (tune && nres > 1 && plan_tune(c, lc, a, p, res, nres, &best, &us) == 0) best = 0;
+        int best = tune && nres > 1 ? plan_tune(c, lc, a, p, res, nres) : 0;
         if (lt_tune_mode() >= 2)
             fprintf(stderr, "[cuda] lt plan T=%lld N=%lld K=%lld: candidate %d of %d%s\n", (long long)a->T,
                     (long long)a->N, (long long)a->K, best, nres, tune ? " (tuned)" : "");
@@ -256,7 +252,6 @@ static cublasStatus_t lt_matmul(cu_backend *c, const cu_gemv_args *a) {
             cl->used = true;
             cl->key = ck;
             cl->algo = p->algo;
-            cl->us = us;
         }
     }
     p->used = true;
