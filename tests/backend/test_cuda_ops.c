@@ -512,6 +512,177 @@ static void test_graph_replay(void) {
     tfree(out);
 }
 
+static void ref_linear(double *ref, const float *x, const float *w, const float *bias, int T, int K, int N, float s);
+
+/* Elements of two BF16 results more than one unit in the last place apart
+ * (the fused epilogues repeat the unfused ops' arithmetic; the compiler may
+ * contract it into FMAs differently) */
+static int64_t ulps_apart(const float *a, const float *b, int64_t n) {
+    int64_t bad = 0;
+    for (int64_t i = 0; i < n; i++)
+        bad += !(fabsf(a[i] - b[i]) <= ldexpf(fmaxf(fabsf(a[i]), fabsf(b[i])), -7));
+    return bad;
+}
+
+/* One-token fused q|k|v linear + qkv_rope_store in decode steps of one shape
+ * (eager, captured as one GEMV with RoPE and the cache store in its
+ * epilogue, replayed), one position further each step, against float64
+ * references of q, the k/v cache rows and the q|k|v rows; a last replay at
+ * step 0's position and input must give step 0's eager results. */
+static void test_graph_qkv(int K, int nh, int nkv, int hd, int rot, float mscale, bool with_bias) {
+    const int n_steps = 5, bs = 16;
+    int ctx[1] = {40 + n_steps}, nn[1] = {1};
+    step_buf big;
+    make_step(&big, 1, ctx, nn, bs, 10);
+    int64_t qd = (int64_t)nh * hd, kvd = (int64_t)nkv * hd, N = qd + 2 * kvd, nslots = (int64_t)big.n_blocks * bs;
+    int64_t ne_x[2] = {1, K}, ne_w[2] = {N, K}, ne_b[1] = {N}, ne_qkv[2] = {1, N}, ne_q[2] = {1, qd};
+    int64_t ne_c[4] = {big.n_blocks, bs, nkv, hd};
+    float *w = rnd(N * K, 0.1f), *b = rnd(N, 1.0f), *kc = rnd(nslots * kvd, 1.0f), *vc = rnd(nslots * kvd, 1.0f);
+    hr_tensor *tw = upload(HR_BF16, 2, ne_w, w, "w_qkv"), *tb = upload(HR_F32, 1, ne_b, b, "bias");
+    hr_tensor *tk = upload(HR_BF16, 4, ne_c, kc, "k_cache"), *tv = upload(HR_BF16, 4, ne_c, vc, "v_cache");
+    hr_tensor *tx = out_new(HR_BF16, 2, ne_x), *tqkv = out_new(HR_BF16, 2, ne_qkv), *tq = out_new(HR_BF16, 2, ne_q);
+    float *inv = malloc(sizeof(float) * rot / 2);
+    for (int i = 0; i < rot / 2; i++) inv[i] = powf(10000.0f, -2.0f * i / rot);
+    hr_rope r = {hd, rot, inv, mscale};
+    hr_linear l = {tw, with_bias ? tb : NULL, 0};
+    float *x0 = NULL, *res0[4] = {NULL, NULL, NULL, NULL};
+    double worst = 0;
+    for (int i = 0; i <= n_steps; i++) {
+        int p = 40 + (i == n_steps ? 0 : i);
+        step_buf st = big;
+        st.pos[0] = p;
+        st.lens[0] = p + 1;
+        st.slots[0] = st.bt[p / bs] * bs + p % bs;
+        st.s.tokens = st.tokens;
+        st.s.positions = st.pos;
+        st.s.slot_mapping = st.slots;
+        st.s.query_start = st.qs;
+        st.s.seq_lens = st.lens;
+        st.s.block_tables = st.bt;
+        st.s.logit_rows = st.rows;
+        float *x = i == n_steps ? x0 : rnd(K, 1.0f);
+        hr_tensor *sx = upload(HR_BF16, 2, ne_x, x, "x");
+        CHECK(be->ops->copy(be, tx, sx) == HR_OK);
+        poison(tqkv);
+        poison(tq);
+        CHECK(be->ops->step_begin(be, &st.s) == HR_OK);
+        CHECK(be->ops->linear(be, tqkv, tx, &l) == HR_OK);
+        int rc = be->ops->qkv_rope_store(be, tq, tqkv, tk, tv, nh, nkv, &r, &st.s);
+        CHECK_MSG(rc == HR_OK, "qkv_rope_store: %s", be->err.msg);
+        CHECK(be->ops->step_end(be) == HR_OK);
+        double *raw = malloc(sizeof(double) * N), *ref = malloc(sizeof(double) * N);
+        ref_linear(raw, x, w, with_bias ? b : NULL, 1, K, (int)N, 0);
+        float *rawf = malloc(sizeof(float) * N); /* the rotation reads the rounded q|k|v row */
+        for (int64_t j = 0; j < N; j++) rawf[j] = round_to(HR_BF16, (float)raw[j]);
+        for (int h = 0; h < nh + 2 * nkv; h++)
+            rope_ref(ref + (int64_t)h * hd, rawf + (int64_t)h * hd, hd, rot, inv, mscale, p, h < nh + nkv);
+        float *got[4] = {download(tq), download(tqkv), download(tk), download(tv)};
+        const int64_t at = (int64_t)st.slots[0] * kvd;
+        double e[4] = {rel_l2(got[0], ref, qd), rel_l2(got[1], raw, N), rel_l2(got[2] + at, ref + qd, kvd),
+                       rel_l2(got[3] + at, ref + qd + kvd, kvd)};
+        for (int j = 0; j < 4; j++) worst = fmax(worst, e[j]);
+        CHECK_MSG(e[0] <= TOL_BF16 && e[1] <= TOL_BF16 && e[2] <= TOL_BF16 && e[3] <= TOL_BF16,
+                  "q|k|v + rope/store %d/%d hd%d rot%d step %d: rel L2 q %.3g, qkv %.3g, k %.3g, v %.3g", nh, nkv, hd,
+                  rot, i, e[0], e[1], e[2], e[3]);
+        if (i == 0) {
+            x0 = x;
+            for (int j = 0; j < 4; j++) res0[j] = got[j];
+        } else {
+            if (i == n_steps) {
+                int64_t bad = ulps_apart(got[1], res0[1], N) + ulps_apart(got[0], res0[0], qd) + ulps_apart(got[2] + at, res0[2] + at, kvd) +
+                              ulps_apart(got[3] + at, res0[3] + at, kvd);
+                CHECK_MSG(bad == 0, "q|k|v + rope/store: replay of step 0 differs from its eager result (%lld)",
+                          (long long)bad);
+            }
+            for (int j = 0; j < 4; j++) free(got[j]);
+            if (x != x0) free(x);
+        }
+        free(raw);
+        free(ref);
+        free(rawf);
+        tfree(sx);
+    }
+    if (getenv("HEARTH_TEST_VERBOSE"))
+        printf("  q|k|v + rope/store graph %d/%d hd%d rot%d%s  rel L2 %.3g (worst of %d steps)\n", nh, nkv, hd, rot,
+               with_bias ? " bias" : "", worst, n_steps + 1);
+    free(x0);
+    for (int j = 0; j < 4; j++) free(res0[j]);
+    free(w); free(b); free(kc); free(vc); free(inv);
+    tfree(tw); tfree(tb); tfree(tk); tfree(tv); tfree(tx); tfree(tqkv); tfree(tq);
+}
+
+/* One-token packed gate|up linear + SwiGLU in decode steps of one shape:
+ * eager (two launches), captured (one GEMV with SwiGLU in its epilogue),
+ * replayed. Each step has a new x and must match the float64 reference; the
+ * packed gate|up rows must be written too. The fused launch stores what the
+ * plain linear + SwiGLU store, so a replay with step 0's x must reproduce
+ * step 0's eager output bit for bit. */
+static void test_graph_glu(int K, int F, bool with_bias, hr_act act) {
+    const int n_steps = 5;
+    int ctx[1] = {20}, nn[1] = {1};
+    step_buf sb;
+    make_step(&sb, 1, ctx, nn, 16, 10);
+    int64_t ne_x[2] = {1, K}, ne_w[2] = {2 * (int64_t)F, K}, ne_b[1] = {2 * (int64_t)F};
+    int64_t ne_gu[2] = {1, 2 * (int64_t)F}, ne_o[2] = {1, F};
+    float *w = rnd(2 * (int64_t)F * K, 0.1f), *b = rnd(2 * F, 1.0f);
+    hr_tensor *tw = upload(HR_BF16, 2, ne_w, w, "w_gate_up"), *tb = upload(HR_F32, 1, ne_b, b, "bias");
+    hr_tensor *tx = out_new(HR_BF16, 2, ne_x), *gu = out_new(HR_BF16, 2, ne_gu), *out = out_new(HR_BF16, 2, ne_o);
+    hr_linear l = {tw, with_bias ? tb : NULL, 0};
+    float *x0 = NULL, *out0 = NULL;
+    double worst = 0;
+    for (int i = 0; i <= n_steps; i++) {
+        float *x = i == n_steps ? x0 : rnd(K, 1.0f);
+        hr_tensor *sx = upload(HR_BF16, 2, ne_x, x, "x");
+        CHECK(be->ops->copy(be, tx, sx) == HR_OK);
+        poison(gu);
+        poison(out);
+        CHECK(be->ops->step_begin(be, &sb.s) == HR_OK);
+        CHECK(be->ops->linear(be, gu, tx, &l) == HR_OK);
+        CHECK(be->ops->swiglu(be, out, gu, NULL, &act) == HR_OK);
+        CHECK(be->ops->step_end(be) == HR_OK);
+        double *rgu = malloc(sizeof(double) * 2 * F), *ref = malloc(sizeof(double) * F);
+        ref_linear(rgu, x, w, with_bias ? b : NULL, 1, K, 2 * F, 0);
+        for (int c = 0; c < F; c++) {
+            double g = rgu[c], u = rgu[F + c];
+            if (act.limit > 0) {
+                g = fmin(g, act.limit);
+                u = fmin(fmax(u, -act.limit), act.limit);
+            }
+            ref[c] = g / (1 + exp(-act.alpha * g)) * (u + act.up_offset);
+        }
+        float *got = download(out), *got_gu = download(gu);
+        double e = rel_l2(got, ref, F), egu = rel_l2(got_gu, rgu, 2 * F);
+        CHECK_MSG(e <= TOL_BF16 && egu <= TOL_BF16, "gate|up + swiglu K%d F%d step %d: rel L2 %.3g, gate|up %.3g", K,
+                  F, i, e, egu);
+        worst = fmax(worst, fmax(e, egu));
+        if (i == 0) {
+            x0 = x;
+            out0 = got;
+        } else {
+            if (i == n_steps) CHECK_MSG(ulps_apart(got, out0, F) == 0, "gate|up + swiglu K%d F%d: replay of step 0's "
+                                        "input differs from its eager result by more than 1 ulp", K, F);
+            free(got);
+            if (x != x0) free(x);
+        }
+        free(got_gu);
+        free(rgu);
+        free(ref);
+        tfree(sx);
+    }
+    if (getenv("HEARTH_TEST_VERBOSE"))
+        printf("  gate|up + swiglu graph K%d F%d%s alpha %.3g  rel L2 %.3g (worst of %d steps)\n", K, F,
+               with_bias ? " bias" : "", act.alpha, worst, n_steps + 1);
+    free(x0);
+    free(out0);
+    free(w);
+    free(b);
+    tfree(tw);
+    tfree(tb);
+    tfree(tx);
+    tfree(gu);
+    tfree(out);
+}
+
 static void test_attention(const attn_case *ac) {
     step_buf sb;
     make_step(&sb, ac->n_seqs, ac->ctx, ac->nn, ac->block_size, 10);
@@ -872,6 +1043,13 @@ int main(void) {
     };
     for (size_t i = 0; i < HR_ARRAY_LEN(cases); i++) test_attention(&cases[i]);
     test_graph_replay();
+    /* fused one-token GEMV epilogues; outputs >= 2112 rows, so the eager
+     * (unfused) GEMV does not split K on <= 132 SMs and the replay of step 0
+     * must reproduce it within 1 ulp */
+    test_graph_glu(1024, 1500, false, (hr_act){1.0f, 0.0f, 0.0f});   /* llama SwiGLU, tail rows */
+    test_graph_glu(512, 1100, true, (hr_act){1.702f, 7.0f, 1.0f});    /* gpt-oss clamp, biases */
+    test_graph_qkv(1024, 16, 4, 128, 128, 1.0f, false);               /* llama-like GQA 4 */
+    test_graph_qkv(512, 28, 4, 64, 32, 1.2f, true);                   /* partial rotary, GQA 7, bias */
 
     test_linear(1, 4096, 512, HR_BF16, HR_BF16, false, 0);    /* GEMV, 1 row per warp + split-K */
     test_linear(1, 2048, 4096, HR_BF16, HR_BF16, true, 0);    /* GEMV, 1 row per warp, no split */
