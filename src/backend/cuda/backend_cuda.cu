@@ -879,8 +879,6 @@ static int pend_glu(cu_backend *c, hr_tensor *out, const hr_tensor *gu, const hr
 
 static int pend_rope(cu_backend *c, hr_tensor *q_out, const hr_tensor *qkv, hr_tensor *kc, hr_tensor *vc, int n_heads,
                      int n_kv, const hr_rope *r, const hr_step *step) {
-    int rc = c->n_pend == 1 ? want_step(c, step) : HR_OK; /* may demote the capture (and drop the held linear) */
-    if (rc) return rc;
     if (c->n_pend != 1) return 0;
     int hd = r->head_dim;
     int64_t qd = (int64_t)n_heads * hd, kvd = (int64_t)n_kv * hd;
@@ -891,6 +889,8 @@ static int pend_rope(cu_backend *c, hr_tensor *q_out, const hr_tensor *qkv, hr_t
         q_out->data == c->pend[0].x.data || hd % 2 || r->rot_dim < 2 || r->rot_dim % 2 || r->rot_dim > hd ||
         !pend_pair_args(c, &a, CU_PAIR_ROPE, qkv, (int64_t)(n_heads + 2 * n_kv) * (hd / 2)))
         return 0;
+    int rc = want_step(c, step);
+    if (rc) return rc;
     const float *tab = rope_table(c, r, &rc);
     if (!tab) return rc;
     a.rope.q_out = q_out->data;
