@@ -693,21 +693,7 @@ static bool fusable(const hr_tensor *out, const hr_tensor *x, const hr_linear *l
            (out->dtype == HR_BF16 || out->dtype == HR_F32);
 }
 
-/* Writes the deferred norm's output row: rmsnorm of the residual, whose
- * add already ran in the producing GEMV's epilogue. */
-static int pnorm_flush(cu_backend *c) {
-    if (!c->pnorm.on) return HR_OK;
-    c->pnorm.on = false;
-    const hr_tensor *o = &c->pnorm.out;
-    CU_TRY(c, cu_rmsnorm(c->stream, o->data, o->dtype, NULL, c->pnorm.res.data, c->pnorm.res.dtype, c->pnorm.w.data,
-                         c->pnorm.w.dtype, 1, hr_tensor_cols(o), c->pnorm.eps),
-           "rmsnorm (deferred)");
-    return HR_OK;
-}
-
 int cu_pend_flush(cu_backend *c) {
-    int prc = pnorm_flush(c);
-    if (prc) return prc;
     int n = c->n_pend;
     c->n_pend = 0;
     if (n == 0) return HR_OK;
@@ -757,7 +743,7 @@ static int pend_linear(cu_backend *c, hr_tensor *out, const hr_tensor *x, const 
         for (int i = 0; i < c->n_pend; i++) joins = joins && c->pend[i].out.data != out->data;
         if (!joins && (rc = cu_pend_flush(c))) return rc;
     }
-    if (!ok) return cu_pend_flush(c); /* runs now: a deferred norm must be written first */
+    if (!ok) return 0;
     c->pend[c->n_pend].out = *out;
     c->pend[c->n_pend].x = *x;
     c->pend[c->n_pend].l = *l;
@@ -793,72 +779,10 @@ static bool pend_pair_args(cu_backend *c, cu_gemv_args *a, int pair, const hr_te
 }
 
 static int pend_pair_launch(cu_backend *c, cu_gemv_args *a, const char *what) {
-    /* a deferred norm of this GEMV's x: normalise while loading */
-    bool xn = c->pnorm.on && c->pnorm.out.data == a->x && c->pnorm.w.dtype == HR_F32 &&
-              c->pnorm.res.dtype == HR_BF16 && hr_tensor_cols(&c->pnorm.out) == a->K;
-    if (xn) {
-        a->x = c->pnorm.res.data;
-        a->xn_inv = c->pnorm.inv;
-        a->xn_w = (const float *)c->pnorm.w.data;
-        a->xn_out = c->pnorm.out.data;
-    }
     cu_gemv_splits(a, c->n_sm);
     if (!cu_gemv_ok(a)) return 0;
-    if (xn) c->pnorm.on = false;
-    int prc = pnorm_flush(c); /* a deferred norm of some other row */
-    if (prc) return prc;
     c->n_pend = 0;
     CU_TRY(c, cu_gemv(c->stream, a, 1, NULL), what);
-    return 1;
-}
-
-/* add_rmsnorm(out, res, x, w) right after the held linear that produced x:
- * that GEMV adds its rows into the residual and leaves the norm's inverse
- * in a slot; the output row waits for its consumer (pnorm). Returns 1 when
- * launched so, 0 when the caller must flush and run the op, < 0 on error. */
-static int pend_add_norm(cu_backend *c, hr_tensor *out, hr_tensor *res, const hr_tensor *x, const hr_tensor *w,
-                         float eps) {
-    if (!c->fuse_norm || c->n_pend != 1 || c->pnorm.on || !c->fnorm_cnt) return 0;
-    const hr_tensor *po = &c->pend[0].out, *px = &c->pend[0].x;
-    const hr_linear *l = &c->pend[0].l;
-    int64_t n = hr_tensor_cols(out);
-    if (po->data != x->data || x->dtype != HR_BF16 || out->dtype != HR_BF16 || res->dtype != HR_BF16 ||
-        w->dtype != HR_F32 || hr_tensor_rows(x) != 1 || hr_tensor_rows(out) != 1 || hr_tensor_rows(res) != 1 ||
-        hr_tensor_cols(x) != n || hr_tensor_cols(res) != n || hr_tensor_nelem(w) != n || n % 8 ||
-        hr_tensor_cols(po) != n || l->w->ne[0] != n || out->data == res->data || out->data == x->data ||
-        res->data == x->data || px->data == res->data || (uintptr_t)w->data % 16 || (uintptr_t)out->data % 16)
-        return 0;
-    cu_gemv_args a;
-    memset(&a, 0, sizeof(a));
-    a.x = px->data;
-    a.tx = HR_BF16;
-    a.ldx = hr_tensor_cols(px);
-    a.w = l->w->data;
-    a.tw = HR_BF16;
-    a.K = a.ldx;
-    a.N = n;
-    a.T = 1;
-    a.bias = l->bias ? (const float *)l->bias->data : NULL;
-    a.alpha = 1.0f;
-    a.out = po->data;
-    a.to = HR_BF16;
-    a.ldo = n;
-    a.st_res = res->data;
-    a.st_part = c->fnorm_part;
-    a.st_cnt = c->fnorm_cnt;
-    a.st_inv = c->fnorm_inv + (c->n_fnorm % CU_FNORM_SLOTS);
-    a.eps = eps;
-    cu_gemv_splits(&a, c->n_sm);
-    if (!cu_gemv_ok(&a) || HR_CDIV(n, (int64_t)8) > CU_FNORM_PART) return 0;
-    c->n_fnorm++;
-    c->n_pend = 0;
-    CU_TRY(c, cu_gemv(c->stream, &a, 1, NULL), "gemv + add + norm statistics");
-    c->pnorm.on = true;
-    c->pnorm.out = *out;
-    c->pnorm.res = *res;
-    c->pnorm.w = *w;
-    c->pnorm.eps = eps;
-    c->pnorm.inv = a.st_inv;
     return 1;
 }
 
@@ -949,8 +873,6 @@ static int w_add_rmsnorm(hr_backend *be, hr_tensor *out, hr_tensor *res, const h
         o->t[3] = *w;
         o->p.eps = eps;
         if (cu_of(be)->mode == CU_REPLAY) return HR_OK;
-        int held = pend_add_norm(cu_of(be), out, res, x, w, eps);
-        if (held) return held < 0 ? held : HR_OK;
         int prc = cu_pend_flush(cu_of(be));
         if (prc) return prc;
     }
@@ -1193,7 +1115,6 @@ static void cu_free_backend(hr_backend *be) {
     if (c->ids_host) cudaFreeHost(c->ids_host);
     if (c->ids_dev) cudaFree(c->ids_dev);
     if (c->attn_sem) cudaFree(c->attn_sem);
-    if (c->fnorm_cnt) cudaFree(c->fnorm_cnt);
     cu_sample_free(c);
     if (c->stage_done) cudaEventDestroy(c->stage_done);
     cu_lt_cache_free(c);
@@ -1263,8 +1184,6 @@ extern "C" hr_backend *hr_backend_cuda_create(int device_index, hr_err *err) {
         c->fuse_linears = !(e && !strcmp(e, "0"));
         e = getenv("HEARTH_CUDA_ATTN_SEM"); /* 0: a combine kernel merges attention splits */
         c->attn_sem_on = !(e && !strcmp(e, "0"));
-        e = getenv("HEARTH_CUDA_FUSE_NORM"); /* 0: add_rmsnorm never deferred into GEMVs */
-        c->fuse_norm = c->fuse_linears && !(e && !strcmp(e, "0"));
     }
     {
         const char *e = getenv("HEARTH_CUDA_ATTN_TC"); /* 0: the split kernel for prefill too (comparisons) */
@@ -1280,15 +1199,6 @@ extern "C" hr_backend *hr_backend_cuda_create(int device_index, hr_err *err) {
     if ((s = cublasLtCreate(&c->lt)) != CUBLAS_STATUS_SUCCESS) {
         hr_err_set(err, HR_EIO, "cuda: cublasLtCreate failed (status %d)", (int)s);
         goto fail;
-    }
-    {
-        size_t fb = sizeof(int) * 32 + sizeof(float) * (CU_FNORM_SLOTS + CU_FNORM_PART);
-        char *p = NULL;
-        if ((e = cudaMalloc((void **)&p, fb)) != cudaSuccess) goto cuda_fail;
-        c->fnorm_cnt = (int *)p;
-        c->fnorm_inv = (float *)(p + sizeof(int) * 32);
-        c->fnorm_part = c->fnorm_inv + CU_FNORM_SLOTS;
-        if ((e = cudaMemset(p, 0, fb)) != cudaSuccess) goto cuda_fail;
     }
     if (cu_scratch_reserve(c, CU_SCRATCH_MIN) != HR_OK) {
         if (err) *err = c->base.err;

@@ -112,16 +112,6 @@ typedef struct cu_backend {
     struct { hr_tensor out, x; hr_linear l; } pend[3];
     int n_pend;
     bool fuse_linears;     /* HEARTH_CUDA_FUSE=0: off */
-    /* capture only: an add_rmsnorm whose residual add and statistics ran in
-     * the epilogue of the GEMV producing its x; its output row is written by
-     * the consuming GEMV (normalising while it loads) or, if another op
-     * comes first, by an rmsnorm launch (cu_pend_flush) */
-    struct { bool on; hr_tensor out, res, w; float eps; float *inv; } pnorm;
-    bool fuse_norm;        /* HEARTH_CUDA_FUSE_NORM=0: off */
-    int n_fnorm;           /* norms deferred in this step: slot of the next */
-    int *fnorm_cnt;        /* device: the STATS epilogue's counter (zeroed) ... */
-    float *fnorm_inv;      /* ... CU_FNORM_SLOTS inverse norms ... */
-    float *fnorm_part;     /* ... and CU_FNORM_PART per-block partial sums, one allocation */
 
     /* graphs: the current step's mode, op log and cache entry */
     bool graphs_on;
@@ -149,13 +139,6 @@ typedef struct cu_backend {
 } cu_backend;
 
 static inline cu_backend *cu_of(hr_backend *be) { return (cu_backend *)be; }
-#define CU_FNORM_SLOTS 256
-#define CU_FNORM_PART 16384
-/* drops the held-back linears and a deferred norm (their ops are in the log) */
-static inline void cu_pend_clear(cu_backend *c) {
-    c->n_pend = 0;
-    c->pnorm.on = false;
-}
 
 /* ---- launchers (return cudaError_t of the launch) ----------------------- */
 /* dtypes are hr_dtype values; each launcher supports F32/BF16 activations
@@ -224,15 +207,6 @@ typedef struct cu_gemv_args {
         const int32_t *positions, *slots;
         int64_t n_slots;
     } rope;
-    /* st_inv (one token, out BF16 of N = ldo, no split): also adds out into
-     * the residual st_res (BF16) and writes *st_inv = rsqrt(mean(res^2) +
-     * eps) of the new residual (st_part: a float per block, st_cnt: a zeroed
-     * counter, left zeroed) */
-    void *st_res; float *st_part; int *st_cnt; float *st_inv; float eps;
-    /* xn_inv (paired modes): x is a residual row, normalised while loading:
-     * x[k] = bf16(x[k] * *xn_inv * xn_w[k]) (F32 weights); the normalised row
-     * is also stored to xn_out */
-    const float *xn_inv; const float *xn_w; void *xn_out;
     int prefetch;             /* set by cu_gemv: weight loads before the PDL wait */
 } cu_gemv_args;
 /* true when the GEMV kernel handles this shape (K vector-aligned, dtypes known). */

@@ -61,7 +61,7 @@ void cu_graphs_free(cu_backend *c) {
 }
 
 void cu_graph_abort(cu_backend *c) {
-    cu_pend_clear(c);
+    c->n_pend = 0;
     if (c->mode == CU_CAPTURE) {
         cudaGraph_t g = NULL;
         cudaStreamEndCapture(c->stream, &g);
@@ -142,7 +142,7 @@ static int run_log(cu_backend *c, const cu_op *log, int n) {
 
 void cu_graph_flush(cu_backend *c) {
     if (c->mode == CU_EAGER) return;
-    cu_pend_clear(c); /* the held-back linears and norm are in the log that runs below */
+    c->n_pend = 0; /* the held-back linears are in the log that runs below */
     if (c->mode == CU_CAPTURE) {
         cudaGraph_t g = NULL;
         cudaStreamEndCapture(c->stream, &g);
@@ -158,7 +158,7 @@ void cu_graph_flush(cu_backend *c) {
 
 void cu_graph_demote(cu_backend *c) {
     if (c->mode != CU_CAPTURE) return;
-    cu_pend_clear(c); /* held-back linears and norm are in the log that runs below */
+    c->n_pend = 0; /* held-back linears are in the log that runs below */
     cudaGraph_t g = NULL;
     cudaStreamEndCapture(c->stream, &g);
     if (g) cudaGraphDestroy(g);
@@ -212,7 +212,6 @@ int cu_graph_step_begin(cu_backend *c) {
         return HR_OK;
     }
     c->mode = CU_CAPTURE;
-    c->n_fnorm = 0;
     return HR_OK;
 }
 

@@ -16,9 +16,6 @@
 #define GV_ROWS(nt) ((nt) >= 8 ? 2 : 4)
 /* items per warp of the paired modes (two weight rows each) */
 #define GV_PAIR_ROWS 2
-/* epilogue / prologue flags (template EPI) */
-#define GV_STATS 1 /* residual add + norm statistics (cu_gemv_args.st_*) */
-#define GV_XNORM 2 /* x normalised while loading (cu_gemv_args.xn_*) */
 
 /* VEC activations starting at p (aligned to VEC elements) -> floats */
 template <typename TX, int VEC> __device__ __forceinline__ void load_x(const TX *p, float *f) {
@@ -126,57 +123,7 @@ __device__ __forceinline__ void pair_store(const cu_gemv_args &a, int64_t p, flo
     }
 }
 
-/* STATS epilogue (one token, no split, out BF16): out[n] = the product as
- * the plain linear stores it, res[n] = bf16(res[n] + out[n]) as
- * add_rmsnorm stores the residual; the block's sum of squares of the new
- * residual goes to st_part[block], and the last block to finish sums the
- * partials in block order and writes *st_inv = rsqrt(mean + eps), then
- * resets the counter. Every warp of the block calls it. */
-template <int ROWS>
-__device__ __forceinline__ void gv_add_stats(const cu_gemv_args &a, float (*acc)[1], int64_t n0, int64_t N, int warp,
-                                             int lane) {
-    __shared__ float s_ss[GV_WARPS];
-    __shared__ float s_red[32];
-    __shared__ bool s_last;
-    float ss = 0.0f;
-    if (lane == 0) {
-#pragma unroll
-        for (int r = 0; r < ROWS; r++) {
-            const int64_t n = n0 + r;
-            if (n >= N) break;
-            float v = acc[r][0] * a.alpha;
-            if (a.bias) v += a.bias[n];
-            const bf16 ob = __float2bfloat16_rn(v);
-            ((bf16 *)a.out)[n] = ob;
-            bf16 *res = (bf16 *)a.st_res;
-            const bf16 rs = __float2bfloat16_rn(__bfloat162float(res[n]) + __bfloat162float(ob));
-            res[n] = rs;
-            ss += __bfloat162float(rs) * __bfloat162float(rs);
-        }
-        s_ss[warp] = ss;
-    }
-    __syncthreads();
-    if (threadIdx.x == 0) {
-        float b = 0.0f;
-#pragma unroll
-        for (int w = 0; w < GV_WARPS; w++) b += s_ss[w];
-        a.st_part[blockIdx.x] = b;
-        __threadfence();
-        s_last = atomicAdd(a.st_cnt, 1) == (int)gridDim.x - 1;
-    }
-    __syncthreads();
-    if (!s_last) return;
-    __threadfence();
-    float t = 0.0f;
-    for (int i = threadIdx.x; i < (int)gridDim.x; i += blockDim.x) t += __ldcg(a.st_part + i);
-    t = block_sum(t, s_red);
-    if (threadIdx.x == 0) {
-        *a.st_inv = rsqrtf(t / (float)N + a.eps);
-        *a.st_cnt = 0;
-    }
-}
-
-template <typename TX, typename TW, int NT, int ROWS, int PM, int EPI>
+template <typename TX, typename TW, int NT, int ROWS, int PM>
 __global__ void __launch_bounds__(GV_WARPS * 32) gemv_kernel(cu_gemv_args a, int64_t klen, float *part) {
     constexpr int VEC = 16 / sizeof(TW);
     constexpr int RW = PM ? 2 * ROWS : ROWS; /* weight rows streamed per warp */
@@ -189,7 +136,7 @@ __global__ void __launch_bounds__(GV_WARPS * 32) gemv_kernel(cu_gemv_args a, int
     const float *bias = pt.bias;
     void *out = pt.out;
     const int64_t N = pt.N, ldo = pt.ldo, n0 = (pt.bx * GV_WARPS + warp) * ROWS;
-    if (!(EPI & GV_STATS) && n0 >= N) return; /* no block-level barrier below (STATS: all warps reach its barrier) */
+    if (n0 >= N) return; /* no block-level barrier below */
     const int64_t k0 = (int64_t)blockIdx.z * klen, k1 = min(a.K, k0 + klen);
 
     const TW *w = (const TW *)wbase;
@@ -249,14 +196,6 @@ __global__ void __launch_bounds__(GV_WARPS * 32) gemv_kernel(cu_gemv_args a, int
         pdl_wait();
     }
     pdl_trigger();
-    /* XNORM: x is the residual row, normalised while loading as rmsnorm_vec_kernel
-     * does (v * inv * w, rounded to BF16); block 0's warp 0 stores the row */
-    float xn_inv = 0.0f;
-    bool xn_store = false;
-    if constexpr ((EPI & GV_XNORM) != 0) {
-        xn_inv = *a.xn_inv;
-        xn_store = blockIdx.x == 0 && warp == 0;
-    }
     for (; k < k1; k += U * 32 * VEC) {
         if (!loaded) {
 #pragma unroll
@@ -279,15 +218,6 @@ __global__ void __launch_bounds__(GV_WARPS * 32) gemv_kernel(cu_gemv_args a, int
                 if (t < nt) {
                     float xv[VEC];
                     load_x<TX, VEC>(x + t * a.ldx + ku, xv);
-                    if constexpr ((EPI & GV_XNORM) != 0) {
-                        static_assert(VEC == 8 && sizeof(TX) == 2, "XNORM: BF16 rows");
-                        const float4 *w4 = reinterpret_cast<const float4 *>(a.xn_w + ku);
-                        const float4 wa = w4[0], wb = w4[1];
-                        const float nw[8] = {wa.x, wa.y, wa.z, wa.w, wb.x, wb.y, wb.z, wb.w};
-#pragma unroll
-                        for (int v = 0; v < VEC; v++) xv[v] = __bfloat162float(__float2bfloat16_rn(xv[v] * xn_inv * nw[v]));
-                        if (xn_store) *reinterpret_cast<uint4 *>((bf16 *)a.xn_out + ku) = pack16_bf16(xv);
-                    }
 #pragma unroll
                     for (int r = 0; r < RW; r++)
 #pragma unroll
@@ -302,10 +232,6 @@ __global__ void __launch_bounds__(GV_WARPS * 32) gemv_kernel(cu_gemv_args a, int
 #pragma unroll
         for (int t = 0; t < NT; t++) acc[r][t] = warp_sum(acc[r][t]);
 
-    if constexpr ((EPI & GV_STATS) != 0) {
-        gv_add_stats<ROWS>(a, acc, n0, N, warp, lane);
-        return;
-    }
     if (lane != 0) return;
 #pragma unroll
     for (int r = 0; r < ROWS; r++) {
@@ -350,13 +276,6 @@ bool cu_gemv_ok(const cu_gemv_args *a) {
     if (a->K % vec || a->ldx % vec) return false;
     if ((uintptr_t)a->w % 16 || (uintptr_t)a->x % xalign) return false;
     if (a->expert && (a->w_stride % vec)) return false;
-    if (a->st_inv || a->xn_inv) { /* one token, BF16 rows, no split (cu_gemv_splits must return 1) */
-        if (a->expert || a->nseg > 1 || a->T != 1 || a->tx != HR_BF16 || a->tw != HR_BF16 || a->to != HR_BF16)
-            return false;
-        if (a->st_inv && (a->pair || !a->st_res || !a->st_part || !a->st_cnt || a->ldo != a->N)) return false;
-        if (a->xn_inv && (!a->pair || !a->xn_w || !a->xn_out || (uintptr_t)a->xn_w % 16 || (uintptr_t)a->xn_out % 16))
-            return false;
-    }
     if (a->pair) {
         if (!a->raw || a->expert || a->nseg > 1 || a->T != 1 || a->tx != HR_BF16 || a->tw != HR_BF16 ||
             a->to != HR_BF16)
@@ -424,7 +343,6 @@ int cu_gemv_splits(cu_gemv_args *a, int n_sm) {
         blocks = grid_rows(a);
         if (blocks >= target) return 1;
     }
-    if (a->st_inv) return 1; /* its epilogue needs whole rows */
     int64_t iters = a->K / (32 * vec_of(a->tw)); /* warp-wide vector steps over K */
     int64_t s = HR_CDIV(target, blocks);
     s = HR_MIN(s, HR_MAX((int64_t)1, iters / 2));
@@ -437,32 +355,24 @@ static cudaError_t launch_tw(cudaStream_t st, const cu_gemv_args *a, dim3 grid, 
     switch (nt) {
     case 1:
         if constexpr (sizeof(TX) == 2 && sizeof(TW) == 2) {
-            const bool xn = a->xn_inv != nullptr;
             if (a->pair == CU_PAIR_GLU) {
-                if (xn) cu_launch(gemv_kernel<TX, TW, 1, GV_PAIR_ROWS, CU_PAIR_GLU, GV_XNORM>, grid, GV_WARPS * 32, 0, st, *a, klen, part);
-                else cu_launch(gemv_kernel<TX, TW, 1, GV_PAIR_ROWS, CU_PAIR_GLU, 0>, grid, GV_WARPS * 32, 0, st, *a, klen, part);
+                cu_launch(gemv_kernel<TX, TW, 1, GV_PAIR_ROWS, CU_PAIR_GLU>, grid, GV_WARPS * 32, 0, st, *a, klen, part);
                 break;
             }
             if (a->pair == CU_PAIR_ROPE) {
-                if (xn) cu_launch(gemv_kernel<TX, TW, 1, GV_PAIR_ROWS, CU_PAIR_ROPE, GV_XNORM>, grid, GV_WARPS * 32, 0, st, *a, klen, part);
-                else cu_launch(gemv_kernel<TX, TW, 1, GV_PAIR_ROWS, CU_PAIR_ROPE, 0>, grid, GV_WARPS * 32, 0, st, *a, klen, part);
-                break;
-            }
-            if (a->st_inv) {
-                if (rows_of(a) == 1) cu_launch(gemv_kernel<TX, TW, 1, 1, CU_PAIR_NONE, GV_STATS>, grid, GV_WARPS * 32, 0, st, *a, klen, part);
-                else cu_launch(gemv_kernel<TX, TW, 1, GV_ROWS(1), CU_PAIR_NONE, GV_STATS>, grid, GV_WARPS * 32, 0, st, *a, klen, part);
+                cu_launch(gemv_kernel<TX, TW, 1, GV_PAIR_ROWS, CU_PAIR_ROPE>, grid, GV_WARPS * 32, 0, st, *a, klen, part);
                 break;
             }
         }
-        if (rows_of(a) == 1) cu_launch(gemv_kernel<TX, TW, 1, 1, CU_PAIR_NONE, 0>, grid, GV_WARPS * 32, 0, st, *a, klen, part);
-        else cu_launch(gemv_kernel<TX, TW, 1, GV_ROWS(1), CU_PAIR_NONE, 0>, grid, GV_WARPS * 32, 0, st, *a, klen, part);
+        if (rows_of(a) == 1) cu_launch(gemv_kernel<TX, TW, 1, 1, CU_PAIR_NONE>, grid, GV_WARPS * 32, 0, st, *a, klen, part);
+        else cu_launch(gemv_kernel<TX, TW, 1, GV_ROWS(1), CU_PAIR_NONE>, grid, GV_WARPS * 32, 0, st, *a, klen, part);
         break;
-    case 4: cu_launch(gemv_kernel<TX, TW, 4, GV_ROWS(4), CU_PAIR_NONE, 0>, grid, GV_WARPS * 32, 0, st, *a, klen, part); break;
-    case 16: cu_launch(gemv_kernel<TX, TW, 16, GV_ROWS(16), CU_PAIR_NONE, 0>, grid, GV_WARPS * 32, 0, st, *a, klen, part); break;
+    case 4: cu_launch(gemv_kernel<TX, TW, 4, GV_ROWS(4), CU_PAIR_NONE>, grid, GV_WARPS * 32, 0, st, *a, klen, part); break;
+    case 16: cu_launch(gemv_kernel<TX, TW, 16, GV_ROWS(16), CU_PAIR_NONE>, grid, GV_WARPS * 32, 0, st, *a, klen, part); break;
     default:
         if constexpr (sizeof(TX) == 2) {
-            if (nt == 2) cu_launch(gemv_kernel<TX, TW, 2, GV_ROWS(2), CU_PAIR_NONE, 0>, grid, GV_WARPS * 32, 0, st, *a, klen, part);
-            else cu_launch(gemv_kernel<TX, TW, 8, GV_ROWS(8), CU_PAIR_NONE, 0>, grid, GV_WARPS * 32, 0, st, *a, klen, part);
+            if (nt == 2) cu_launch(gemv_kernel<TX, TW, 2, GV_ROWS(2), CU_PAIR_NONE>, grid, GV_WARPS * 32, 0, st, *a, klen, part);
+            else cu_launch(gemv_kernel<TX, TW, 8, GV_ROWS(8), CU_PAIR_NONE>, grid, GV_WARPS * 32, 0, st, *a, klen, part);
         } else {
             return cudaErrorNotSupported;
         }
