@@ -497,20 +497,6 @@ static int cu_attention_op(hr_backend *be, hr_tensor *out, const hr_tensor *q, c
         return HR_OK;
     }
     int splits = cu_attn_splits(&a, c->n_sm);
-    int64_t n_sem = (int64_t)step->n_tokens * p->n_heads;
-    if (splits > 1 && c->attn_sem_on && c->attn_sem_cap < n_sem && c->mode == CU_EAGER) {
-        /* grow (graphs hold the old pointer) */
-        CU_TRY(c, cudaStreamSynchronize(c->stream), "attention counters");
-        cu_graphs_invalidate(c);
-        cudaFree(c->attn_sem);
-        c->attn_sem = NULL;
-        c->attn_sem_cap = 0;
-        int64_t cap = HR_MAX(n_sem, (int64_t)1 << 14);
-        CU_TRY(c, cudaMalloc((void **)&c->attn_sem, (size_t)cap * sizeof(int)), "attention counters");
-        CU_TRY(c, cudaMemsetAsync(c->attn_sem, 0, (size_t)cap * sizeof(int), c->stream), "attention counters");
-        c->attn_sem_cap = cap;
-    }
-    if (splits > 1 && c->attn_sem_on && c->attn_sem_cap >= n_sem) a.sem = c->attn_sem;
     size_t need = (size_t)step->n_tokens * p->n_heads * splits * (p->head_dim + 2) * sizeof(float);
     if ((rc = cu_scratch_reserve(c, need + 256))) return rc;
     float *part = (float *)cu_scratch_push(c, need);
@@ -751,87 +737,6 @@ static int pend_linear(cu_backend *c, hr_tensor *out, const hr_tensor *x, const 
     return 1;
 }
 
-/* Paired epilogues over the one held linear (cu_gemv_args.pair): a SwiGLU
- * over its packed gate|up rows, or qkv_rope_store of its q|k|v rows, runs
- * inside the GEMV, which also stores the linear's own output, so every
- * buffer holds what the two ops would have written. */
-static bool pend_pair_args(cu_backend *c, cu_gemv_args *a, int pair, const hr_tensor *in, int64_t items) {
-    const hr_tensor *po = &c->pend[0].out, *px = &c->pend[0].x;
-    const hr_linear *l = &c->pend[0].l;
-    if (c->n_pend != 1 || in->data != po->data || in->dtype != HR_BF16 || po->dtype != HR_BF16 ||
-        hr_tensor_rows(in) != 1 || hr_tensor_cols(in) != hr_tensor_cols(po) || l->w->ne[0] != hr_tensor_cols(po))
-        return false;
-    memset(a, 0, sizeof(*a));
-    a->x = px->data;
-    a->tx = HR_BF16;
-    a->ldx = hr_tensor_cols(px);
-    a->w = l->w->data;
-    a->tw = HR_BF16;
-    a->K = a->ldx;
-    a->N = items;
-    a->T = 1;
-    a->bias = l->bias ? (const float *)l->bias->data : NULL;
-    a->alpha = 1.0f;
-    a->to = HR_BF16;
-    a->pair = pair;
-    a->raw = po->data;
-    return true;
-}
-
-static int pend_pair_launch(cu_backend *c, cu_gemv_args *a, const char *what) {
-    cu_gemv_splits(a, c->n_sm);
-    if (!cu_gemv_ok(a)) return 0;
-    c->n_pend = 0;
-    CU_TRY(c, cu_gemv(c->stream, a, 1, NULL), what);
-    return 1;
-}
-
-/* Returns 1 when launched so, 0 when the caller must flush and run the op, < 0 on error. */
-static int pend_glu(cu_backend *c, hr_tensor *out, const hr_tensor *gu, const hr_tensor *up, const hr_act *act) {
-    if (c->n_pend != 1) return 0;
-    int64_t n = hr_tensor_cols(out);
-    cu_gemv_args a;
-    if (up || out->dtype != HR_BF16 || hr_tensor_rows(out) != 1 || hr_tensor_cols(gu) != 2 * n ||
-        out->data == c->pend[0].x.data || out->data == gu->data || !pend_pair_args(c, &a, CU_PAIR_GLU, gu, n))
-        return 0;
-    a.out = out->data;
-    a.ldo = n;
-    a.glu = n;
-    a.act = *act;
-    return pend_pair_launch(c, &a, "gemv + swiglu");
-}
-
-static int pend_rope(cu_backend *c, hr_tensor *q_out, const hr_tensor *qkv, hr_tensor *kc, hr_tensor *vc, int n_heads,
-                     int n_kv, const hr_rope *r, const hr_step *step) {
-    if (c->n_pend != 1) return 0;
-    int hd = r->head_dim;
-    int64_t qd = (int64_t)n_heads * hd, kvd = (int64_t)n_kv * hd;
-    cu_gemv_args a;
-    if (step->n_tokens != 1 || q_out->dtype != HR_BF16 || kc->dtype != HR_BF16 || vc->dtype != HR_BF16 ||
-        kc->ndim != 4 || kc->ne[3] != hd || kc->ne[2] * kc->ne[3] != kvd || kc->nbytes != vc->nbytes ||
-        hr_tensor_cols(q_out) != qd || hr_tensor_cols(qkv) != qd + 2 * kvd || q_out->data == qkv->data ||
-        q_out->data == c->pend[0].x.data || hd % 2 || r->rot_dim < 2 || r->rot_dim % 2 || r->rot_dim > hd ||
-        !pend_pair_args(c, &a, CU_PAIR_ROPE, qkv, (int64_t)(n_heads + 2 * n_kv) * (hd / 2)))
-        return 0;
-    int rc = want_step(c, step);
-    if (rc) return rc;
-    const float *tab = rope_table(c, r, &rc);
-    if (!tab) return rc;
-    a.rope.q_out = q_out->data;
-    a.rope.kc = kc->data;
-    a.rope.vc = vc->data;
-    a.rope.n_heads = n_heads;
-    a.rope.n_kv = n_kv;
-    a.rope.head_dim = hd;
-    a.rope.rot_dim = r->rot_dim;
-    a.rope.inv_freq = tab;
-    a.rope.mscale = r->mscale;
-    a.rope.positions = c->step.positions;
-    a.rope.slots = c->step.slots;
-    a.rope.n_slots = kc->ne[0] * kc->ne[1];
-    return pend_pair_launch(c, &a, "gemv + qkv_rope_store");
-}
-
 /* ---- logging wrappers (the op table): eager ops run at once; in a graph
  * capture they also log; in a replay they only log (step_graph.cu) ----- */
 static int w_embed(hr_backend *be, hr_tensor *out, const hr_tensor *table, const hr_step *step) {
@@ -965,8 +870,6 @@ static int w_swiglu(hr_backend *be, hr_tensor *out, const hr_tensor *gate, const
         if (up) o->t[2] = *up;
         o->p.act = *act;
         if (cu_of(be)->mode == CU_REPLAY) return HR_OK;
-        int held = pend_glu(cu_of(be), out, gate, up, act);
-        if (held) return held < 0 ? held : HR_OK;
         int prc = cu_pend_flush(cu_of(be));
         if (prc) return prc;
     }
@@ -986,8 +889,6 @@ static int w_qkv_rope_store(hr_backend *be, hr_tensor *q_out, const hr_tensor *q
         o->i1 = n_kv;
         o->p.rope = *r;
         if (cu_of(be)->mode == CU_REPLAY) return HR_OK;
-        int held = pend_rope(cu_of(be), q_out, qkv, kc, vc, n_heads, n_kv, r, step);
-        if (held) return held < 0 ? held : HR_OK;
         int prc = cu_pend_flush(cu_of(be));
         if (prc) return prc;
     }
@@ -1114,7 +1015,6 @@ static void cu_free_backend(hr_backend *be) {
     if (c->stage_dev) cudaFree(c->stage_dev);
     if (c->ids_host) cudaFreeHost(c->ids_host);
     if (c->ids_dev) cudaFree(c->ids_dev);
-    if (c->attn_sem) cudaFree(c->attn_sem);
     cu_sample_free(c);
     if (c->stage_done) cudaEventDestroy(c->stage_done);
     cu_lt_cache_free(c);
@@ -1182,8 +1082,6 @@ extern "C" hr_backend *hr_backend_cuda_create(int device_index, hr_err *err) {
     {
         const char *e = getenv("HEARTH_CUDA_FUSE"); /* 0: no fused linears in graphs (comparisons) */
         c->fuse_linears = !(e && !strcmp(e, "0"));
-        e = getenv("HEARTH_CUDA_ATTN_SEM"); /* 0: a combine kernel merges attention splits */
-        c->attn_sem_on = !(e && !strcmp(e, "0"));
     }
     {
         const char *e = getenv("HEARTH_CUDA_ATTN_TC"); /* 0: the split kernel for prefill too (comparisons) */

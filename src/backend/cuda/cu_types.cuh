@@ -48,39 +48,6 @@ __device__ __forceinline__ uint4 ld_stream(const void *p) {
     return r;
 }
 
-/* The same load, kept in program order with the other volatile asm: issued
- * before griddepcontrol.wait, it streams data the previous kernel does not
- * write (weights) while that kernel finishes. */
-__device__ __forceinline__ uint4 ld_stream_early(const void *p) {
-    uint4 r;
-    asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0,%1,%2,%3}, [%4];"
-                 : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w)
-                 : "l"(p));
-    return r;
-}
-
-/* SwiGLU of one element: silu(alpha g) (u + up_offset), gpt-oss clamps when limit > 0 */
-__device__ __forceinline__ float swiglu1(float g, float u, const hr_act &act) {
-    if (act.limit > 0) {
-        g = fminf(g, act.limit);
-        u = fminf(fmaxf(u, -act.limit), act.limit);
-    }
-    float s = 1.0f / (1.0f + expf(-act.alpha * g));
-    return g * s * (u + act.up_offset);
-}
-
-/* The rotation of one pair (x0, x1) at position pos, as HF: the angle is the
- * float32 product pos * inv_freq, cos and sin scaled by mscale. */
-__device__ __forceinline__ void rope_pair(float pos, float inv_freq, float mscale, float x0, float x1, float *y0,
-                                          float *y1) {
-    float s, c;
-    sincosf(pos * inv_freq, &s, &c);
-    c *= mscale;
-    s *= mscale;
-    *y0 = x0 * c - x1 * s;
-    *y1 = x1 * c + x0 * s;
-}
-
 /* 16 bytes of F32 / BF16 / F16 -> 4 or 8 floats */
 template <typename TW> __device__ __forceinline__ void unpack16(uint4 u, float *f);
 template <> __device__ __forceinline__ void unpack16<bf16>(uint4 u, float *f) {
@@ -153,19 +120,11 @@ __device__ __forceinline__ float block_sum(float v, float *sh) {
  * for the previous kernel to finish and flush (so no read can see stale data)
  * and then lets the next kernel's launch proceed, hiding launch latency
  * behind this kernel's tail. HEARTH_CUDA_PDL=0 launches plainly. */
-__device__ __forceinline__ void pdl_wait() {
+__device__ __forceinline__ void pdl_begin() {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
     asm volatile("griddepcontrol.wait;" ::: "memory");
-#endif
-}
-__device__ __forceinline__ void pdl_trigger() {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
     asm volatile("griddepcontrol.launch_dependents;");
 #endif
-}
-__device__ __forceinline__ void pdl_begin() {
-    pdl_wait();
-    pdl_trigger();
 }
 
 static inline bool cu_pdl_on() {

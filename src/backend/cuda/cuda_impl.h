@@ -123,11 +123,6 @@ typedef struct cu_backend {
     cu_graph graphs[CU_MAX_GRAPHS];
     uint64_t use_clock;
 
-    /* attention split counters (cu_attn_args.sem), zeroed; grown only outside captures */
-    int *attn_sem;
-    int64_t attn_sem_cap;
-    bool attn_sem_on;      /* HEARTH_CUDA_ATTN_SEM=0: combine kernel */
-
     /* inv_freq tables uploaded once per distinct host pointer */
     struct { const float *host; int n; float *dev; } rope_tabs[16];
     int n_rope_tabs;
@@ -170,7 +165,6 @@ cudaError_t cu_fp8_round(cudaStream_t st, __nv_bfloat16 *out, const void *x, hr_
 /* Weight-streaming GEMV/skinny GEMM: out[t, n] = alpha * sum_k x[t,k] w[n,k] (+ bias[n]).
  * Pair mode (expert != NULL, for MoE): blockIdx.y is a pair p; x row = p / xrow_div,
  * weight = w + expert[p] * w_stride, bias + expert[p] * N, out row p. */
-enum { CU_PAIR_NONE = 0, CU_PAIR_GLU = 1, CU_PAIR_ROPE = 2 };
 typedef struct cu_gemv_args {
     const void *x; hr_dtype tx; int64_t ldx;
     const void *w; hr_dtype tw;
@@ -186,28 +180,6 @@ typedef struct cu_gemv_args {
      * w, bias, out, N, ldo above are then unused. */
     int nseg;
     struct { const void *w; const float *bias; void *out; int64_t N, ldo; } seg[3];
-    /* Paired epilogues (one token, BF16 x, weights, outputs; never split):
-     * each output item reads two weight rows, stores both products (rounded
-     * to BF16) into raw as the plain linear would, then
-     *  CU_PAIR_GLU:  w holds 2N rows, gate then up; out[n] = swiglu(raw[n],
-     *                raw[N + n]) under act (N = glu);
-     *  CU_PAIR_ROPE: w holds the q|k|v rows; the items are the (head, pair)
-     *                of qkv_rope_store (N = heads x head_dim / 2): q pairs
-     *                rotated into rope.q_out, k pairs rotated and v pairs
-     *                stored into the caches at slots[0]. */
-    int pair;
-    void *raw;
-    int64_t glu;
-    hr_act act;
-    struct {
-        void *q_out, *kc, *vc;
-        int n_heads, n_kv, head_dim, rot_dim;
-        const float *inv_freq;
-        float mscale;
-        const int32_t *positions, *slots;
-        int64_t n_slots;
-    } rope;
-    int prefetch;             /* set by cu_gemv: weight loads before the PDL wait */
 } cu_gemv_args;
 /* true when the GEMV kernel handles this shape (K vector-aligned, dtypes known). */
 bool cu_gemv_ok(const cu_gemv_args *a);
@@ -229,10 +201,6 @@ typedef struct cu_attn_args {
     int n_heads, n_kv_heads, head_dim, window;
     float scale;
     const float *sinks;       /* [n_heads] device F32 or NULL */
-    /* decode kernel with splits: T x n_heads zeroed counters (left zeroed)
-     * by which the last split block of a head group merges the splits
-     * itself; NULL: a combine kernel does */
-    int *sem;
 } cu_attn_args;
 int cu_attn_splits(const cu_attn_args *a, int n_sm);
 /* Tensor-core prefill path (attention/prefill_tc.cu): BF16, head_dim 32/64/128. */

@@ -57,7 +57,17 @@ cudaError_t cu_get_rows(cudaStream_t st, void *out, hr_dtype to, const void *x, 
     return cudaGetLastError();
 }
 
-/* ---- swiglu (swiglu1 in cu_types.cuh) ------------------------------------- */
+/* ---- swiglu --------------------------------------------------------------- */
+/* One element of hr_act: clamp (gpt-oss limit), g * sigmoid(alpha g) * (u + up_offset). */
+__device__ __forceinline__ float swiglu1(float g, float u, const hr_act &act) {
+    if (act.limit > 0) {
+        g = fminf(g, act.limit);
+        u = fminf(fmaxf(u, -act.limit), act.limit);
+    }
+    float s = 1.0f / (1.0f + expf(-act.alpha * g));
+    return g * s * (u + act.up_offset);
+}
+
 template <typename T>
 __global__ void swiglu_kernel(T *out, const T *gate, const T *up, int64_t cols, int64_t ldg, int64_t ldu,
                               hr_act act) {
@@ -107,7 +117,18 @@ cudaError_t cu_swiglu(cudaStream_t st, void *out, const void *gate, const void *
 /* ---- rope: NeoX / HF rotate_half pairs (i, i + rot/2) ---------------------- */
 /* grid (tokens, heads): one thread per rotated pair, so a decode token's
  * heads run in parallel instead of looping in one block */
-/* rope_pair (the rotation of one pair) is in cu_types.cuh */
+/* The rotation of one pair (x0, x1) at position pos, as HF: the angle is the
+ * float32 product pos * inv_freq, cos and sin scaled by mscale. */
+__device__ __forceinline__ void rope_pair(float pos, float inv_freq, float mscale, float x0, float x1, float *y0,
+                                          float *y1) {
+    float s, c;
+    sincosf(pos * inv_freq, &s, &c);
+    c *= mscale;
+    s *= mscale;
+    *y0 = x0 * c - x1 * s;
+    *y1 = x1 * c + x0 * s;
+}
+
 template <typename T>
 __global__ void rope_kernel(T *x, int64_t ld, int n_heads, int head_dim, int rot_dim, const float *inv_freq,
                             float mscale, const int32_t *positions) {

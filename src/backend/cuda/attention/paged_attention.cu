@@ -289,50 +289,6 @@ __global__ void __launch_bounds__(DK_WARPS * 32) attn_decode_kernel(cu_attn_args
             }
         }
     }
-    if (splits == 1 || !a.sem) return;
-
-    /* The last split block of this (token, head group) to finish merges the
-     * splits (as attn_combine_kernel, one warp per head), so no combine
-     * launch follows; it resets the counter for the next launch. */
-    __shared__ int s_last;
-    __shared__ float s_w[DK_WARPS][64];
-    __threadfence();
-    __syncthreads();
-    if (threadIdx.x == 0) {
-        int *cnt = a.sem + t * gridDim.x + blockIdx.x;
-        s_last = atomicAdd(cnt, 1) == splits - 1;
-        if (s_last) *cnt = 0;
-    }
-    __syncthreads();
-    if (!s_last) return;
-    __threadfence();
-    for (int i = warp; i < nhb; i += DK_WARPS) {
-        const int h = h0 + i;
-        const float *ph = part + (t * a.n_heads + h) * (int64_t)splits * (D + 2);
-        float M = a.sinks ? a.sinks[h] : -INFINITY;
-        for (int z = lane; z < splits; z += 32) M = fmaxf(M, __ldcg(ph + z * (D + 2) + D));
-        M = warp_max(M);
-        float L = 0.0f;
-        for (int z = lane; z < splits; z += 32) {
-            float mz = __ldcg(ph + z * (D + 2) + D);
-            float w = (M != -INFINITY && mz != -INFINITY) ? expf(mz - M) : 0.0f;
-            s_w[warp][z] = w;
-            L += w * __ldcg(ph + z * (D + 2) + D + 1);
-        }
-        L = warp_sum(L);
-        if (a.sinks && M != -INFINITY) L += expf(a.sinks[h] - M);
-        __syncwarp();
-        TQ *out = (TQ *)a.out + t * a.ldo + (int64_t)h * D;
-        for (int d = lane; d < D; d += 32) {
-            float v = 0.0f;
-            if (L > 0.0f) {
-                for (int z = 0; z < splits; z++) v += __ldcg(ph + z * (D + 2) + d) * s_w[warp][z];
-                v /= L;
-            }
-            out[d] = from_f<TQ>(v);
-        }
-        __syncwarp();
-    }
 }
 
 /* Merges the splits of one (token, head): the split weights exp(m_z - M) are
@@ -449,8 +405,7 @@ cudaError_t cu_attention(cudaStream_t st, const cu_attn_args *a, int splits, flo
         } else {
             CU_DISPATCH_ACT(a->tq, TQ, e = launch_decode<TQ, 64>(st, a, splits, part));
         }
-        /* one split, or the last split block merged them: the kernel wrote the output */
-        if (e != cudaSuccess || splits == 1 || a->sem) return e;
+        if (e != cudaSuccess || splits == 1) return e; /* one split: the kernel wrote the output */
     } else {
         int G = a->n_heads / a->n_kv_heads, n_hc = HR_CDIV(G, AT_HB);
         size_t shm = (size_t)AT_WARPS * AT_HB * (a->head_dim + 2) * sizeof(float);

@@ -14,8 +14,6 @@
 /* rows per warp: fewer when many tokens share the weights, so the
  * accumulators (rows x tokens) stay in registers */
 #define GV_ROWS(nt) ((nt) >= 8 ? 2 : 4)
-/* items per warp of the paired modes (two weight rows each) */
-#define GV_PAIR_ROWS 2
 
 /* VEC activations starting at p (aligned to VEC elements) -> floats */
 template <typename TX, int VEC> __device__ __forceinline__ void load_x(const TX *p, float *f) {
@@ -59,77 +57,10 @@ template <int ROWS> __device__ __forceinline__ gv_part gv_part_of(const cu_gemv_
     return p;
 }
 
-/* Paired modes (PM = CU_PAIR_GLU / CU_PAIR_ROPE, see cu_gemv_args): the
- * warp's ROWS items each stream two weight rows. Weight loads of the first K
- * step are issued before griddepcontrol.wait when a.prefetch (weights are
- * never written by the previous kernel), so the stream starts while that
- * kernel finishes. */
-
-/* The two weight rows of item p; for ROPE also its head and pair index
- * (as qkv_rope_store: pair j < rot/2 is (j, j + rot/2), past it two
- * unrotated dims at a time). */
-template <int PM>
-__device__ __forceinline__ void pair_rows(const cu_gemv_args &a, int64_t p, int64_t *ra, int64_t *rb, int *h, int *j) {
-    if constexpr (PM == CU_PAIR_GLU) {
-        *ra = p;
-        *rb = a.glu + p;
-        *h = *j = 0;
-    } else {
-        const int hd = a.rope.head_dim, half = a.rope.rot_dim / 2;
-        *h = (int)(p / (hd / 2));
-        *j = (int)(p % (hd / 2));
-        const int d0 = *j < half ? *j : a.rope.rot_dim + 2 * (*j - half), d1 = *j < half ? *j + half : d0 + 1;
-        *ra = (int64_t)*h * hd + d0;
-        *rb = (int64_t)*h * hd + d1;
-    }
-}
-
-/* Stores item p's two products (v, u): the raw rounded pair, then the mode's output. */
-template <int PM>
-__device__ __forceinline__ void pair_store(const cu_gemv_args &a, int64_t p, float v, float u) {
-    int64_t ra, rb;
-    int h, j;
-    pair_rows<PM>(a, p, &ra, &rb, &h, &j);
-    if (a.bias) {
-        v += a.bias[ra];
-        u += a.bias[rb];
-    }
-    /* the rows as the plain linear stores them; the second step reads the
-     * stored (rounded) values, so the result equals the two ops bit for bit */
-    const bf16 gb = __float2bfloat16_rn(v), ub = __float2bfloat16_rn(u);
-    bf16 *raw = (bf16 *)a.raw;
-    raw[ra] = gb;
-    raw[rb] = ub;
-    float y0 = __bfloat162float(gb), y1 = __bfloat162float(ub);
-    if constexpr (PM == CU_PAIR_GLU) {
-        ((bf16 *)a.out)[p] = __float2bfloat16_rn(swiglu1(y0, y1, a.act));
-    } else {
-        const int nh = a.rope.n_heads, nkv = a.rope.n_kv, hd = a.rope.head_dim;
-        if (j < a.rope.rot_dim / 2 && h < nh + nkv)
-            rope_pair((float)a.rope.positions[0], a.rope.inv_freq[j], a.rope.mscale, y0, y1, &y0, &y1);
-        const int64_t d0 = ra - (int64_t)h * hd, d1 = rb - (int64_t)h * hd;
-        bf16 *dst;
-        if (h < nh) {
-            dst = (bf16 *)a.rope.q_out + (int64_t)h * hd;
-        } else {
-            const int64_t slot = a.rope.slots[0];
-            if (slot < 0 || slot >= a.rope.n_slots) return; /* padding token: nothing stored */
-            const int64_t row = (int64_t)nkv * hd;
-            dst = h < nh + nkv ? (bf16 *)a.rope.kc + slot * row + (int64_t)(h - nh) * hd
-                               : (bf16 *)a.rope.vc + slot * row + (int64_t)(h - nh - nkv) * hd;
-        }
-        dst[d0] = __float2bfloat16_rn(y0);
-        dst[d1] = __float2bfloat16_rn(y1);
-    }
-}
-
-template <typename TX, typename TW, int NT, int ROWS, int PM>
+template <typename TX, typename TW, int NT, int ROWS>
 __global__ void __launch_bounds__(GV_WARPS * 32) gemv_kernel(cu_gemv_args a, int64_t klen, float *part) {
+    pdl_begin();
     constexpr int VEC = 16 / sizeof(TW);
-    constexpr int RW = PM ? 2 * ROWS : ROWS; /* weight rows streamed per warp */
-    /* pair mode reads the expert ids the previous kernel wrote: no early loads */
-    const bool early = a.prefetch && !a.expert;
-    if (!early) pdl_wait();
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     const gv_part pt = gv_part_of<ROWS>(a);
     const void *wbase = pt.w;
@@ -157,69 +88,42 @@ __global__ void __launch_bounds__(GV_WARPS * 32) gemv_kernel(cu_gemv_args a, int
         nt = (int)min((int64_t)NT, (int64_t)a.T - t0);
     }
 
-    const TW *wr[RW];
+    const TW *wr[ROWS];
 #pragma unroll
-    for (int r = 0; r < ROWS; r++) {
-        int64_t n = min(n0 + r, N - 1); /* clamp: tail rows recompute row N-1, never stored */
-        if constexpr (PM != CU_PAIR_NONE) {
-            int64_t ra, rb;
-            int h, j;
-            pair_rows<PM>(a, n, &ra, &rb, &h, &j);
-            wr[r] = w + ra * a.K;
-            wr[ROWS + r] = w + rb * a.K;
-        } else {
-            wr[r] = w + n * a.K;
-        }
-    }
+    for (int r = 0; r < ROWS; r++) wr[r] = w + min(n0 + r, N - 1) * a.K; /* clamp: tail rows recompute row N-1, never stored */
 
-    float acc[RW][NT];
+    float acc[ROWS][NT];
 #pragma unroll
-    for (int r = 0; r < RW; r++)
+    for (int r = 0; r < ROWS; r++)
 #pragma unroll
         for (int t = 0; t < NT; t++) acc[r][t] = 0.0f;
 
-    /* U warp-wide K steps per iteration: U x RW 16-byte loads in flight per
+    /* U warp-wide K steps per iteration: U x ROWS 16-byte loads in flight per
      * lane. U = 8 for one row per warp measured slower than 2 (H100: 4096 x
      * 4096 14.6 vs 13.3 us, 4096 x 14336 44.3 vs 41.2 us), so 2 everywhere. */
     constexpr int U = 2;
-    uint4 wv[U][RW];
-    int64_t k = k0 + (int64_t)lane * VEC;
-    bool loaded = false;
-    if (early) {
+    for (int64_t k = k0 + (int64_t)lane * VEC; k < k1; k += U * 32 * VEC) {
+        uint4 wv[U][ROWS];
 #pragma unroll
         for (int u = 0; u < U; u++)
-            if (k + u * 32 * VEC < k1) {
+            if (u == 0 || k + u * 32 * VEC < k1) {
 #pragma unroll
-                for (int r = 0; r < RW; r++) wv[u][r] = ld_stream_early(wr[r] + k + u * 32 * VEC);
+                for (int r = 0; r < ROWS; r++) wv[u][r] = ld_stream(wr[r] + k + u * 32 * VEC);
             }
-        loaded = true;
-        pdl_wait();
-    }
-    pdl_trigger();
-    for (; k < k1; k += U * 32 * VEC) {
-        if (!loaded) {
-#pragma unroll
-            for (int u = 0; u < U; u++)
-                if (u == 0 || k + u * 32 * VEC < k1) {
-#pragma unroll
-                    for (int r = 0; r < RW; r++) wv[u][r] = ld_stream(wr[r] + k + u * 32 * VEC);
-                }
-        }
-        loaded = false;
 #pragma unroll
         for (int u = 0; u < U; u++) {
             const int64_t ku = k + u * 32 * VEC;
             if (u > 0 && ku >= k1) break;
-            float wf[RW][VEC];
+            float wf[ROWS][VEC];
 #pragma unroll
-            for (int r = 0; r < RW; r++) unpack16<TW>(wv[u][r], wf[r]);
+            for (int r = 0; r < ROWS; r++) unpack16<TW>(wv[u][r], wf[r]);
 #pragma unroll
             for (int t = 0; t < NT; t++) {
                 if (t < nt) {
                     float xv[VEC];
                     load_x<TX, VEC>(x + t * a.ldx + ku, xv);
 #pragma unroll
-                    for (int r = 0; r < RW; r++)
+                    for (int r = 0; r < ROWS; r++)
 #pragma unroll
                         for (int v = 0; v < VEC; v++) acc[r][t] = fmaf(wf[r][v], xv[v], acc[r][t]);
                 }
@@ -228,7 +132,7 @@ __global__ void __launch_bounds__(GV_WARPS * 32) gemv_kernel(cu_gemv_args a, int
     }
 
 #pragma unroll
-    for (int r = 0; r < RW; r++)
+    for (int r = 0; r < ROWS; r++)
 #pragma unroll
         for (int t = 0; t < NT; t++) acc[r][t] = warp_sum(acc[r][t]);
 
@@ -241,9 +145,7 @@ __global__ void __launch_bounds__(GV_WARPS * 32) gemv_kernel(cu_gemv_args a, int
         for (int t = 0; t < NT; t++) {
             if (t >= nt) break;
             float v = acc[r][t] * a.alpha;
-            if constexpr (PM != CU_PAIR_NONE) { /* never split */
-                pair_store<PM>(a, n, v, acc[ROWS + r][t] * a.alpha);
-            } else if (part) {
+            if (part) {
                 part[((int64_t)blockIdx.z * a.T + t0 + t) * N + n] = v;
             } else {
                 if (bias) v += bias[n];
@@ -276,18 +178,6 @@ bool cu_gemv_ok(const cu_gemv_args *a) {
     if (a->K % vec || a->ldx % vec) return false;
     if ((uintptr_t)a->w % 16 || (uintptr_t)a->x % xalign) return false;
     if (a->expert && (a->w_stride % vec)) return false;
-    if (a->pair) {
-        if (!a->raw || a->expert || a->nseg > 1 || a->T != 1 || a->tx != HR_BF16 || a->tw != HR_BF16 ||
-            a->to != HR_BF16)
-            return false;
-        if (a->pair == CU_PAIR_GLU && a->glu != a->N) return false;
-        if (a->pair == CU_PAIR_ROPE) {
-            const int hd = a->rope.head_dim, rot = a->rope.rot_dim;
-            if (hd < 2 || hd % 2 || rot < 2 || rot % 2 || rot > hd || a->rope.n_heads <= 0 || a->rope.n_kv <= 0 ||
-                a->N != (int64_t)(a->rope.n_heads + 2 * a->rope.n_kv) * (hd / 2))
-                return false;
-        }
-    }
     if (a->nseg > 1) {
         if (a->nseg > 3 || a->expert || pick_nt(a->T, a->tx) != 1) return false;
         for (int i = 0; i < a->nseg; i++)
@@ -303,7 +193,6 @@ static int pick_nt(int T, hr_dtype tx) {
 }
 
 static int rows_of(const cu_gemv_args *a) {
-    if (a->pair) return GV_PAIR_ROWS;
     int nt = a->expert ? 1 : pick_nt(a->T, a->tx);
     return nt == 1 && a->rows == 1 ? 1 : GV_ROWS(nt);
 }
@@ -329,7 +218,7 @@ static int blocks_per_sm(void) {
 
 int cu_gemv_splits(cu_gemv_args *a, int n_sm) {
     a->rows = 0;
-    if (a->expert || a->pair) return 1;
+    if (a->expert) return 1;
     if (a->nseg > 1) { /* fused: never split; one row per warp when that fills the GPU better */
         if (grid_rows(a) < (int64_t)blocks_per_sm() * n_sm) a->rows = 1;
         return 1;
@@ -354,25 +243,15 @@ static cudaError_t launch_tw(cudaStream_t st, const cu_gemv_args *a, dim3 grid, 
     int nt = a->expert ? 1 : pick_nt(a->T, a->tx);
     switch (nt) {
     case 1:
-        if constexpr (sizeof(TX) == 2 && sizeof(TW) == 2) {
-            if (a->pair == CU_PAIR_GLU) {
-                cu_launch(gemv_kernel<TX, TW, 1, GV_PAIR_ROWS, CU_PAIR_GLU>, grid, GV_WARPS * 32, 0, st, *a, klen, part);
-                break;
-            }
-            if (a->pair == CU_PAIR_ROPE) {
-                cu_launch(gemv_kernel<TX, TW, 1, GV_PAIR_ROWS, CU_PAIR_ROPE>, grid, GV_WARPS * 32, 0, st, *a, klen, part);
-                break;
-            }
-        }
-        if (rows_of(a) == 1) cu_launch(gemv_kernel<TX, TW, 1, 1, CU_PAIR_NONE>, grid, GV_WARPS * 32, 0, st, *a, klen, part);
-        else cu_launch(gemv_kernel<TX, TW, 1, GV_ROWS(1), CU_PAIR_NONE>, grid, GV_WARPS * 32, 0, st, *a, klen, part);
+        if (rows_of(a) == 1) cu_launch(gemv_kernel<TX, TW, 1, 1>, grid, GV_WARPS * 32, 0, st, *a, klen, part);
+        else cu_launch(gemv_kernel<TX, TW, 1, GV_ROWS(1)>, grid, GV_WARPS * 32, 0, st, *a, klen, part);
         break;
-    case 4: cu_launch(gemv_kernel<TX, TW, 4, GV_ROWS(4), CU_PAIR_NONE>, grid, GV_WARPS * 32, 0, st, *a, klen, part); break;
-    case 16: cu_launch(gemv_kernel<TX, TW, 16, GV_ROWS(16), CU_PAIR_NONE>, grid, GV_WARPS * 32, 0, st, *a, klen, part); break;
+    case 4: cu_launch(gemv_kernel<TX, TW, 4, GV_ROWS(4)>, grid, GV_WARPS * 32, 0, st, *a, klen, part); break;
+    case 16: cu_launch(gemv_kernel<TX, TW, 16, GV_ROWS(16)>, grid, GV_WARPS * 32, 0, st, *a, klen, part); break;
     default:
         if constexpr (sizeof(TX) == 2) {
-            if (nt == 2) cu_launch(gemv_kernel<TX, TW, 2, GV_ROWS(2), CU_PAIR_NONE>, grid, GV_WARPS * 32, 0, st, *a, klen, part);
-            else cu_launch(gemv_kernel<TX, TW, 8, GV_ROWS(8), CU_PAIR_NONE>, grid, GV_WARPS * 32, 0, st, *a, klen, part);
+            if (nt == 2) cu_launch(gemv_kernel<TX, TW, 2, GV_ROWS(2)>, grid, GV_WARPS * 32, 0, st, *a, klen, part);
+            else cu_launch(gemv_kernel<TX, TW, 8, GV_ROWS(8)>, grid, GV_WARPS * 32, 0, st, *a, klen, part);
         } else {
             return cudaErrorNotSupported;
         }
@@ -380,20 +259,10 @@ static cudaError_t launch_tw(cudaStream_t st, const cu_gemv_args *a, dim3 grid, 
     return cudaGetLastError();
 }
 
-/* HEARTH_CUDA_GEMV_PREFETCH=0: no weight loads before the PDL wait */
-static bool gemv_prefetch_on(void) {
-    static int v = -1;
-    if (v < 0) {
-        const char *e = getenv("HEARTH_CUDA_GEMV_PREFETCH");
-        v = !(e && !strcmp(e, "0"));
-    }
-    return v != 0;
-}
-
 cudaError_t cu_gemv(cudaStream_t st, const cu_gemv_args *a, int splits, float *part) {
     if (a->T <= 0 || a->N <= 0) return cudaSuccess;
     if (!cu_gemv_ok(a)) return cudaErrorNotSupported;
-    if (a->expert || a->nseg > 1 || a->pair) splits = 1;
+    if (a->expert || a->nseg > 1) splits = 1;
     int64_t step = 32 * (int64_t)vec_of(a->tw);
     int64_t klen = HR_CDIV(HR_CDIV(a->K, (int64_t)HR_MAX(splits, 1)), step) * step;
     if (klen <= 0) klen = step;
@@ -402,13 +271,11 @@ cudaError_t cu_gemv(cudaStream_t st, const cu_gemv_args *a, int splits, float *p
     dim3 grid((unsigned)grid_rows(a), (unsigned)grid_t(a), (unsigned)s);
     float *p = s > 1 ? part : nullptr;
     if (s > 1 && !part) return cudaErrorInvalidValue;
-    cu_gemv_args b = *a;
-    b.prefetch = gemv_prefetch_on();
     cudaError_t e;
     if (a->tx == HR_BF16) {
-        CU_DISPATCH_W(a->tw, TW, e = launch_tw<bf16, TW>(st, &b, grid, klen, p));
+        CU_DISPATCH_W(a->tw, TW, e = launch_tw<bf16, TW>(st, a, grid, klen, p));
     } else {
-        CU_DISPATCH_W(a->tw, TW, e = launch_tw<float, TW>(st, &b, grid, klen, p));
+        CU_DISPATCH_W(a->tw, TW, e = launch_tw<float, TW>(st, a, grid, klen, p));
     }
     if (e != cudaSuccess || s == 1) return e;
     dim3 rg(HR_MIN(cu_blocks(a->N, 256), 128u), (unsigned)a->T);
