@@ -48,6 +48,17 @@ __device__ __forceinline__ uint4 ld_stream(const void *p) {
     return r;
 }
 
+/* The same load, kept in program order with the other volatile asm: issued
+ * before griddepcontrol.wait, it streams data the previous kernel does not
+ * write (weights) while that kernel finishes. */
+__device__ __forceinline__ uint4 ld_stream_early(const void *p) {
+    uint4 r;
+    asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0,%1,%2,%3}, [%4];"
+                 : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w)
+                 : "l"(p));
+    return r;
+}
+
 /* 16 bytes of F32 / BF16 / F16 -> 4 or 8 floats */
 template <typename TW> __device__ __forceinline__ void unpack16(uint4 u, float *f);
 template <> __device__ __forceinline__ void unpack16<bf16>(uint4 u, float *f) {
@@ -120,11 +131,19 @@ __device__ __forceinline__ float block_sum(float v, float *sh) {
  * for the previous kernel to finish and flush (so no read can see stale data)
  * and then lets the next kernel's launch proceed, hiding launch latency
  * behind this kernel's tail. HEARTH_CUDA_PDL=0 launches plainly. */
-__device__ __forceinline__ void pdl_begin() {
+__device__ __forceinline__ void pdl_wait() {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
     asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void pdl_trigger() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
     asm volatile("griddepcontrol.launch_dependents;");
 #endif
+}
+__device__ __forceinline__ void pdl_begin() {
+    pdl_wait();
+    pdl_trigger();
 }
 
 static inline bool cu_pdl_on() {

@@ -57,9 +57,15 @@ template <int ROWS> __device__ __forceinline__ gv_part gv_part_of(const cu_gemv_
     return p;
 }
 
-template <typename TX, typename TW, int NT, int ROWS>
+/* PF > 0: the first PF iterations' weight loads (PF x U x ROWS 16-byte
+ * loads per lane) are issued before griddepcontrol.wait: weights are never
+ * written by the previous kernel, so while it finishes (a norm, attention:
+ * small grids that leave DRAM idle) the resident blocks already stream. Not
+ * in pair mode, whose weights depend on the routing the previous kernel
+ * wrote. */
+template <typename TX, typename TW, int NT, int ROWS, int PF>
 __global__ void __launch_bounds__(GV_WARPS * 32) gemv_kernel(cu_gemv_args a, int64_t klen, float *part) {
-    pdl_begin();
+    if constexpr (PF == 0) pdl_wait();
     constexpr int VEC = 16 / sizeof(TW);
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     const gv_part pt = gv_part_of<ROWS>(a);
@@ -102,14 +108,8 @@ __global__ void __launch_bounds__(GV_WARPS * 32) gemv_kernel(cu_gemv_args a, int
      * lane. U = 8 for one row per warp measured slower than 2 (H100: 4096 x
      * 4096 14.6 vs 13.3 us, 4096 x 14336 44.3 vs 41.2 us), so 2 everywhere. */
     constexpr int U = 2;
-    for (int64_t k = k0 + (int64_t)lane * VEC; k < k1; k += U * 32 * VEC) {
-        uint4 wv[U][ROWS];
-#pragma unroll
-        for (int u = 0; u < U; u++)
-            if (u == 0 || k + u * 32 * VEC < k1) {
-#pragma unroll
-                for (int r = 0; r < ROWS; r++) wv[u][r] = ld_stream(wr[r] + k + u * 32 * VEC);
-            }
+    constexpr int64_t STEP = U * 32 * VEC;
+    auto fma_step = [&](const uint4 (&wv)[U][ROWS], int64_t k) {
 #pragma unroll
         for (int u = 0; u < U; u++) {
             const int64_t ku = k + u * 32 * VEC;
@@ -129,6 +129,36 @@ __global__ void __launch_bounds__(GV_WARPS * 32) gemv_kernel(cu_gemv_args a, int
                 }
             }
         }
+    };
+    int64_t k = k0 + (int64_t)lane * VEC;
+    if constexpr (PF > 0) {
+        uint4 pre[PF][U][ROWS];
+#pragma unroll
+        for (int i = 0; i < PF; i++)
+#pragma unroll
+            for (int u = 0; u < U; u++)
+                if (k + i * STEP + u * 32 * VEC < k1) {
+#pragma unroll
+                    for (int r = 0; r < ROWS; r++) pre[i][u][r] = ld_stream_early(wr[r] + k + i * STEP + u * 32 * VEC);
+                }
+        pdl_wait();
+        pdl_trigger();
+#pragma unroll
+        for (int i = 0; i < PF; i++)
+            if (k + i * STEP < k1) fma_step(pre[i], k + i * STEP);
+        k += PF * STEP;
+    } else {
+        pdl_trigger();
+    }
+    for (; k < k1; k += STEP) {
+        uint4 wv[U][ROWS];
+#pragma unroll
+        for (int u = 0; u < U; u++)
+            if (u == 0 || k + u * 32 * VEC < k1) {
+#pragma unroll
+                for (int r = 0; r < ROWS; r++) wv[u][r] = ld_stream(wr[r] + k + u * 32 * VEC);
+            }
+        fma_step(wv, k);
     }
 
 #pragma unroll
@@ -238,26 +268,70 @@ int cu_gemv_splits(cu_gemv_args *a, int n_sm) {
     return (int)HR_MIN(s, (int64_t)64);
 }
 
+/* Iterations loaded before the PDL wait (gemv_kernel's PF) for one row per
+ * warp and for 4 rows per warp: HEARTH_CUDA_GEMV_PREFETCH=N or N,M (0 =
+ * none); default 2 for both (H100, 8B batch 1: 0 -> 177, 1 -> 179.3,
+ * 2 -> 179.6, 4/2 -> 175.0 tok/s). */
+static int prefetch_depth(int rows) {
+    static int v[2] = {-1, -1};
+    if (v[0] < 0) {
+        const char *e = getenv("HEARTH_CUDA_GEMV_PREFETCH");
+        v[0] = v[1] = 2;
+        if (e) {
+            v[0] = v[1] = HR_MAX(atoi(e), 0);
+            const char *c = strchr(e, ',');
+            if (c) v[1] = HR_MAX(atoi(c + 1), 0);
+        }
+    }
+    return v[rows == 1 ? 0 : 1];
+}
+
+#define GV_LAUNCH(NT_, ROWS_, PF_) \
+    cu_launch(gemv_kernel<TX, TW, NT_, ROWS_, PF_>, grid, GV_WARPS * 32, 0, st, *a, klen, part)
+
 template <typename TX, typename TW>
 static cudaError_t launch_tw(cudaStream_t st, const cu_gemv_args *a, dim3 grid, int64_t klen, float *part) {
     int nt = a->expert ? 1 : pick_nt(a->T, a->tx);
+    /* pair mode reads expert ids the previous kernel wrote: no early loads */
+    const int pf = a->expert ? 0 : prefetch_depth(nt == 1 ? rows_of(a) : GV_ROWS(nt));
     switch (nt) {
     case 1:
-        if (rows_of(a) == 1) cu_launch(gemv_kernel<TX, TW, 1, 1>, grid, GV_WARPS * 32, 0, st, *a, klen, part);
-        else cu_launch(gemv_kernel<TX, TW, 1, GV_ROWS(1)>, grid, GV_WARPS * 32, 0, st, *a, klen, part);
+        if (rows_of(a) == 1) { /* 2 x 16-byte loads per lane and iteration: up to 4 iterations early */
+            if (pf >= 4) GV_LAUNCH(1, 1, 4);
+            else if (pf == 3) GV_LAUNCH(1, 1, 3);
+            else if (pf == 2) GV_LAUNCH(1, 1, 2);
+            else if (pf == 1) GV_LAUNCH(1, 1, 1);
+            else GV_LAUNCH(1, 1, 0);
+        } else { /* 8 loads per lane and iteration: up to 2 */
+            if (pf >= 2) GV_LAUNCH(1, GV_ROWS(1), 2);
+            else if (pf == 1) GV_LAUNCH(1, GV_ROWS(1), 1);
+            else GV_LAUNCH(1, GV_ROWS(1), 0);
+        }
         break;
-    case 4: cu_launch(gemv_kernel<TX, TW, 4, GV_ROWS(4)>, grid, GV_WARPS * 32, 0, st, *a, klen, part); break;
-    case 16: cu_launch(gemv_kernel<TX, TW, 16, GV_ROWS(16)>, grid, GV_WARPS * 32, 0, st, *a, klen, part); break;
+    case 4:
+        if (pf) GV_LAUNCH(4, GV_ROWS(4), 1);
+        else GV_LAUNCH(4, GV_ROWS(4), 0);
+        break;
+    case 16:
+        if (pf) GV_LAUNCH(16, GV_ROWS(16), 1);
+        else GV_LAUNCH(16, GV_ROWS(16), 0);
+        break;
     default:
         if constexpr (sizeof(TX) == 2) {
-            if (nt == 2) cu_launch(gemv_kernel<TX, TW, 2, GV_ROWS(2)>, grid, GV_WARPS * 32, 0, st, *a, klen, part);
-            else cu_launch(gemv_kernel<TX, TW, 8, GV_ROWS(8)>, grid, GV_WARPS * 32, 0, st, *a, klen, part);
+            if (nt == 2) {
+                if (pf) GV_LAUNCH(2, GV_ROWS(2), 1);
+                else GV_LAUNCH(2, GV_ROWS(2), 0);
+            } else {
+                if (pf) GV_LAUNCH(8, GV_ROWS(8), 1);
+                else GV_LAUNCH(8, GV_ROWS(8), 0);
+            }
         } else {
             return cudaErrorNotSupported;
         }
     }
     return cudaGetLastError();
 }
+#undef GV_LAUNCH
 
 cudaError_t cu_gemv(cudaStream_t st, const cu_gemv_args *a, int splits, float *part) {
     if (a->T <= 0 || a->N <= 0) return cudaSuccess;
