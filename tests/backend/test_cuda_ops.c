@@ -273,7 +273,9 @@ static void test_swiglu(float alpha, float limit, float up_off) {
     tfree(out);
 }
 
-static void test_rope(int head_dim, int rot_dim, float mscale) {
+/* table: NULL, or a host buffer for the inv_freq values that the caller
+ * reuses across calls (the backend must not serve an old table for it) */
+static void test_rope_theta(int head_dim, int rot_dim, float mscale, float theta, float *table) {
     step_buf sb;
     int ctx[2] = {4000, 0}, nn[2] = {3, 6};
     make_step(&sb, 2, ctx, nn, 128, 10);
@@ -281,8 +283,8 @@ static void test_rope(int head_dim, int rot_dim, float mscale) {
     int64_t ne[2] = {T, cols};
     float *x = rnd(T * cols, 2.0f);
     hr_tensor *tx = upload(HR_BF16, 2, ne, x, "x");
-    float *inv = malloc(sizeof(float) * rot_dim / 2);
-    for (int i = 0; i < rot_dim / 2; i++) inv[i] = powf(10000.0f, -2.0f * i / rot_dim);
+    float *inv = table ? table : malloc(sizeof(float) * rot_dim / 2);
+    for (int i = 0; i < rot_dim / 2; i++) inv[i] = powf(theta, -2.0f * i / rot_dim);
     hr_rope r = {head_dim, rot_dim, inv, mscale};
     CHECK(be->ops->step_begin(be, &sb.s) == HR_OK);
     CHECK(be->ops->rope(be, tx, nh, &r, &sb.s) == HR_OK);
@@ -301,12 +303,26 @@ static void test_rope(int head_dim, int rot_dim, float mscale) {
             }
         }
     float *got = download(tx);
-    CHECK_REL(got, ref, T * cols, TOL_BF16, "rope");
+    char what[64];
+    snprintf(what, sizeof what, "rope theta %g%s", theta, table ? " (reused table buffer)" : "");
+    CHECK_REL(got, ref, T * cols, TOL_BF16, what);
     free(got);
     free(ref);
-    free(inv);
+    if (!table) free(inv);
     free(x);
     tfree(tx);
+}
+static void test_rope(int head_dim, int rot_dim, float mscale) { test_rope_theta(head_dim, rot_dim, mscale, 10000.0f, NULL); }
+
+/* A model freed and another loaded can get the same address for a
+ * different inv_freq table: the same buffer with new contents must rotate
+ * by the new table. */
+static void test_rope_table_reuse(void) {
+    float *table = malloc(sizeof(float) * 32);
+    test_rope_theta(64, 64, 1.0f, 10000.0f, table);
+    test_rope_theta(64, 64, 1.0f, 1000000.0f, table);
+    test_rope_theta(64, 64, 1.0f, 500.0f, table);
+    free(table);
 }
 
 /* Fused q|k|v rows -> rotated q, rotated k and v in the cache (one op), and
@@ -851,6 +867,7 @@ int main(void) {
     test_rope(64, 64, 1.0f);
     test_rope(128, 64, 1.3f);
     test_rope(32, 32, 1.0f);
+    test_rope_table_reuse();
     test_qkv_rope_store(32, 8, 128, 128, 1.0f); /* llama-like */
     test_qkv_rope_store(7, 1, 64, 32, 1.2f);    /* partial rotary, MQA, mscale */
     test_swiglu_packed(5, 2048);                /* 16-byte vector kernel */

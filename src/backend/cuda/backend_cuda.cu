@@ -396,12 +396,21 @@ static int cu_linear_op(hr_backend *be, hr_tensor *out, const hr_tensor *x, cons
     return cu_linear_raw(c, a, l->input_scale);
 }
 
+/* The device copy of a RoPE inv_freq table. Cached by content, not by the
+ * host pointer alone: a model freed and another loaded can get the same
+ * address for a different table (that returned a stale table once, seen as
+ * a flaky padded-vs-unpadded mismatch of the later MoE fixtures). */
 static const float *rope_table(cu_backend *c, const hr_rope *r, int *rc) {
     int n = r->rot_dim / 2;
-    for (int i = 0; i < c->n_rope_tabs; i++)
-        if (c->rope_tabs[i].host == r->inv_freq && c->rope_tabs[i].n == n) return c->rope_tabs[i].dev;
+    size_t bytes = (size_t)HR_MAX(n, 1) * sizeof(float);
+    int slot = -1;
+    for (int i = 0; i < c->n_rope_tabs; i++) {
+        if (c->rope_tabs[i].n != n || !c->rope_tabs[i].copy) continue;
+        if (!memcmp(c->rope_tabs[i].copy, r->inv_freq, (size_t)n * sizeof(float))) return c->rope_tabs[i].dev;
+        if (c->rope_tabs[i].host == r->inv_freq) slot = i; /* same address, new contents: refresh it */
+    }
     cu_graph_demote(c); /* the upload below is synchronous */
-    int slot = c->n_rope_tabs < (int)HR_ARRAY_LEN(c->rope_tabs) ? c->n_rope_tabs++ : 0;
+    if (slot < 0) slot = c->n_rope_tabs < (int)HR_ARRAY_LEN(c->rope_tabs) ? c->n_rope_tabs++ : 0;
     float *d = c->rope_tabs[slot].dev;
     if (d) cu_graphs_invalidate(c); /* a captured graph may read this slot's old table */
     if (d && c->rope_tabs[slot].n < n) {
@@ -409,25 +418,29 @@ static const float *rope_table(cu_backend *c, const hr_rope *r, int *rc) {
         cudaFree(d);
         d = NULL;
     }
+    free(c->rope_tabs[slot].copy);
+    c->rope_tabs[slot].copy = NULL;
+    c->rope_tabs[slot].host = NULL;
+    c->rope_tabs[slot].dev = d;
     if (!d) {
-        cudaError_t e = cudaMalloc((void **)&d, (size_t)HR_MAX(n, 1) * sizeof(float));
+        cudaError_t e = cudaMalloc((void **)&d, bytes);
         if (e != cudaSuccess) {
             c->rope_tabs[slot].dev = NULL;
-            c->rope_tabs[slot].host = NULL;
             *rc = cu_fail(c, e, "rope table alloc");
             return NULL;
         }
+        c->rope_tabs[slot].dev = d;
     }
-    c->rope_tabs[slot].dev = d;
-    c->rope_tabs[slot].host = r->inv_freq;
     c->rope_tabs[slot].n = n;
-    /* synchronous: the table is read once per distinct pointer (first step) */
+    /* synchronous: the table is read once per distinct content (first step) */
     cudaError_t e = cudaMemcpy(d, r->inv_freq, (size_t)n * sizeof(float), cudaMemcpyHostToDevice);
     if (e != cudaSuccess) {
-        c->rope_tabs[slot].host = NULL;
         *rc = cu_fail(c, e, "rope table upload");
         return NULL;
     }
+    c->rope_tabs[slot].copy = (float *)hr_xmalloc(bytes);
+    memcpy(c->rope_tabs[slot].copy, r->inv_freq, (size_t)n * sizeof(float));
+    c->rope_tabs[slot].host = r->inv_freq;
     return d;
 }
 
@@ -1009,7 +1022,10 @@ static void cu_free_backend(hr_backend *be) {
     cu_upload_free(c); /* waits for its copy stream */
     for (int i = 0; i < c->n_free; i++) cudaFree(c->free_list[i].p);
     free(c->free_list);
-    for (int i = 0; i < c->n_rope_tabs; i++) cudaFree(c->rope_tabs[i].dev);
+    for (int i = 0; i < c->n_rope_tabs; i++) {
+        cudaFree(c->rope_tabs[i].dev);
+        free(c->rope_tabs[i].copy);
+    }
     if (c->scratch) cudaFree(c->scratch);
     if (c->stage_host) cudaFreeHost(c->stage_host);
     if (c->stage_dev) cudaFree(c->stage_dev);

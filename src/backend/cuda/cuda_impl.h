@@ -123,8 +123,8 @@ typedef struct cu_backend {
     cu_graph graphs[CU_MAX_GRAPHS];
     uint64_t use_clock;
 
-    /* inv_freq tables uploaded once per distinct host pointer */
-    struct { const float *host; int n; float *dev; } rope_tabs[16];
+    /* inv_freq tables uploaded once per distinct content (rope_table) */
+    struct { const float *host; int n; float *dev; float *copy; } rope_tabs[16]; /* copy: the uploaded values */
     int n_rope_tabs;
     /* argmax ids: device buffer + pinned host copy, grown on demand */
     int32_t *ids_dev, *ids_host;
