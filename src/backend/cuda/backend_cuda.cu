@@ -432,8 +432,12 @@ static const float *rope_table(cu_backend *c, const hr_rope *r, int *rc) {
         c->rope_tabs[slot].dev = d;
     }
     c->rope_tabs[slot].n = n;
-    /* synchronous: the table is read once per distinct content (first step) */
-    cudaError_t e = cudaMemcpy(d, r->inv_freq, (size_t)n * sizeof(float), cudaMemcpyHostToDevice);
+    /* on the backend's stream, then waited for: cudaMemcpy from pageable
+     * memory runs on the legacy stream, which the non-blocking compute
+     * stream does not wait for, and may return before the DMA lands (the
+     * next kernel read the slot's old table) */
+    cudaError_t e = cudaMemcpyAsync(d, r->inv_freq, (size_t)n * sizeof(float), cudaMemcpyHostToDevice, c->stream);
+    if (e == cudaSuccess) e = cudaStreamSynchronize(c->stream);
     if (e != cudaSuccess) {
         *rc = cu_fail(c, e, "rope table upload");
         return NULL;
