@@ -44,6 +44,13 @@ static inline const char *test_fixtures(void) {
 
 #define TEST_SKIP(...) do { fprintf(stderr, "SKIP: " __VA_ARGS__); fputc('\n', stderr); exit(77); } while (0)
 
+/* Skips the test (77) when a fixture file it needs cannot be read. */
+static inline void test_need_fixture(const char *path) {
+    FILE *f = fopen(path, "r");
+    if (!f) TEST_SKIP("no fixture %s", path);
+    fclose(f);
+}
+
 static inline int test_report(const char *name) {
     printf("%s: %d passed, %d failed\n", name, test_passed_, test_failed_);
     return test_failed_ ? 1 : 0;

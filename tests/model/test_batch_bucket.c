@@ -34,9 +34,7 @@ int main(void) {
     static const char *models[] = {"tiny-llama", "tiny-qwen2", "tiny-mixtral", "tiny-gpt-oss", "tiny-llama-fp8"};
     char probe[1024];
     snprintf(probe, sizeof probe, "%s/models/tiny-llama/config.json", test_fixtures());
-    FILE *f = fopen(probe, "r");
-    if (!f) TEST_SKIP("no fixtures at %s", test_fixtures());
-    fclose(f);
+    test_need_fixture(probe);
     hr_err err = {0};
     hr_backend *be = hr_backend_cpu_create(2, &err);
     if (!be) {

@@ -18,9 +18,7 @@ int main(void) {
     if (!hr_backend_cuda_available()) TEST_SKIP("no CUDA device");
     char probe[1024];
     snprintf(probe, sizeof probe, "%s/models/tiny-llama/config.json", test_fixtures());
-    FILE *f = fopen(probe, "r");
-    if (!f) TEST_SKIP("no fixtures at %s", test_fixtures());
-    fclose(f);
+    test_need_fixture(probe);
     hr_err err = {0};
     hr_backend *be = hr_backend_cuda_create(0, &err);
     if (!be) {

@@ -188,9 +188,7 @@ int main(void) {
     snprintf(dir, sizeof dir, "%s/models/tiny-llama", test_fixtures());
     char probe[1100];
     snprintf(probe, sizeof probe, "%s/config.json", dir);
-    FILE *f = fopen(probe, "r");
-    if (!f) TEST_SKIP("no fixture %s", dir);
-    fclose(f);
+    test_need_fixture(probe);
     setenv("HEARTH_CUDA_GRAPHS", "0", 1); /* both runs of a step through the same (eager) kernels */
     hr_err err = {0};
     hr_backend *cpu = hr_backend_cpu_create(2, &err);
