@@ -419,17 +419,16 @@ static const float *rope_table(cu_backend *c, const hr_rope *r, int *rc) {
         d = NULL;
     }
     free(c->rope_tabs[slot].copy);
-    c->rope_tabs[slot].copy = NULL;
+    c->rope_tabs[slot].copy = NULL; /* no match until the upload below succeeded */
     c->rope_tabs[slot].host = NULL;
-    c->rope_tabs[slot].dev = d;
     if (!d) {
         cudaError_t e = cudaMalloc((void **)&d, bytes);
-        if (e != cudaSuccess) {
-            c->rope_tabs[slot].dev = NULL;
+        if (e != cudaSuccess) d = NULL;
+        c->rope_tabs[slot].dev = d;
+        if (!d) {
             *rc = cu_fail(c, e, "rope table alloc");
             return NULL;
         }
-        c->rope_tabs[slot].dev = d;
     }
     c->rope_tabs[slot].n = n;
     /* on the backend's stream, then waited for: cudaMemcpy from pageable
