@@ -21,7 +21,7 @@
 /* Rows x vocab from which a step's sampling is spread over threads. */
 #define ENG_PARALLEL_SAMPLE_MIN (1 << 17)
 #define ENG_MAX_SAMPLER_THREADS 16
-#define ENG_LOG_INTERVAL_S      5.0
+#define ENG_LOG_INTERVAL_S      5.0 /* HEARTH_LOG_STATS_INTERVAL overrides (seconds, as VLLM_LOG_STATS_INTERVAL) */
 #define ENG_DEFAULT_MODEL_LEN   4096 /* when the config has no max_position_embeddings */
 #define ENG_CPU_KV_FRACTION     0.25f
 /* vLLM's CPU default KV space (VLLM_CPU_KVCACHE_SPACE) is 4 GiB: a fraction of a
@@ -86,8 +86,8 @@ struct hr_engine {
     double log_t0;
     uint64_t log_prompt0, log_gen0, log_q0, log_h0;
     /* engine-thread time per phase since the last log line (host overhead vs forward) */
-    uint64_t log_steps;
-    double log_t_sched, log_t_fwd, log_t_post;
+    uint64_t log_steps, log_tokens, log_decode_steps;
+    double log_t_sched, log_t_fwd, log_t_post, log_t_fwd_decode;
 };
 
 void hr_engine_opts_default(hr_engine_opts *o) {
@@ -275,12 +275,28 @@ static void publish_stats(hr_engine *e) {
 static void log_step_times(hr_engine *e) {
     if (e->log_steps > 0) {
         double ns = (double)e->log_steps;
-        hr_log(HR_LOG_INFO, "engine: %llu steps, per step %.2f ms: schedule+build %.3f, forward %.2f, sample+events %.3f",
-               (unsigned long long)e->log_steps, 1e3 * (e->log_t_sched + e->log_t_fwd + e->log_t_post) / ns,
-               1e3 * e->log_t_sched / ns, 1e3 * e->log_t_fwd / ns, 1e3 * e->log_t_post / ns);
+        hr_log(HR_LOG_INFO,
+               "engine: %llu steps, %.1f tokens per step, per step %.2f ms: schedule+build %.3f, forward %.2f, "
+               "sample+events %.3f; %llu decode-only steps, forward %.2f ms each",
+               (unsigned long long)e->log_steps, (double)e->log_tokens / ns,
+               1e3 * (e->log_t_sched + e->log_t_fwd + e->log_t_post) / ns, 1e3 * e->log_t_sched / ns,
+               1e3 * e->log_t_fwd / ns, 1e3 * e->log_t_post / ns, (unsigned long long)e->log_decode_steps,
+               e->log_decode_steps ? 1e3 * e->log_t_fwd_decode / (double)e->log_decode_steps : 0.0);
     }
-    e->log_steps = 0;
-    e->log_t_sched = e->log_t_fwd = e->log_t_post = 0;
+    e->log_steps = e->log_tokens = e->log_decode_steps = 0;
+    e->log_t_sched = e->log_t_fwd = e->log_t_post = e->log_t_fwd_decode = 0;
+}
+
+/* Seconds between progress lines: HEARTH_LOG_STATS_INTERVAL, else 5. */
+static double log_interval(void) {
+    static double v = -1;
+    if (v < 0) {
+        const char *s = getenv("HEARTH_LOG_STATS_INTERVAL");
+        char *end = NULL;
+        double d = s ? strtod(s, &end) : 0;
+        v = s && end != s && d > 0 ? d : ENG_LOG_INTERVAL_S;
+    }
+    return v;
 }
 
 static void log_progress(hr_engine *e, double now) {
@@ -293,7 +309,7 @@ static void log_progress(hr_engine *e, double now) {
         return;
     }
     double dt = now - e->log_t0;
-    if (dt < ENG_LOG_INTERVAL_S) return;
+    if (dt < log_interval()) return;
     uint64_t q = e->kv.queries - e->log_q0, h = e->kv.hits - e->log_h0;
     hr_log(HR_LOG_INFO,
            "engine: prompt %.1f tok/s, generation %.1f tok/s, running %d, waiting %d, KV usage %.1f%%, prefix cache "
@@ -461,6 +477,11 @@ static bool engine_step(hr_engine *e) {
             emit(e, r, res, HR_FINISH_NONE);
     }
     e->log_steps++;
+    e->log_tokens += (uint64_t)st.n_tokens;
+    if (st.n_tokens == st.n_seqs) { /* one token per sequence: a decode-only step */
+        e->log_decode_steps++;
+        e->log_t_fwd_decode += t_fwd1 - t_fwd0;
+    }
     e->log_t_sched += t_fwd0 - t_step0;
     e->log_t_fwd += t_fwd1 - t_fwd0;
     e->log_t_post += hr_time_now() - t_fwd1;

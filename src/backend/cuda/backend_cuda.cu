@@ -400,15 +400,25 @@ static int cu_linear_op(hr_backend *be, hr_tensor *out, const hr_tensor *x, cons
  * host pointer alone: a model freed and another loaded can get the same
  * address for a different table (that returned a stale table once, seen as
  * a flaky padded-vs-unpadded mismatch of the later MoE fixtures). */
+/* The device table that holds r's values now, or NULL (no upload). */
+static const float *rope_table_cached(const cu_backend *c, const hr_rope *r) {
+    int n = r->rot_dim / 2;
+    for (int i = 0; i < c->n_rope_tabs; i++)
+        if (c->rope_tabs[i].n == n && c->rope_tabs[i].copy &&
+            !memcmp(c->rope_tabs[i].copy, r->inv_freq, (size_t)n * sizeof(float)))
+            return c->rope_tabs[i].dev;
+    return NULL;
+}
+
 static const float *rope_table(cu_backend *c, const hr_rope *r, int *rc) {
     int n = r->rot_dim / 2;
     size_t bytes = (size_t)HR_MAX(n, 1) * sizeof(float);
+    const float *hit = rope_table_cached(c, r);
+    if (hit) return hit;
     int slot = -1;
-    for (int i = 0; i < c->n_rope_tabs; i++) {
-        if (c->rope_tabs[i].n != n || !c->rope_tabs[i].copy) continue;
-        if (!memcmp(c->rope_tabs[i].copy, r->inv_freq, (size_t)n * sizeof(float))) return c->rope_tabs[i].dev;
-        if (c->rope_tabs[i].host == r->inv_freq) slot = i; /* same address, new contents: refresh it */
-    }
+    for (int i = 0; i < c->n_rope_tabs; i++)
+        if (c->rope_tabs[i].n == n && c->rope_tabs[i].copy && c->rope_tabs[i].host == r->inv_freq)
+            slot = i; /* same address, new contents: refresh it */
     cu_graph_demote(c); /* the upload below is synchronous */
     if (slot < 0) slot = c->n_rope_tabs < (int)HR_ARRAY_LEN(c->rope_tabs) ? c->n_rope_tabs++ : 0;
     float *d = c->rope_tabs[slot].dev;
@@ -837,6 +847,7 @@ static int w_rope(hr_backend *be, hr_tensor *x, int n_heads, const hr_rope *r, c
         o->t[0] = *x;
         o->i0 = n_heads;
         o->p.rope = *r;
+        o->tab = rope_table_cached(cu_of(be), r); /* new contents: no replay (same_op) */
         if (cu_of(be)->mode == CU_REPLAY) return HR_OK;
         int prc = cu_pend_flush(cu_of(be));
         if (prc) return prc;
@@ -904,6 +915,7 @@ static int w_qkv_rope_store(hr_backend *be, hr_tensor *q_out, const hr_tensor *q
         o->i0 = n_heads;
         o->i1 = n_kv;
         o->p.rope = *r;
+        o->tab = rope_table_cached(cu_of(be), r);
         if (cu_of(be)->mode == CU_REPLAY) return HR_OK;
         int prc = cu_pend_flush(cu_of(be));
         if (prc) return prc;

@@ -117,6 +117,17 @@ __device__ __forceinline__ float block_sum(float v, float *sh) {
         else return cudaErrorNotSupported;                                 \
     } while (0)
 
+/* Asynchronous 16-byte global -> shared copies (sm_80+), cached in L2 only:
+ * issue, commit a group, wait until at most N groups are still in flight. */
+__device__ __forceinline__ void cp_async16(void *smem, const void *gmem) {
+    unsigned s = (unsigned)__cvta_generic_to_shared(smem);
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(s), "l"(gmem) : "memory");
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;" ::: "memory"); }
+template <int N> __device__ __forceinline__ void cp_async_wait() {
+    asm volatile("cp.async.wait_group %0;" ::"n"(N) : "memory");
+}
+
 /* Storage dtypes for weights/tables: F32, BF16, F16. */
 #define CU_DISPATCH_W(dt, W_T, ...)                                        \
     do {                                                                   \

@@ -53,6 +53,9 @@ typedef struct cu_op {
         float eps;
     } p;
     int i0, i1;            /* rope: n_heads; qkv_rope_store: n_heads, n_kv_heads */
+    const float *tab;      /* rope, qkv_rope_store: the device table whose contents equal
+                              p.rope.inv_freq's when logged (NULL: none yet), so a replay
+                              never reads a table the host buffer no longer holds */
 } cu_op;
 
 typedef enum { CU_EAGER = 0, CU_CAPTURE, CU_REPLAY } cu_mode;

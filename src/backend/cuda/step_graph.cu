@@ -113,7 +113,8 @@ static bool same_op(const cu_op *a, const cu_op *b) {
     case CU_OP_ROPE:
     case CU_OP_QKV_ROPE_STORE:
         return a->p.rope.head_dim == b->p.rope.head_dim && a->p.rope.rot_dim == b->p.rope.rot_dim &&
-               a->p.rope.inv_freq == b->p.rope.inv_freq && a->p.rope.mscale == b->p.rope.mscale;
+               a->p.rope.inv_freq == b->p.rope.inv_freq && a->p.rope.mscale == b->p.rope.mscale && a->tab &&
+               a->tab == b->tab;
     case CU_OP_ATTENTION: {
         const hr_attn_params *x = &a->p.attn, *y = &b->p.attn;
         return x->n_heads == y->n_heads && x->n_kv_heads == y->n_kv_heads && x->head_dim == y->head_dim &&

@@ -129,16 +129,29 @@ __global__ void __launch_bounds__(AT_WARPS * 32) attn_split_kernel(cu_attn_args 
  * The split kernel above walks one key per warp and step: a chain of
  * dependent load -> dot -> shuffle -> exp steps with one 2-byte load per lane
  * in flight (ncu, H100, 8B at 256 sequences x ~190 keys: 180 us per layer,
- * 780 GB/s). Here a group of D/8 lanes owns one key and reads its row with
- * one 16-byte load per lane; the block takes its keys in tiles of DK_TILE:
- * every group loads its DK_TILE / groups K rows at once (all loads in flight),
+ * 780 GB/s). Here the block takes its keys in tiles of DK_TILE: the K and V
+ * rows of tile i + 1 are copied to shared memory with cp.async (16 bytes per
+ * thread and copy, whole rows coalesced) while tile i is computed, so DRAM
+ * always has the next tile in flight. Computing a tile: a group of D/8 lanes
+ * owns one key and reads its row from shared memory (16 bytes per lane),
  * writes the scores of its HB query heads to shared memory, one warp per head
- * turns a tile into probabilities with a running max (online softmax across
- * tiles), then the groups accumulate their V rows the same way. With one
- * split the block normalises (sinks included) and writes the output itself,
- * no combine launch. */
+ * turns the tile into probabilities with a running max (online softmax
+ * across tiles), then the groups accumulate their V rows the same way. (The
+ * previous version loaded K, computed, then loaded V, with the tile's loads
+ * in registers: two dependent DRAM round trips per tile and none in flight
+ * while computing; ncu, H100, 8B at 256 sequences x 130 keys: 4.0 ms per
+ * step, 1.1 TB/s.) With one split the block normalises (sinks included) and
+ * writes the output itself, no combine launch. */
 #define DK_WARPS 4
-#define DK_TILE 64
+#define DK_TILE 32 /* keys per tile: one per lane in the softmax */
+
+/* dynamic shared memory of the decode kernel: two stages of K and V tiles,
+ * reused after the loop for the groups' partial accumulators */
+static constexpr size_t dk_smem(int D, int HB) {
+    size_t tiles = (size_t)2 * 2 * DK_TILE * D * 2;
+    size_t red = (size_t)DK_WARPS * (32 / (D / 8)) * HB * D * sizeof(float);
+    return tiles > red ? tiles : red;
+}
 
 template <typename TQ, int D, int HB>
 __global__ void __launch_bounds__(DK_WARPS * 32) attn_decode_kernel(cu_attn_args a, int splits, int n_hc,
@@ -148,9 +161,14 @@ __global__ void __launch_bounds__(DK_WARPS * 32) attn_decode_kernel(cu_attn_args
     constexpr int KPW = 32 / LPK;       /* keys per warp and step */
     constexpr int NG = DK_WARPS * KPW;  /* key groups per block */
     constexpr int PER = DK_TILE / NG;   /* keys per group and tile */
+    constexpr int CPR = D / 8;          /* 16-byte chunks per K or V row */
+    constexpr int CHUNKS = DK_TILE * CPR;
+    constexpr int CPT = CHUNKS / (DK_WARPS * 32); /* chunks per thread and tile, for K and for V */
+    static_assert(CPT * DK_WARPS * 32 == CHUNKS && PER * NG == DK_TILE, "decode tile shape");
     __shared__ float s_p[HB][DK_TILE];
     __shared__ float s_m[HB], s_l[HB], s_c[HB];
-    extern __shared__ float s_red[]; /* [NG][HB][D] */
+    extern __shared__ uint4 s_tiles[]; /* [stage][K | V][DK_TILE * CPR]; then [NG][HB][D] floats */
+    float *s_red = reinterpret_cast<float *>(s_tiles);
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     const int g = warp * KPW + lane / LPK, d0 = (lane % LPK) * 8;
     const int G = a.n_heads / a.n_kv_heads;
@@ -160,6 +178,31 @@ __global__ void __launch_bounds__(DK_WARPS * 32) attn_decode_kernel(cu_attn_args
     const int s = a.step.tok_seq[t], bsz = a.step.block_size;
     int j0, j1;
     split_range(a, t, splits, &j0, &j1);
+
+    const int64_t row = (int64_t)a.n_kv_heads * D;
+    const int32_t *bt = a.step.block_tables + (int64_t)s * a.step.mbps;
+    const bf16 *kc = (const bf16 *)a.kc + (int64_t)kvh * D, *vc = (const bf16 *)a.vc + (int64_t)kvh * D;
+    /* K and V rows of keys [tb, tb + DK_TILE) -> stage st; keys past j1 or
+     * in a hole of the block table read as zeros (their scores are masked) */
+    auto issue = [&](int tb, int st) {
+        uint4 *ks = s_tiles + (size_t)st * 2 * CHUNKS, *vs = ks + CHUNKS;
+#pragma unroll
+        for (int r = 0; r < CPT; r++) {
+            const int c = threadIdx.x + r * DK_WARPS * 32, j = tb + c / CPR;
+            const int blk = j < j1 ? bt[j / bsz] : -1;
+            if (blk >= 0) {
+                const int64_t off = ((int64_t)blk * bsz + j % bsz) * row + (c % CPR) * 8;
+                cp_async16(&ks[c], kc + off);
+                cp_async16(&vs[c], vc + off);
+            } else {
+                ks[c] = make_uint4(0, 0, 0, 0);
+                vs[c] = make_uint4(0, 0, 0, 0);
+            }
+        }
+        cp_async_commit();
+    };
+    const int ntiles = j1 > j0 ? (j1 - j0 + DK_TILE - 1) / DK_TILE : 0;
+    if (ntiles > 0) issue(j0, 0);
 
     float q[HB][8], acc[HB][8];
     const TQ *qp = (const TQ *)a.q + t * a.ldq;
@@ -185,24 +228,22 @@ __global__ void __launch_bounds__(DK_WARPS * 32) attn_decode_kernel(cu_attn_args
         s_l[threadIdx.x] = 0.0f;
     }
 
-    const int64_t row = (int64_t)a.n_kv_heads * D;
-    const int32_t *bt = a.step.block_tables + (int64_t)s * a.step.mbps;
-    const bf16 *kc = (const bf16 *)a.kc + (int64_t)kvh * D + d0, *vc = (const bf16 *)a.vc + (int64_t)kvh * D + d0;
-    for (int tb = j0; tb < j1; tb += DK_TILE) {
-        int64_t off[PER];
-        uint4 kr[PER];
-#pragma unroll
-        for (int r = 0; r < PER; r++) {
-            int j = tb + r * NG + g;
-            int blk = j < j1 ? bt[j / bsz] : -1;
-            off[r] = blk >= 0 ? ((int64_t)blk * bsz + j % bsz) * row : -1;
+    for (int it = 0; it < ntiles; it++) {
+        const int tb = j0 + it * DK_TILE, st = it & 1;
+        if (it + 1 < ntiles) {
+            issue(tb + DK_TILE, st ^ 1); /* its stage was last read before the previous tile's final barrier */
+            cp_async_wait<1>();
+        } else {
+            cp_async_wait<0>();
         }
-#pragma unroll
-        for (int r = 0; r < PER; r++) kr[r] = off[r] >= 0 ? ld_stream(kc + off[r]) : make_uint4(0, 0, 0, 0);
+        __syncthreads();
+        const uint4 *ks = s_tiles + (size_t)st * 2 * CHUNKS, *vs = ks + CHUNKS;
 #pragma unroll
         for (int r = 0; r < PER; r++) {
+            const int key = r * NG + g, j = tb + key;
             float kf[8];
-            unpack16<bf16>(kr[r], kf);
+            unpack16<bf16>(ks[key * CPR + lane % LPK], kf);
+            const bool valid = j < j1 && bt[j / bsz] >= 0;
 #pragma unroll
             for (int i = 0; i < HB; i++) {
                 float dot = 0.0f;
@@ -210,22 +251,20 @@ __global__ void __launch_bounds__(DK_WARPS * 32) attn_decode_kernel(cu_attn_args
                 for (int e = 0; e < 8; e++) dot = fmaf(q[i][e], kf[e], dot);
 #pragma unroll
                 for (int o = LPK / 2; o > 0; o >>= 1) dot += __shfl_xor_sync(0xffffffffu, dot, o);
-                if (lane % LPK == 0) s_p[i][r * NG + g] = off[r] >= 0 ? dot : -INFINITY;
+                if (lane % LPK == 0) s_p[i][key] = valid ? dot : -INFINITY;
             }
         }
         __syncthreads();
         for (int i = warp; i < HB; i += DK_WARPS) {
-            float v0 = s_p[i][lane], v1 = s_p[i][lane + 32];
-            float mo = s_m[i], mn = fmaxf(mo, warp_max(fmaxf(v0, v1)));
-            float p0 = 0.0f, p1 = 0.0f, corr = 1.0f;
+            float v = s_p[i][lane];
+            float mo = s_m[i], mn = fmaxf(mo, warp_max(v));
+            float p = 0.0f, corr = 1.0f;
             if (mn != -INFINITY) {
-                p0 = expf(v0 - mn); /* exp(-inf) = 0 for masked keys */
-                p1 = expf(v1 - mn);
+                p = expf(v - mn); /* exp(-inf) = 0 for masked keys */
                 corr = expf(mo - mn);
             }
-            s_p[i][lane] = p0;
-            s_p[i][lane + 32] = p1;
-            float sum = warp_sum(p0 + p1);
+            s_p[i][lane] = p;
+            float sum = warp_sum(p);
             __syncwarp();
             if (lane == 0) {
                 s_l[i] = s_l[i] * corr + sum;
@@ -234,9 +273,6 @@ __global__ void __launch_bounds__(DK_WARPS * 32) attn_decode_kernel(cu_attn_args
             }
         }
         __syncthreads();
-        uint4 vr[PER];
-#pragma unroll
-        for (int r = 0; r < PER; r++) vr[r] = off[r] >= 0 ? ld_stream(vc + off[r]) : make_uint4(0, 0, 0, 0);
 #pragma unroll
         for (int i = 0; i < HB; i++) {
             float c = s_c[i];
@@ -245,16 +281,17 @@ __global__ void __launch_bounds__(DK_WARPS * 32) attn_decode_kernel(cu_attn_args
         }
 #pragma unroll
         for (int r = 0; r < PER; r++) {
+            const int key = r * NG + g;
             float vf[8];
-            unpack16<bf16>(vr[r], vf);
+            unpack16<bf16>(vs[key * CPR + lane % LPK], vf);
 #pragma unroll
             for (int i = 0; i < HB; i++) {
-                float pw = s_p[i][r * NG + g];
+                float pw = s_p[i][key];
 #pragma unroll
                 for (int e = 0; e < 8; e++) acc[i][e] = fmaf(pw, vf[e], acc[i][e]);
             }
         }
-        __syncthreads(); /* s_p and s_c are rewritten by the next tile */
+        __syncthreads(); /* s_p, s_c and this stage are rewritten by the next tiles */
     }
 
     /* sum the groups' partial accumulators */
@@ -370,8 +407,7 @@ template <typename TQ, int D>
 static cudaError_t launch_decode(cudaStream_t st, const cu_attn_args *a, int splits, float *part) {
     int G = a->n_heads / a->n_kv_heads, hb = decode_hb(G), n_hc = HR_CDIV(G, hb);
     dim3 grid((unsigned)(a->n_kv_heads * n_hc), (unsigned)a->step.n_tokens, (unsigned)splits);
-    constexpr int NG = DK_WARPS * (32 / (D / 8));
-    size_t shm = (size_t)NG * hb * D * sizeof(float);
+    size_t shm = hb == 1 ? dk_smem(D, 1) : hb == 2 ? dk_smem(D, 2) : hb == 4 ? dk_smem(D, 4) : dk_smem(D, 8);
     switch (hb) {
     case 1: cu_launch(attn_decode_kernel<TQ, D, 1>, grid, DK_WARPS * 32, shm, st, *a, splits, n_hc, part); break;
     case 2: cu_launch(attn_decode_kernel<TQ, D, 2>, grid, DK_WARPS * 32, shm, st, *a, splits, n_hc, part); break;
