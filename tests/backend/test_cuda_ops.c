@@ -879,6 +879,7 @@ int main(void) {
         {3, {300, 0, 70}, {1, 37, 5}, 8, 2, 64, 16, 16, true, "ragged window16 sinks"},
         {2, {2000, 1500}, {1, 1}, 32, 8, 128, 16, 0, false, "decode long hd128 (split-K)"},
         {2, {2000, 9}, {1, 3}, 16, 8, 128, 32, 128, true, "decode window128 sinks"},
+        {3, {250, 33, 64}, {1, 1, 1}, 64, 8, 128, 16, 0, false, "decode gqa8 hd128 (8 heads per block)"},
         {1, {0}, {40}, 4, 2, 32, 16, 8, true, "prefill hd32 window8 sinks (gpt-oss-like)"},
         {2, {17, 100}, {2, 1}, 12, 1, 256, 16, 0, false, "mqa hd256 G12"},
         {1, {0}, {7}, 4, 4, 80, 8, 0, false, "mha hd80"},

@@ -128,6 +128,32 @@ template <int N> __device__ __forceinline__ void cp_async_wait() {
     asm volatile("cp.async.wait_group %0;" ::"n"(N) : "memory");
 }
 
+/* Tensor cores: D += A B, m16n8k16, BF16 inputs, F32 accumulators (the
+ * PTX ISA's fragment layouts: lane = 4 g + tq holds rows g and g + 8). */
+__device__ __forceinline__ void mma_bf16(float *d, const uint32_t *a, uint32_t b0, uint32_t b1) {
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+                 "{%0,%1,%2,%3};"
+                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+__device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
+    __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
+    return *reinterpret_cast<uint32_t *>(&v);
+}
+
+__device__ __forceinline__ uint32_t pack_raw(bf16 lo, bf16 hi) {
+    return (uint32_t)__bfloat16_as_ushort(lo) | ((uint32_t)__bfloat16_as_ushort(hi) << 16);
+}
+
+/* Two 8x8 BF16 matrices from shared memory, transposed: lanes 0-7 give the
+ * row addresses of the first, 8-15 of the second (16 bytes each); each lane
+ * gets the B fragment (k = 2 tq, 2 tq + 1; n = g) of a row-major [k][n] tile. */
+__device__ __forceinline__ void ldmatrix_x2_trans(uint32_t &b0, uint32_t &b1, const void *smem_row) {
+    unsigned s = (unsigned)__cvta_generic_to_shared(smem_row);
+    asm volatile("ldmatrix.sync.aligned.m8n8.x2.trans.shared.b16 {%0,%1}, [%2];" : "=r"(b0), "=r"(b1) : "r"(s));
+}
+
 /* Storage dtypes for weights/tables: F32, BF16, F16. */
 #define CU_DISPATCH_W(dt, W_T, ...)                                        \
     do {                                                                   \

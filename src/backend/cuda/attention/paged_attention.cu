@@ -129,7 +129,7 @@ __global__ void __launch_bounds__(AT_WARPS * 32) attn_split_kernel(cu_attn_args 
  * The split kernel above walks one key per warp and step: a chain of
  * dependent load -> dot -> shuffle -> exp steps with one 2-byte load per lane
  * in flight (ncu, H100, 8B at 256 sequences x ~190 keys: 180 us per layer,
- * 780 GB/s). Here the block takes its keys in tiles of DK_TILE: the K and V
+ * 780 GB/s). Here the block takes its keys in tiles of TILE keys: the K and V
  * rows of tile i + 1 are copied to shared memory with cp.async (16 bytes per
  * thread and copy, whole rows coalesced) while tile i is computed, so DRAM
  * always has the next tile in flight. Computing a tile: a group of D/8 lanes
@@ -143,31 +143,34 @@ __global__ void __launch_bounds__(AT_WARPS * 32) attn_split_kernel(cu_attn_args 
  * step, 1.1 TB/s.) With one split the block normalises (sinks included) and
  * writes the output itself, no combine launch. */
 #define DK_WARPS 4
-#define DK_TILE 32 /* keys per tile: one per lane in the softmax */
 
-/* dynamic shared memory of the decode kernel: two stages of K and V tiles,
- * reused after the loop for the groups' partial accumulators */
-static constexpr size_t dk_smem(int D, int HB) {
-    size_t tiles = (size_t)2 * 2 * DK_TILE * D * 2;
+/* dynamic shared memory of the decode kernel: STAGES K and V tiles, reused
+ * after the loop for the groups' partial accumulators */
+static constexpr size_t dk_smem(int D, int HB, int TILE, int STAGES) {
+    size_t tiles = (size_t)STAGES * 2 * TILE * D * 2;
     size_t red = (size_t)DK_WARPS * (32 / (D / 8)) * HB * D * sizeof(float);
     return tiles > red ? tiles : red;
 }
 
-template <typename TQ, int D, int HB>
+/* TILE keys per tile (a multiple of 32: TILE / 32 per lane in the softmax),
+ * STAGES tiles in shared memory (STAGES - 1 in flight while one is computed) */
+template <typename TQ, int D, int HB, int TILE, int STAGES>
 __global__ void __launch_bounds__(DK_WARPS * 32) attn_decode_kernel(cu_attn_args a, int splits, int n_hc,
                                                                     float *part) {
     pdl_begin();
     constexpr int LPK = D / 8;          /* lanes per key: 8 dims (16 bytes) each */
     constexpr int KPW = 32 / LPK;       /* keys per warp and step */
     constexpr int NG = DK_WARPS * KPW;  /* key groups per block */
-    constexpr int PER = DK_TILE / NG;   /* keys per group and tile */
+    constexpr int PER = TILE / NG;      /* keys per group and tile */
+    constexpr int SPL = TILE / 32;      /* scores per lane in the softmax */
     constexpr int CPR = D / 8;          /* 16-byte chunks per K or V row */
-    constexpr int CHUNKS = DK_TILE * CPR;
+    constexpr int CHUNKS = TILE * CPR;
     constexpr int CPT = CHUNKS / (DK_WARPS * 32); /* chunks per thread and tile, for K and for V */
-    static_assert(CPT * DK_WARPS * 32 == CHUNKS && PER * NG == DK_TILE, "decode tile shape");
-    __shared__ float s_p[HB][DK_TILE];
+    static_assert(CPT * DK_WARPS * 32 == CHUNKS && PER * NG == TILE && SPL * 32 == TILE && STAGES >= 2,
+                  "decode tile shape");
+    __shared__ float s_p[HB][TILE];
     __shared__ float s_m[HB], s_l[HB], s_c[HB];
-    extern __shared__ uint4 s_tiles[]; /* [stage][K | V][DK_TILE * CPR]; then [NG][HB][D] floats */
+    extern __shared__ uint4 s_tiles[]; /* [stage][K | V][TILE * CPR]; then [NG][HB][D] floats */
     float *s_red = reinterpret_cast<float *>(s_tiles);
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     const int g = warp * KPW + lane / LPK, d0 = (lane % LPK) * 8;
@@ -182,7 +185,7 @@ __global__ void __launch_bounds__(DK_WARPS * 32) attn_decode_kernel(cu_attn_args
     const int64_t row = (int64_t)a.n_kv_heads * D;
     const int32_t *bt = a.step.block_tables + (int64_t)s * a.step.mbps;
     const bf16 *kc = (const bf16 *)a.kc + (int64_t)kvh * D, *vc = (const bf16 *)a.vc + (int64_t)kvh * D;
-    /* K and V rows of keys [tb, tb + DK_TILE) -> stage st; keys past j1 or
+    /* K and V rows of keys [tb, tb + TILE) -> stage st; keys past j1 or
      * in a hole of the block table read as zeros (their scores are masked) */
     auto issue = [&](int tb, int st) {
         uint4 *ks = s_tiles + (size_t)st * 2 * CHUNKS, *vs = ks + CHUNKS;
@@ -201,8 +204,14 @@ __global__ void __launch_bounds__(DK_WARPS * 32) attn_decode_kernel(cu_attn_args
         }
         cp_async_commit();
     };
-    const int ntiles = j1 > j0 ? (j1 - j0 + DK_TILE - 1) / DK_TILE : 0;
-    if (ntiles > 0) issue(j0, 0);
+    const int ntiles = j1 > j0 ? (j1 - j0 + TILE - 1) / TILE : 0;
+    /* the first STAGES - 1 tiles; empty groups past the end keep the group
+     * count uniform for cp_async_wait */
+#pragma unroll
+    for (int p = 0; p < STAGES - 1; p++) {
+        if (p < ntiles) issue(j0 + p * TILE, p);
+        else cp_async_commit();
+    }
 
     float q[HB][8], acc[HB][8];
     const TQ *qp = (const TQ *)a.q + t * a.ldq;
@@ -229,13 +238,11 @@ __global__ void __launch_bounds__(DK_WARPS * 32) attn_decode_kernel(cu_attn_args
     }
 
     for (int it = 0; it < ntiles; it++) {
-        const int tb = j0 + it * DK_TILE, st = it & 1;
-        if (it + 1 < ntiles) {
-            issue(tb + DK_TILE, st ^ 1); /* its stage was last read before the previous tile's final barrier */
-            cp_async_wait<1>();
-        } else {
-            cp_async_wait<0>();
-        }
+        const int tb = j0 + it * TILE, st = it % STAGES, nx = it + STAGES - 1;
+        /* tile nx's stage was last read by tile it - 1, before its final barrier */
+        if (nx < ntiles) issue(j0 + nx * TILE, nx % STAGES);
+        else cp_async_commit();
+        cp_async_wait<STAGES - 1>(); /* tile it has landed */
         __syncthreads();
         const uint4 *ks = s_tiles + (size_t)st * 2 * CHUNKS, *vs = ks + CHUNKS;
 #pragma unroll
@@ -256,15 +263,22 @@ __global__ void __launch_bounds__(DK_WARPS * 32) attn_decode_kernel(cu_attn_args
         }
         __syncthreads();
         for (int i = warp; i < HB; i += DK_WARPS) {
-            float v = s_p[i][lane];
-            float mo = s_m[i], mn = fmaxf(mo, warp_max(v));
-            float p = 0.0f, corr = 1.0f;
-            if (mn != -INFINITY) {
-                p = expf(v - mn); /* exp(-inf) = 0 for masked keys */
-                corr = expf(mo - mn);
+            float v[SPL], vm = -INFINITY;
+#pragma unroll
+            for (int k = 0; k < SPL; k++) {
+                v[k] = s_p[i][k * 32 + lane];
+                vm = fmaxf(vm, v[k]);
             }
-            s_p[i][lane] = p;
-            float sum = warp_sum(p);
+            float mo = s_m[i], mn = fmaxf(mo, warp_max(vm));
+            float ps = 0.0f, corr = 1.0f;
+            if (mn != -INFINITY) corr = expf(mo - mn);
+#pragma unroll
+            for (int k = 0; k < SPL; k++) {
+                float p = mn != -INFINITY ? expf(v[k] - mn) : 0.0f; /* exp(-inf) = 0 for masked keys */
+                s_p[i][k * 32 + lane] = p;
+                ps += p;
+            }
+            float sum = warp_sum(ps);
             __syncwarp();
             if (lane == 0) {
                 s_l[i] = s_l[i] * corr + sum;
@@ -323,6 +337,220 @@ __global__ void __launch_bounds__(DK_WARPS * 32) attn_decode_kernel(cu_attn_args
             if (d == 0) {
                 part[ph * (D + 2) + D] = m;
                 part[ph * (D + 2) + D + 1] = l;
+            }
+        }
+    }
+}
+
+/* ---- decode on tensor cores: BF16 q and caches, head_dim 64 / 128 --------
+ * For batched decode the kernel above is bound by instruction issue, not by
+ * DRAM (ncu, H100, 8B at 256 sequences x 130 keys: 2.9 ms per step, 1.5
+ * TB/s: per 16-byte K or V load a lane spends ~20 instructions on dots,
+ * shuffles and the online softmax). Here one block owns one (token, KV
+ * head, split) and all G <= 16 query heads of the group as the 16 rows of
+ * an mma.sync m16n8k16 A operand (rows past G are zeros): S = Q K^T and
+ * O += P V run on tensor cores, FlashAttention-2 style. Per tile of TD_TILE
+ * keys each of the TD_WARPS warps owns 16 keys with its own running max and
+ * sum; the K/V tiles stream through TD_STAGES shared-memory stages with
+ * cp.async (the next tile in flight while one is computed), and the warps'
+ * partial (m, l, O) are merged through shared memory at the end. */
+#define TD_WARPS 4
+#define TD_KW 16                     /* keys per warp and tile */
+#define TD_TILE (TD_WARPS * TD_KW)   /* keys per tile */
+#define TD_STAGES 2
+
+static constexpr size_t td_smem(int HD) {
+    size_t tiles = (size_t)TD_STAGES * 2 * TD_TILE * (HD + 8) * 2;
+    size_t merge = (size_t)TD_WARPS * 16 * (HD + 2) * sizeof(float);
+    return tiles > merge ? tiles : merge;
+}
+
+template <int HD>
+__global__ void __launch_bounds__(TD_WARPS * 32) attn_decode_tc_kernel(cu_attn_args a, int splits, float *part) {
+    pdl_begin();
+    constexpr int LD = HD + 8;       /* padded smem row (bf16): conflict-free fragment loads, 16-byte aligned */
+    constexpr int CPR = HD / 8;      /* 16-byte chunks per row */
+    constexpr int CPT = TD_TILE * CPR / (TD_WARPS * 32);
+    extern __shared__ __align__(16) unsigned char td_raw[];
+    bf16 *sm = reinterpret_cast<bf16 *>(td_raw);
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, tq = lane & 3;
+    const int kvh = blockIdx.x, G = a.n_heads / a.n_kv_heads, h0 = kvh * G;
+    const int64_t t = blockIdx.y;
+    const int s = a.step.tok_seq[t], bsz = a.step.block_size;
+    const bool pow2 = (bsz & (bsz - 1)) == 0;
+    const int bsh = __ffs(bsz) - 1;
+    int j0, j1;
+    split_range(a, t, splits, &j0, &j1);
+    const int64_t row = (int64_t)a.n_kv_heads * HD;
+    const int32_t *bt = a.step.block_tables + (int64_t)s * a.step.mbps;
+    const bf16 *kc = (const bf16 *)a.kc + (int64_t)kvh * HD, *vc = (const bf16 *)a.vc + (int64_t)kvh * HD;
+    /* cache row of context index j, or -1 (past j1, or a hole in the block table) */
+    auto slot_of = [&](int j) -> int64_t {
+        if (j >= j1) return -1;
+        const int bi = pow2 ? j >> bsh : j / bsz, bo = pow2 ? j & (bsz - 1) : j % bsz;
+        const int blk = bt[bi];
+        return blk >= 0 ? (int64_t)blk * bsz + bo : -1;
+    };
+    auto issue = [&](int tb, int st) {
+        bf16 *ks = sm + (size_t)st * 2 * TD_TILE * LD, *vs = ks + TD_TILE * LD;
+#pragma unroll
+        for (int r = 0; r < CPT; r++) {
+            const int c = threadIdx.x + r * TD_WARPS * 32, key = c / CPR, col = (c % CPR) * 8;
+            const int64_t sl = slot_of(tb + key);
+            if (sl >= 0) {
+                cp_async16(ks + key * LD + col, kc + sl * row + col);
+                cp_async16(vs + key * LD + col, vc + sl * row + col);
+            } else { /* zeros: 0 x a masked probability never makes NaN */
+                *reinterpret_cast<uint4 *>(ks + key * LD + col) = make_uint4(0, 0, 0, 0);
+                *reinterpret_cast<uint4 *>(vs + key * LD + col) = make_uint4(0, 0, 0, 0);
+            }
+        }
+        cp_async_commit();
+    };
+    const int ntiles = j1 > j0 ? (j1 - j0 + TD_TILE - 1) / TD_TILE : 0;
+#pragma unroll
+    for (int p = 0; p < TD_STAGES - 1; p++) {
+        if (p < ntiles) issue(j0 + p * TD_TILE, p);
+        else cp_async_commit();
+    }
+
+    /* the group's query heads as A fragments (rows g and g + 8), scale folded in later */
+    const bf16 *qp = (const bf16 *)a.q + t * a.ldq + (int64_t)h0 * HD;
+    uint32_t qa[HD / 16][4];
+#pragma unroll
+    for (int kk = 0; kk < HD / 16; kk++)
+#pragma unroll
+        for (int r = 0; r < 4; r++) {
+            const int hr = g + ((r & 1) ? 8 : 0), col = kk * 16 + tq * 2 + ((r & 2) ? 8 : 0);
+            qa[kk][r] = hr < G ? *reinterpret_cast<const uint32_t *>(qp + (int64_t)hr * HD + col) : 0u;
+        }
+    float o[HD / 8][4], m[2] = {-1e30f, -1e30f}, l[2] = {0.0f, 0.0f};
+#pragma unroll
+    for (int dn = 0; dn < HD / 8; dn++) o[dn][0] = o[dn][1] = o[dn][2] = o[dn][3] = 0.0f;
+
+    for (int it = 0; it < ntiles; it++) {
+        const int st = it % TD_STAGES, nx = it + TD_STAGES - 1;
+        if (nx < ntiles) issue(j0 + nx * TD_TILE, nx % TD_STAGES); /* its stage was freed by tile it - 1's barrier */
+        else cp_async_commit();
+        cp_async_wait<TD_STAGES - 1>();
+        __syncthreads();
+        const bf16 *ks = sm + (size_t)st * 2 * TD_TILE * LD + warp * TD_KW * LD, *vs = ks + TD_TILE * LD;
+        const int kb = j0 + it * TD_TILE + warp * TD_KW; /* context index of this warp's first key */
+        float sc[2][4];
+#pragma unroll
+        for (int nt = 0; nt < 2; nt++) {
+            sc[nt][0] = sc[nt][1] = sc[nt][2] = sc[nt][3] = 0.0f;
+#pragma unroll
+            for (int kk = 0; kk < HD / 16; kk++) {
+                const bf16 *kr = ks + (nt * 8 + g) * LD + kk * 16 + tq * 2;
+                mma_bf16(sc[nt], qa[kk], *reinterpret_cast<const uint32_t *>(kr),
+                         *reinterpret_cast<const uint32_t *>(kr + 8));
+            }
+        }
+        float mx[2] = {-INFINITY, -INFINITY};
+#pragma unroll
+        for (int nt = 0; nt < 2; nt++)
+#pragma unroll
+            for (int c = 0; c < 2; c++) {
+                const bool ok = slot_of(kb + nt * 8 + tq * 2 + c) >= 0; /* same for both rows: one token */
+#pragma unroll
+                for (int r = 0; r < 2; r++) {
+                    float v = ok ? sc[nt][2 * r + c] * a.scale : -INFINITY;
+                    sc[nt][2 * r + c] = v;
+                    mx[r] = fmaxf(mx[r], v);
+                }
+            }
+#pragma unroll
+        for (int r = 0; r < 2; r++) {
+            mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 1));
+            mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 2));
+            const float mn = fmaxf(m[r], mx[r]), corr = expf(m[r] - mn);
+            m[r] = mn;
+            l[r] *= corr;
+#pragma unroll
+            for (int dn = 0; dn < HD / 8; dn++) {
+                o[dn][2 * r] *= corr;
+                o[dn][2 * r + 1] *= corr;
+            }
+        }
+#pragma unroll
+        for (int nt = 0; nt < 2; nt++)
+#pragma unroll
+            for (int i = 0; i < 4; i++) {
+                const float pv = expf(sc[nt][i] - m[i >> 1]); /* masked: exp(-inf) = 0 */
+                sc[nt][i] = pv;
+                l[i >> 1] += pv;
+            }
+        const uint32_t pa[4] = {pack_bf16(sc[0][0], sc[0][1]), pack_bf16(sc[0][2], sc[0][3]),
+                                pack_bf16(sc[1][0], sc[1][1]), pack_bf16(sc[1][2], sc[1][3])};
+#pragma unroll
+        for (int dn = 0; dn < HD / 8; dn++) {
+            uint32_t b0, b1;
+            ldmatrix_x2_trans(b0, b1, vs + (lane & 15) * LD + dn * 8);
+            mma_bf16(o[dn], pa, b0, b1);
+        }
+        __syncthreads(); /* this stage is refilled by a later tile */
+    }
+    cp_async_wait<0>();
+
+    /* merge the warps: per row (query head) M = max m_w, L = sum l_w e^(m_w - M), O likewise */
+#pragma unroll
+    for (int r = 0; r < 2; r++) {
+        l[r] += __shfl_xor_sync(0xffffffffu, l[r], 1);
+        l[r] += __shfl_xor_sync(0xffffffffu, l[r], 2);
+    }
+    __syncthreads(); /* the stages are reused below */
+    float *so = reinterpret_cast<float *>(td_raw); /* [TD_WARPS][16][HD + 2]: O, then m, l */
+#pragma unroll
+    for (int r = 0; r < 2; r++) {
+        float *rw = so + ((size_t)warp * 16 + g + 8 * r) * (HD + 2);
+#pragma unroll
+        for (int dn = 0; dn < HD / 8; dn++) {
+            rw[dn * 8 + tq * 2] = o[dn][2 * r];
+            rw[dn * 8 + tq * 2 + 1] = o[dn][2 * r + 1];
+        }
+        if (tq == 0) {
+            rw[HD] = m[r];
+            rw[HD + 1] = l[r];
+        }
+    }
+    __syncthreads();
+    for (int idx = threadIdx.x; idx < G * HD; idx += blockDim.x) {
+        const int hr = idx / HD, d = idx % HD;
+        float M = -INFINITY;
+#pragma unroll
+        for (int w = 0; w < TD_WARPS; w++) {
+            const float *rw = so + ((size_t)w * 16 + hr) * (HD + 2);
+            if (rw[HD + 1] > 0.0f) M = fmaxf(M, rw[HD]);
+        }
+        float L = 0.0f, v = 0.0f;
+        if (M != -INFINITY) {
+#pragma unroll
+            for (int w = 0; w < TD_WARPS; w++) {
+                const float *rw = so + ((size_t)w * 16 + hr) * (HD + 2);
+                if (rw[HD + 1] > 0.0f) {
+                    const float e = expf(rw[HD] - M);
+                    L += rw[HD + 1] * e;
+                    v += rw[d] * e;
+                }
+            }
+        }
+        const int h = h0 + hr;
+        if (splits == 1) {
+            float scale = 1.0f;
+            if (a.sinks) {
+                const float sk = a.sinks[h], Ms = fmaxf(M, sk);
+                scale = M == -INFINITY ? 0.0f : expf(M - Ms);
+                L = L * scale + expf(sk - Ms);
+            }
+            bf16 *out = (bf16 *)a.out + t * a.ldo + (int64_t)h * HD;
+            out[d] = __float2bfloat16(L > 0.0f ? v * scale / L : 0.0f);
+        } else {
+            const int64_t ph = (t * a.n_heads + h) * splits + blockIdx.z;
+            part[ph * (HD + 2) + d] = v;
+            if (d == 0) {
+                part[ph * (HD + 2) + HD] = M;
+                part[ph * (HD + 2) + HD + 1] = L;
             }
         }
     }
@@ -387,9 +615,26 @@ static bool decode_ok(const cu_attn_args *a) {
 }
 /* query heads per decode block: the GQA group, rounded up to 1, 2, 4 or 8 */
 static int decode_hb(int G) { return G <= 1 ? 1 : G <= 2 ? 2 : G <= 4 ? 4 : 8; }
+
+/* The tensor-core decode kernel: BF16 q, output and caches, head_dim 64 or
+ * 128, groups of up to 16 query heads, and enough (token, KV head) blocks
+ * to fill the GPU without splitting much (batched decode; one sequence
+ * takes the kernel above, whose short splits spread better).
+ * HEARTH_CUDA_ATTN_TC=0 turns it off. */
+#define TD_MIN_BLOCKS 128
+static bool decode_tc_ok(const cu_attn_args *a) {
+    static int on = -1;
+    if (on < 0) {
+        const char *e = getenv("HEARTH_CUDA_ATTN_TC");
+        on = !(e && !strcmp(e, "0"));
+    }
+    int G = a->n_heads / a->n_kv_heads;
+    return on && decode_ok(a) && a->tq == HR_BF16 && G <= 16 && a->ldo % 2 == 0 &&
+           (int64_t)a->step.n_tokens * a->n_kv_heads >= TD_MIN_BLOCKS;
+}
 static int heads_per_block(const cu_attn_args *a) {
     int G = a->n_heads / a->n_kv_heads;
-    return decode_ok(a) ? decode_hb(G) : AT_HB;
+    return decode_tc_ok(a) ? G : decode_ok(a) ? decode_hb(G) : AT_HB;
 }
 
 int cu_attn_splits(const cu_attn_args *a, int n_sm) {
@@ -397,24 +642,70 @@ int cu_attn_splits(const cu_attn_args *a, int n_sm) {
     int64_t blocks = (int64_t)a->step.n_tokens * a->n_kv_heads * n_hc, target = 4 * (int64_t)n_sm;
     int ctx = a->step.ctx_bucket; /* not max_seq_len: a graph captured for this bucket stays valid */
     if (a->window > 0) ctx = HR_MIN(ctx, a->window);
-    if (blocks >= target || ctx <= AT_MIN_KEYS) return 1;
+    int min_keys = decode_tc_ok(a) ? TD_TILE : AT_MIN_KEYS; /* a split below one tile idles warps */
+    if (blocks >= target || ctx <= min_keys) return 1;
     int64_t s = HR_CDIV(target, blocks);
-    s = HR_MIN(s, (int64_t)HR_CDIV(ctx, AT_MIN_KEYS));
+    s = HR_MIN(s, (int64_t)HR_CDIV(ctx, min_keys));
     return (int)HR_MAX((int64_t)1, HR_MIN(s, (int64_t)64));
+}
+
+/* Tile shape of the decode kernel: HEARTH_CUDA_ATTN_TILE=32|64 keys,
+ * HEARTH_CUDA_ATTN_STAGES=2|3 (64-key tiles take 2 stages). */
+static void decode_shape(int *tile, int *stages) {
+    static int t = -1, s = -1;
+    if (t < 0) {
+        const char *e = getenv("HEARTH_CUDA_ATTN_TILE"), *f = getenv("HEARTH_CUDA_ATTN_STAGES");
+        t = e && atoi(e) == 64 ? 64 : 32;
+        s = t == 32 && f && atoi(f) == 3 ? 3 : 2;
+    }
+    *tile = t;
+    *stages = s;
+}
+
+template <typename TQ, int D, int HB, int TILE, int STAGES>
+static void launch_decode_k(cudaStream_t st, const cu_attn_args *a, dim3 grid, int splits, int n_hc, float *part) {
+    constexpr size_t shm = dk_smem(D, HB, TILE, STAGES);
+    static bool attr = false; /* first launch of a shape is eager, never inside a capture */
+    if (!attr && shm > 48 * 1024) {
+        cudaFuncSetAttribute(attn_decode_kernel<TQ, D, HB, TILE, STAGES>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                             (int)shm);
+        attr = true;
+    }
+    cu_launch(attn_decode_kernel<TQ, D, HB, TILE, STAGES>, grid, DK_WARPS * 32, shm, st, *a, splits, n_hc, part);
+}
+
+template <typename TQ, int D, int TILE, int STAGES>
+static void launch_decode_hb(cudaStream_t st, const cu_attn_args *a, dim3 grid, int hb, int splits, int n_hc,
+                             float *part) {
+    switch (hb) {
+    case 1: launch_decode_k<TQ, D, 1, TILE, STAGES>(st, a, grid, splits, n_hc, part); break;
+    case 2: launch_decode_k<TQ, D, 2, TILE, STAGES>(st, a, grid, splits, n_hc, part); break;
+    case 4: launch_decode_k<TQ, D, 4, TILE, STAGES>(st, a, grid, splits, n_hc, part); break;
+    default: launch_decode_k<TQ, D, 8, TILE, STAGES>(st, a, grid, splits, n_hc, part); break;
+    }
 }
 
 template <typename TQ, int D>
 static cudaError_t launch_decode(cudaStream_t st, const cu_attn_args *a, int splits, float *part) {
     int G = a->n_heads / a->n_kv_heads, hb = decode_hb(G), n_hc = HR_CDIV(G, hb);
     dim3 grid((unsigned)(a->n_kv_heads * n_hc), (unsigned)a->step.n_tokens, (unsigned)splits);
-    size_t shm = hb == 1 ? dk_smem(D, 1) : hb == 2 ? dk_smem(D, 2) : hb == 4 ? dk_smem(D, 4) : dk_smem(D, 8);
-    switch (hb) {
-    case 1: cu_launch(attn_decode_kernel<TQ, D, 1>, grid, DK_WARPS * 32, shm, st, *a, splits, n_hc, part); break;
-    case 2: cu_launch(attn_decode_kernel<TQ, D, 2>, grid, DK_WARPS * 32, shm, st, *a, splits, n_hc, part); break;
-    case 4: cu_launch(attn_decode_kernel<TQ, D, 4>, grid, DK_WARPS * 32, shm, st, *a, splits, n_hc, part); break;
-    default: cu_launch(attn_decode_kernel<TQ, D, 8>, grid, DK_WARPS * 32, shm, st, *a, splits, n_hc, part); break;
-    }
+    int tile, stages;
+    decode_shape(&tile, &stages);
+    if (tile == 64) launch_decode_hb<TQ, D, 64, 2>(st, a, grid, hb, splits, n_hc, part);
+    else if (stages == 3) launch_decode_hb<TQ, D, 32, 3>(st, a, grid, hb, splits, n_hc, part);
+    else launch_decode_hb<TQ, D, 32, 2>(st, a, grid, hb, splits, n_hc, part);
     return cudaGetLastError();
+}
+
+template <int HD>
+static void launch_decode_tc(cudaStream_t st, const cu_attn_args *a, dim3 grid, int splits, float *part) {
+    constexpr size_t shm = td_smem(HD);
+    static bool attr = false; /* the first launch of a shape is eager, never inside a capture */
+    if (!attr) {
+        cudaFuncSetAttribute(attn_decode_tc_kernel<HD>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)shm);
+        attr = true;
+    }
+    cu_launch(attn_decode_tc_kernel<HD>, grid, TD_WARPS * 32, shm, st, *a, splits, part);
 }
 
 template <typename TQ, typename TKV>
@@ -435,7 +726,13 @@ cudaError_t cu_attention(cudaStream_t st, const cu_attn_args *a, int splits, flo
     if (a->n_kv_heads <= 0 || a->n_heads % a->n_kv_heads || a->head_dim > 256 || T > 65535 || splits < 1 || splits > 64)
         return cudaErrorNotSupported;
     cudaError_t e;
-    if (decode_ok(a)) {
+    if (decode_tc_ok(a)) {
+        dim3 grid((unsigned)a->n_kv_heads, (unsigned)T, (unsigned)splits);
+        if (a->head_dim == 128) launch_decode_tc<128>(st, a, grid, splits, part);
+        else launch_decode_tc<64>(st, a, grid, splits, part);
+        e = cudaGetLastError();
+        if (e != cudaSuccess || splits == 1) return e;
+    } else if (decode_ok(a)) {
         if (a->head_dim == 128) {
             CU_DISPATCH_ACT(a->tq, TQ, e = launch_decode<TQ, 128>(st, a, splits, part));
         } else {
