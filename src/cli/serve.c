@@ -37,7 +37,7 @@ static void usage(FILE *f) {
                "  --threads N                    CPU worker threads (default: all cores)\n"
                "  --max-model-len N              context limit (default: the model's)\n"
                "  --max-num-seqs N               sequences per step (default 256)\n"
-               "  --max-num-batched-tokens N     token budget per step\n"
+               "  --max-num-batched-tokens N     token budget per step (default 8192 on a GPU, 2048 on the CPU)\n"
                "  --block-size N                 tokens per KV block (default 16)\n"
                "  --kv-cache-memory BYTES        KV pool size (suffixes K, M, G)\n"
                "  --gpu-memory-utilization F     KV pool as a fraction of free memory\n"

@@ -28,6 +28,13 @@
  * big host's memory would be far more than a CPU can fill at useful speed. */
 #define ENG_CPU_KV_MAX_BYTES    ((size_t)4 << 30)
 #define ENG_GPU_KV_FRACTION     0.9f
+/* Default token budget per step. On a GPU bigger prefill chunks use the
+ * tensor cores better and interrupt the running decodes less often (H100,
+ * 8B, 256 concurrent requests of 128/128 through hearth serve: 13,445 output
+ * tok/s at 2048, 13,776 at 4096, 14,058 at 8192); on the CPU a step of 8192
+ * tokens would stall every stream for seconds. */
+#define ENG_GPU_BATCHED_TOKENS  8192
+#define ENG_CPU_BATCHED_TOKENS  2048
 
 /* Per-request engine state; sched_req.user points here. */
 typedef struct eng_req {
@@ -94,7 +101,7 @@ void hr_engine_opts_default(hr_engine_opts *o) {
     memset(o, 0, sizeof *o);
     o->max_num_seqs = 256;
     o->max_model_len = 0;
-    o->max_num_batched_tokens = 2048;
+    o->max_num_batched_tokens = 0; /* hr_engine_create: ENG_GPU_BATCHED_TOKENS / ENG_CPU_BATCHED_TOKENS */
     o->block_size = 16;
     o->kv_cache_memory = 0;
     o->kv_memory_fraction = 0; /* 0 = backend default: 0.9 GPU, 0.25 CPU */
@@ -536,7 +543,9 @@ int hr_engine_create(hr_model *model, const hr_engine_opts *opts, hr_engine **ou
         hr_engine_opts_default(&o);
     if (o.block_size <= 0) o.block_size = 16;
     if (o.max_num_seqs <= 0) o.max_num_seqs = 256;
-    if (o.max_num_batched_tokens <= 0) o.max_num_batched_tokens = 2048;
+    if (o.max_num_batched_tokens <= 0)
+        o.max_num_batched_tokens =
+            o.backend && !o.backend->host_memory ? ENG_GPU_BATCHED_TOKENS : ENG_CPU_BATCHED_TOKENS;
     hr_engine *e = calloc(1, sizeof *e);
     if (!e) return hr_err_set(err, HR_ENOMEM, "engine: out of memory");
     e->model = model;

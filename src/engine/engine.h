@@ -20,7 +20,8 @@ typedef struct hr_engine hr_engine;
 typedef struct hr_engine_opts {
     int max_num_seqs;            /* running sequences per step (vLLM --max-num-seqs, default 256) */
     int max_model_len;           /* context limit (0 = model's max_position_embeddings, capped by memory) */
-    int max_num_batched_tokens;  /* token budget per step (default 2048 / 8192) */
+    int max_num_batched_tokens;  /* token budget per step (0 = default: 8192 on a GPU backend, as vLLM's
+                                    server default there, 2048 on the CPU) */
     int block_size;              /* tokens per KV block (default 16) */
     size_t kv_cache_memory;      /* bytes for the KV pool (0 = from kv_memory_fraction) */
     float kv_memory_fraction;    /* 0 = default: 0.9 GPU / 0.25 CPU. GPU (backend set, !host_memory, mem_info):

@@ -880,6 +880,10 @@ int main(void) {
         {2, {2000, 1500}, {1, 1}, 32, 8, 128, 16, 0, false, "decode long hd128 (split-K)"},
         {2, {2000, 9}, {1, 3}, 16, 8, 128, 32, 128, true, "decode window128 sinks"},
         {3, {250, 33, 64}, {1, 1, 1}, 64, 8, 128, 16, 0, false, "decode gqa8 hd128 (8 heads per block)"},
+        /* >= 128 (token, KV head) blocks of short query runs: the tensor-core decode kernel */
+        {4, {300, 0, 70, 1000}, {7, 7, 5, 7}, 32, 8, 128, 16, 0, false, "tc decode hd128 gqa4 (splits)"},
+        {4, {90, 33, 64, 500}, {7, 6, 7, 7}, 64, 8, 64, 16, 24, true, "tc decode hd64 G8 window24 sinks"},
+        {4, {129, 17, 2000, 0}, {7, 7, 7, 7}, 128, 8, 128, 24, 0, true, "tc decode G16 block24 sinks"},
         {1, {0}, {40}, 4, 2, 32, 16, 8, true, "prefill hd32 window8 sinks (gpt-oss-like)"},
         {2, {17, 100}, {2, 1}, 12, 1, 256, 16, 0, false, "mqa hd256 G12"},
         {1, {0}, {7}, 4, 4, 80, 8, 0, false, "mha hd80"},

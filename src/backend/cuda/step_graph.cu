@@ -13,8 +13,22 @@
 #include <string.h>
 
 #include "backend/cuda/cu_types.cuh"
+extern "C" {
+#include "core/log.h"
+}
 
 #define CU_GRAPH_MAX_TOKENS 256
+
+/* HEARTH_CUDA_GRAPH_LOG=1: one line per new step shape (run eagerly) and
+ * per capture with its instantiation time, to see graph churn in a run */
+static bool graph_log(void) {
+    static int v = -1;
+    if (v < 0) {
+        const char *e = getenv("HEARTH_CUDA_GRAPH_LOG");
+        v = e && strcmp(e, "0") != 0;
+    }
+    return v != 0;
+}
 
 void cu_graphs_init(cu_backend *c) {
     const char *e = getenv("HEARTH_CUDA_GRAPHS");
@@ -189,6 +203,9 @@ int cu_graph_step_begin(cu_backend *c) {
         if (!g->seen || (c->graphs[lru].seen && g->last_use < c->graphs[lru].last_use)) lru = i;
     }
     if (hit < 0) { /* first sighting: eager */
+        if (graph_log())
+            hr_log(HR_LOG_INFO, "cuda graphs: new shape tokens %d seqs %d logits %d mbps %d ctx %d (eager)", key[0],
+                   key[1], key[2], key[3], key[5]);
         drop(&c->graphs[lru]);
         memcpy(c->graphs[lru].key, key, sizeof(key));
         c->graphs[lru].seen = 1;
@@ -234,8 +251,12 @@ int cu_graph_step_end(cu_backend *c) {
             c->n_log = 0;
             return prc;
         }
+        double t0 = graph_log() ? hr_time_now() : 0;
         cudaError_t e = cudaStreamEndCapture(c->stream, &graph);
         if (e == cudaSuccess && graph) e = cudaGraphInstantiate(&exec, graph, 0);
+        if (graph_log())
+            hr_log(HR_LOG_INFO, "cuda graphs: captured tokens %d (%d ops), end + instantiate %.2f ms", g->key[0],
+                   c->n_log, 1e3 * (hr_time_now() - t0));
         if (graph) cudaGraphDestroy(graph);
         if (e != cudaSuccess || !exec) {
             /* nothing ran during the capture: run the step eagerly now */
