@@ -152,9 +152,12 @@ static int size_pool(hr_engine *e, hr_err *err) {
         hr_backend *be = o->backend;
         if (be && be->ops && !be->host_memory && be->ops->mem_info &&
             be->ops->mem_info(be, &in_use, &peak, &total) == HR_OK && total > 0) {
-            /* vLLM: utilization x device total, minus what this process holds (weights, workspace) */
+            /* vLLM: utilization x device total, minus what this process holds (weights, workspace)
+             * and the activations of the largest step, which are allocated later (vLLM's profiling
+             * run measures them) */
             if (frac <= 0) frac = ENG_GPU_KV_FRACTION;
-            avail = (double)total * frac - (double)HR_MAX(in_use, peak);
+            avail = (double)total * frac - (double)HR_MAX(in_use, peak) -
+                    (double)hr_model_activation_bytes(e->model, o->max_num_batched_tokens, o->max_num_seqs);
         } else {
             if (frac <= 0) {
                 frac = ENG_CPU_KV_FRACTION;

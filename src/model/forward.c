@@ -44,7 +44,7 @@ static void free_acts(hr_model *m) {
         hr_model_tensor_drop(m, *all[i]);
         *all[i] = NULL;
     }
-    a->cap = 0;
+    a->cap = a->logits_cap = 0;
 }
 
 /* Which path a layer takes (forward_run), so that only the activation
@@ -53,11 +53,43 @@ static void free_acts(hr_model *m) {
 static bool fused_qkv(const hr_model *m, const hr_layer *l) { return l->qkv.lin.w && m->be->ops->qkv_rope_store; }
 static bool fused_gate_up(const hr_layer *l) { return !l->is_moe && l->gate_up.lin.w; }
 
+static int logits_rows(int n_logits) {
+    int cap = 16;
+    while (cap < n_logits) cap *= 2;
+    return cap;
+}
+
+/* Logits for n_logits rows: grown to the next power of two (decode steps
+ * are padded to size buckets, so a server settles after a few steps). Not
+ * sized by the step's tokens: 8192 prefill tokens x 128k vocab x F32 would
+ * be 4.2 GB that the KV pool, sized before the first step, does not leave. */
+static int ensure_logits(hr_model *m, int n_logits, hr_err *err) {
+    hr_acts *a = &m->acts;
+    if (a->logits && n_logits <= a->logits_cap) return HR_OK;
+    int cap = logits_rows(n_logits);
+    hr_model_tensor_drop(m, a->logits);
+    a->logits = NULL;
+    a->logits_cap = 0;
+    int64_t ne[2] = {cap, m->vocab};
+    if (!(a->logits = hr_model_tensor_new(m, HR_F32, 2, ne, "act.logits", err))) return err->code;
+    a->logits_cap = cap;
+    return HR_OK;
+}
+
+size_t hr_model_activation_bytes(const hr_model *m, int n_tokens, int n_logits) {
+    /* every buffer ensure_acts may allocate: x h q k v qkv att o gate up gate|up ffn sel */
+    int64_t H = m->hidden, qd = (int64_t)m->n_heads * m->head_dim, kvd = (int64_t)m->n_kv_heads * m->head_dim;
+    int64_t cols = 2 * H + qd + 2 * kvd + (qd + 2 * kvd) + qd + H + 4 * (int64_t)m->ffn + 2 * H;
+    size_t rows = (size_t)HR_MAX(n_tokens, 16);
+    return rows * (size_t)cols * hr_dtype_size(m->be->act_dtype) +
+           (size_t)logits_rows(n_logits) * (size_t)m->vocab * sizeof(float);
+}
+
 /* Activation buffers for n tokens, allocated once and regrown only when a
  * larger step arrives (no allocation in steady state). */
-static int ensure_acts(hr_model *m, int n, hr_err *err) {
+static int ensure_acts(hr_model *m, int n, int n_logits, hr_err *err) {
     hr_acts *a = &m->acts;
-    if (n <= a->cap) return HR_OK;
+    if (n <= a->cap) return ensure_logits(m, n_logits, err);
     free_acts(m);
     int cap = n < 16 ? 16 : n;
     hr_dtype dt = m->be->act_dtype;
@@ -91,7 +123,6 @@ static int ensure_acts(hr_model *m, int n, hr_err *err) {
         {&a->gu, 2 * (int64_t)m->ffn, dt, "act.gate_up", fgu},
         {&a->ffn_out, H, dt, "act.ffn", true},
         {&a->sel, H, dt, "act.sel", true},
-        {&a->logits, m->vocab, HR_F32, "act.logits", true},
     };
     for (size_t i = 0; i < HR_ARRAY_LEN(spec); i++) {
         int64_t ne[2] = {cap, spec[i].cols};
@@ -101,7 +132,7 @@ static int ensure_acts(hr_model *m, int n, hr_err *err) {
         }
     }
     a->cap = cap;
-    return HR_OK;
+    return ensure_logits(m, n_logits, err);
 }
 
 static int check_step(const hr_model *m, const hr_step *s, hr_err *err) {
@@ -231,7 +262,7 @@ static int forward_run(hr_model *m, const hr_step *step, hr_err *err) {
     int rc = check_step(m, step, err);
     if (rc != HR_OK) return rc;
     if ((rc = pad_decode_step(m, step, &step, err)) != HR_OK) return rc;
-    if ((rc = ensure_acts(m, step->n_tokens, err)) != HR_OK) return rc;
+    if ((rc = ensure_acts(m, step->n_tokens, step->n_logits, err)) != HR_OK) return rc;
     int T = step->n_tokens;
     hr_acts *a = &m->acts;
     hr_tensor x = rows_view(a->x, T), h = rows_view(a->h, T), q, k, v, gate, up;

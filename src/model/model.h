@@ -41,6 +41,10 @@ size_t hr_model_weight_bytes(const hr_model *m);
 
 /* Paged KV cache: bytes one block of block_size tokens takes over all layers. */
 size_t hr_model_kv_block_bytes(const hr_model *m, int block_size);
+/* Upper bound of the activation buffers a step of n_tokens tokens and
+ * n_logits logit rows allocates on the backend (what a KV pool sized before
+ * the first step must leave free; vLLM measures it with a profiling run). */
+size_t hr_model_activation_bytes(const hr_model *m, int n_tokens, int n_logits);
 /* (Re)allocates the cache: n_blocks blocks of block_size tokens. */
 int hr_model_kv_alloc(hr_model *m, int n_blocks, int block_size, hr_err *err);
 int hr_model_kv_blocks(const hr_model *m);

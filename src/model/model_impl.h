@@ -31,9 +31,12 @@ typedef struct hr_layer {
     hr_fused qkv, gate_up;
 } hr_layer;
 
-/* Activation buffers sized for cap tokens; grown (never shrunk) when a larger step arrives. */
+/* Activation buffers sized for cap tokens, and logits for logits_cap rows
+ * (rows wanted per step: at most one per sequence, far fewer than a long
+ * prefill's tokens; F32 x vocab per row); grown (never shrunk) when a larger
+ * step arrives. */
 typedef struct hr_acts {
-    int cap;
+    int cap, logits_cap;
     hr_tensor *x, *h, *q, *k, *v, *att, *o, *gate, *up, *ffn_out, *sel, *logits;
     hr_tensor *qkv, *gu; /* fused q|k|v and gate|up outputs; NULL when no layer has the fused weight */
 } hr_acts;

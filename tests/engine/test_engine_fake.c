@@ -36,6 +36,10 @@ size_t hr_model_kv_block_bytes(const hr_model *m, int block_size) {
     (void)m;
     return (size_t)block_size * 1024;
 }
+size_t hr_model_activation_bytes(const hr_model *m, int n_tokens, int n_logits) {
+    (void)m;
+    return (size_t)(n_tokens + n_logits) * 64;
+}
 int hr_model_kv_alloc(hr_model *m, int n_blocks, int block_size, hr_err *err) {
     (void)err;
     free(m->kv_tok);
@@ -439,12 +443,15 @@ static void test_gpu_sizing(void) {
     o.max_model_len = 64;
     o.backend = &be;
     o.kv_memory_fraction = 0.5f;
+    o.max_num_batched_tokens = 64;
+    o.max_num_seqs = 16;
     hr_engine *e;
     hr_err err = {0};
     CHECK_EQ_INT(hr_engine_create(&m, &o, &e, &err), HR_OK);
     hr_engine_stats st;
     hr_engine_get_stats(e, &st);
-    CHECK_EQ_INT(st.kv_blocks_total, (500000 - 100000) / 4096);
+    /* half the device, minus the peak held (weights) and the largest step's activations (the fake: 64 B per row) */
+    CHECK_EQ_INT(st.kv_blocks_total, (500000 - 100000 - (64 + 16) * 64) / 4096);
     hr_engine_free(e);
     /* a fraction too small for the max_model_len asked for: the pool still holds one full sequence */
     o.kv_memory_fraction = 0.1f;
