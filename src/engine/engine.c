@@ -297,6 +297,17 @@ static void log_step_times(hr_engine *e) {
     e->log_t_sched = e->log_t_fwd = e->log_t_post = e->log_t_fwd_decode = 0;
 }
 
+/* HEARTH_LOG_STEPS=1: one line per step (tokens, sequences, prompt tokens,
+ * forward and host time), to see where a serving run's time goes. */
+static bool log_steps_on(void) {
+    static int v = -1;
+    if (v < 0) {
+        const char *s = getenv("HEARTH_LOG_STEPS");
+        v = s && strcmp(s, "0") != 0;
+    }
+    return v != 0;
+}
+
 /* Seconds between progress lines: HEARTH_LOG_STATS_INTERVAL, else 5. */
 static double log_interval(void) {
     static double v = -1;
@@ -435,15 +446,19 @@ static bool engine_step(hr_engine *e) {
              : device ? hr_model_forward_sample(e->model, &st, e->rows, e->sampled, &err)
                       : hr_model_forward(e->model, &st, e->logits, &err);
     double t_fwd1 = hr_time_now();
-    int j = 0;
+    int j = 0, step_prompt = 0;
     for (int i = 0; rc == HR_OK && i < e->out.n_items; i++) {
         const sched_item *it = &e->out.items[i];
         sched_req *s = it->req;
         /* prompt tokens computed this step (recomputed ones after preemption count again, as in vLLM) */
         int prompt_part = HR_MAX(0, HR_MIN(s->n_computed + it->n_new, s->n_prompt) - s->n_computed);
         e->prompt_total += (uint64_t)prompt_part;
+        step_prompt += prompt_part;
         if (it->sample) e->sample_reqs[j++] = s->user;
     }
+    if (rc == HR_OK && log_steps_on())
+        hr_log(HR_LOG_INFO, "engine: step tokens %d seqs %d prompt %d logits %d: forward %.2f ms, schedule+build %.3f ms",
+               st.n_tokens, st.n_seqs, step_prompt, st.n_logits, 1e3 * (t_fwd1 - t_fwd0), 1e3 * (t_fwd0 - t_step0));
     if (rc == HR_OK && j > 0 && device) {
         /* what the host sampler returns for these rows (no logprob asked);
          * sampled rows record their token for later penalties */

@@ -354,19 +354,20 @@ __global__ void __launch_bounds__(DK_WARPS * 32) attn_decode_kernel(cu_attn_args
  * sum; the K/V tiles stream through TD_STAGES shared-memory stages with
  * cp.async (the next tile in flight while one is computed), and the warps'
  * partial (m, l, O) are merged through shared memory at the end. */
-#define TD_WARPS 4
 #define TD_KW 16                     /* keys per warp and tile */
-#define TD_TILE (TD_WARPS * TD_KW)   /* keys per tile */
 #define TD_STAGES 2
 
-static constexpr size_t td_smem(int HD) {
-    size_t tiles = (size_t)TD_STAGES * 2 * TD_TILE * (HD + 8) * 2;
-    size_t merge = (size_t)TD_WARPS * 16 * (HD + 2) * sizeof(float);
+/* TD_WARPS warps per block (a template parameter: 4, or 2 for twice the
+ * resident blocks with half the tile; HEARTH_CUDA_ATTN_TC_WARPS) */
+static constexpr size_t td_smem(int HD, int W) {
+    size_t tiles = (size_t)TD_STAGES * 2 * W * TD_KW * (HD + 8) * 2;
+    size_t merge = (size_t)W * 16 * (HD + 2) * sizeof(float);
     return tiles > merge ? tiles : merge;
 }
 
-template <int HD>
+template <int HD, int TD_WARPS>
 __global__ void __launch_bounds__(TD_WARPS * 32) attn_decode_tc_kernel(cu_attn_args a, int splits, float *part) {
+    constexpr int TD_TILE = TD_WARPS * TD_KW; /* keys per tile */
     pdl_begin();
     constexpr int LD = HD + 8;       /* padded smem row (bf16): conflict-free fragment loads, 16-byte aligned */
     constexpr int CPR = HD / 8;      /* 16-byte chunks per row */
@@ -642,7 +643,7 @@ int cu_attn_splits(const cu_attn_args *a, int n_sm) {
     int64_t blocks = (int64_t)a->step.n_tokens * a->n_kv_heads * n_hc, target = 4 * (int64_t)n_sm;
     int ctx = a->step.ctx_bucket; /* not max_seq_len: a graph captured for this bucket stays valid */
     if (a->window > 0) ctx = HR_MIN(ctx, a->window);
-    int min_keys = decode_tc_ok(a) ? TD_TILE : AT_MIN_KEYS; /* a split below one tile idles warps */
+    int min_keys = decode_tc_ok(a) ? 4 * TD_KW : AT_MIN_KEYS; /* a split below one tile idles warps */
     if (blocks >= target || ctx <= min_keys) return 1;
     int64_t s = HR_CDIV(target, blocks);
     s = HR_MIN(s, (int64_t)HR_CDIV(ctx, min_keys));
@@ -697,15 +698,26 @@ static cudaError_t launch_decode(cudaStream_t st, const cu_attn_args *a, int spl
     return cudaGetLastError();
 }
 
-template <int HD>
-static void launch_decode_tc(cudaStream_t st, const cu_attn_args *a, dim3 grid, int splits, float *part) {
-    constexpr size_t shm = td_smem(HD);
+template <int HD, int W>
+static void launch_decode_tc_w(cudaStream_t st, const cu_attn_args *a, dim3 grid, int splits, float *part) {
+    constexpr size_t shm = td_smem(HD, W);
     static bool attr = false; /* the first launch of a shape is eager, never inside a capture */
     if (!attr) {
-        cudaFuncSetAttribute(attn_decode_tc_kernel<HD>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)shm);
+        cudaFuncSetAttribute(attn_decode_tc_kernel<HD, W>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)shm);
         attr = true;
     }
-    cu_launch(attn_decode_tc_kernel<HD>, grid, TD_WARPS * 32, shm, st, *a, splits, part);
+    cu_launch(attn_decode_tc_kernel<HD, W>, grid, W * 32, shm, st, *a, splits, part);
+}
+
+template <int HD>
+static void launch_decode_tc(cudaStream_t st, const cu_attn_args *a, dim3 grid, int splits, float *part) {
+    static int w = -1;
+    if (w < 0) {
+        const char *e = getenv("HEARTH_CUDA_ATTN_TC_WARPS");
+        w = e && atoi(e) == 2 ? 2 : 4;
+    }
+    if (w == 2) launch_decode_tc_w<HD, 2>(st, a, grid, splits, part);
+    else launch_decode_tc_w<HD, 4>(st, a, grid, splits, part);
 }
 
 template <typename TQ, typename TKV>
