@@ -621,12 +621,12 @@ static int decode_hb(int G) { return G <= 1 ? 1 : G <= 2 ? 2 : G <= 4 ? 4 : 8; }
  * 128, groups of up to 16 query heads, and enough (token, KV head) blocks
  * to fill the GPU without splitting much (batched decode; one sequence
  * takes the kernel above, whose short splits spread better).
- * HEARTH_CUDA_ATTN_TC=0 turns it off. */
+ * HEARTH_CUDA_ATTN_DECODE_TC=0 turns it off. */
 #define TD_MIN_BLOCKS 128
 static bool decode_tc_ok(const cu_attn_args *a) {
     static int on = -1;
     if (on < 0) {
-        const char *e = getenv("HEARTH_CUDA_ATTN_TC");
+        const char *e = getenv("HEARTH_CUDA_ATTN_DECODE_TC");
         on = !(e && !strcmp(e, "0"));
     }
     int G = a->n_heads / a->n_kv_heads;
