@@ -28,6 +28,11 @@
  * big host's memory would be far more than a CPU can fill at useful speed. */
 #define ENG_CPU_KV_MAX_BYTES    ((size_t)4 << 30)
 #define ENG_GPU_KV_FRACTION     0.9f
+/* Backend scratch the first big steps grow into besides the model's
+ * activations (MoE chunks of up to 256 MiB, attention partials, cuBLASLt
+ * workspace): left out of the GPU KV pool, at most 5 % of the device. */
+#define ENG_GPU_SCRATCH_RESERVE ((double)(512u << 20))
+#define ENG_GPU_SCRATCH_FRAC    0.05
 /* Default token budget per step. On a GPU bigger prefill chunks use the
  * tensor cores better and interrupt the running decodes less often (H100,
  * 8B, 256 concurrent requests of 128/128 through hearth serve: 13,445 output
@@ -157,7 +162,8 @@ static int size_pool(hr_engine *e, hr_err *err) {
              * run measures them) */
             if (frac <= 0) frac = ENG_GPU_KV_FRACTION;
             avail = (double)total * frac - (double)HR_MAX(in_use, peak) -
-                    (double)hr_model_activation_bytes(e->model, o->max_num_batched_tokens, o->max_num_seqs);
+                    (double)hr_model_activation_bytes(e->model, o->max_num_batched_tokens, o->max_num_seqs) -
+                    HR_MIN(ENG_GPU_SCRATCH_RESERVE, ENG_GPU_SCRATCH_FRAC * (double)total);
         } else {
             if (frac <= 0) {
                 frac = ENG_CPU_KV_FRACTION;
