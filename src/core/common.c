@@ -56,6 +56,11 @@ char *hr_xstrdup(const char *s) {
     return d;
 }
 
+bool hr_env_on(const char *name, bool dflt) {
+    const char *e = getenv(name);
+    return e ? strcmp(e, "0") != 0 : dflt;
+}
+
 double hr_time_now(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);

@@ -6,6 +6,7 @@
 #define HEARTH_CORE_COMMON_H
 
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -47,6 +48,10 @@ void *hr_xmalloc(size_t n);
 void *hr_xcalloc(size_t n, size_t size);
 void *hr_xrealloc(void *p, size_t n);
 char *hr_xstrdup(const char *s);
+
+/* An on/off switch from the environment: dflt when name is unset, else on
+ * unless its value is "0". Not cached: callers on hot paths keep the result. */
+bool hr_env_on(const char *name, bool dflt);
 
 /* Monotonic clock in seconds. */
 double hr_time_now(void);

@@ -307,10 +307,7 @@ static void log_step_times(hr_engine *e) {
  * forward and host time), to see where a serving run's time goes. */
 static bool log_steps_on(void) {
     static int v = -1;
-    if (v < 0) {
-        const char *s = getenv("HEARTH_LOG_STEPS");
-        v = s && strcmp(s, "0") != 0;
-    }
+    if (v < 0) v = hr_env_on("HEARTH_LOG_STEPS", false);
     return v != 0;
 }
 

@@ -76,10 +76,53 @@ static int ensure_logits(hr_model *m, int n_logits, hr_err *err) {
     return HR_OK;
 }
 
-size_t hr_model_activation_bytes(const hr_model *m, int n_tokens, int n_logits) {
-    /* every buffer ensure_acts may allocate: x h q k v qkv att o gate up gate|up ffn sel */
+/* The activation buffers of ensure_acts: one row of cols per token, need =
+ * some layer uses it (the others stay NULL). */
+typedef struct act_spec {
+    hr_tensor **t;
+    int64_t cols;
+    const char *name;
+    bool need;
+} act_spec;
+#define ACT_SPECS_MAX 16
+
+static int act_specs(const hr_model *m, hr_acts *a, act_spec *spec) {
     int64_t H = m->hidden, qd = (int64_t)m->n_heads * m->head_dim, kvd = (int64_t)m->n_kv_heads * m->head_dim;
-    int64_t cols = 2 * H + qd + 2 * kvd + (qd + 2 * kvd) + qd + H + 4 * (int64_t)m->ffn + 2 * H;
+    bool fqkv = false, split_qkv = false, fgu = false, split_gu = false, dense = false;
+    for (int li = 0; li < m->n_layers; li++) {
+        const hr_layer *l = &m->layers[li];
+        fqkv = fqkv || fused_qkv(m, l);
+        split_qkv = split_qkv || !fused_qkv(m, l);
+        fgu = fgu || fused_gate_up(l);
+        split_gu = split_gu || (!l->is_moe && !fused_gate_up(l));
+        dense = dense || !l->is_moe;
+    }
+    const act_spec all[] = {
+        {&a->x, H, "act.x", true},
+        {&a->h, H, "act.h", true},
+        {&a->q, qd, "act.q", true},
+        {&a->k, kvd, "act.k", split_qkv},
+        {&a->v, kvd, "act.v", split_qkv},
+        {&a->qkv, qd + 2 * kvd, "act.qkv", fqkv},
+        {&a->att, qd, "act.att", true},
+        {&a->o, H, "act.o", true},
+        {&a->gate, m->ffn, "act.gate", dense},
+        {&a->up, m->ffn, "act.up", split_gu},
+        {&a->gu, 2 * (int64_t)m->ffn, "act.gate_up", fgu},
+        {&a->ffn_out, H, "act.ffn", true},
+        {&a->sel, H, "act.sel", true},
+    };
+    _Static_assert(sizeof all / sizeof all[0] <= ACT_SPECS_MAX, "act_specs: ACT_SPECS_MAX too small");
+    memcpy(spec, all, sizeof all);
+    return (int)HR_ARRAY_LEN(all);
+}
+
+size_t hr_model_activation_bytes(const hr_model *m, int n_tokens, int n_logits) {
+    /* an upper bound: every buffer ensure_acts may allocate, needed or not */
+    act_spec spec[ACT_SPECS_MAX];
+    int n = act_specs(m, (hr_acts *)&m->acts, spec);
+    int64_t cols = 0;
+    for (int i = 0; i < n; i++) cols += spec[i].cols;
     size_t rows = (size_t)HR_MAX(n_tokens, 16);
     return rows * (size_t)cols * hr_dtype_size(m->be->act_dtype) +
            (size_t)logits_rows(n_logits) * (size_t)m->vocab * sizeof(float);
@@ -92,41 +135,11 @@ static int ensure_acts(hr_model *m, int n, int n_logits, hr_err *err) {
     if (n <= a->cap) return ensure_logits(m, n_logits, err);
     free_acts(m);
     int cap = n < 16 ? 16 : n;
-    hr_dtype dt = m->be->act_dtype;
-    int64_t H = m->hidden, qd = (int64_t)m->n_heads * m->head_dim, kvd = (int64_t)m->n_kv_heads * m->head_dim;
-    bool fqkv = false, split_qkv = false, fgu = false, split_gu = false, dense = false;
-    for (int li = 0; li < m->n_layers; li++) {
-        const hr_layer *l = &m->layers[li];
-        fqkv = fqkv || fused_qkv(m, l);
-        split_qkv = split_qkv || !fused_qkv(m, l);
-        fgu = fgu || fused_gate_up(l);
-        split_gu = split_gu || (!l->is_moe && !fused_gate_up(l));
-        dense = dense || !l->is_moe;
-    }
-    struct {
-        hr_tensor **t;
-        int64_t cols;
-        hr_dtype dt;
-        const char *name;
-        bool need;
-    } spec[] = {
-        {&a->x, H, dt, "act.x", true},
-        {&a->h, H, dt, "act.h", true},
-        {&a->q, qd, dt, "act.q", true},
-        {&a->k, kvd, dt, "act.k", split_qkv},
-        {&a->v, kvd, dt, "act.v", split_qkv},
-        {&a->qkv, qd + 2 * kvd, dt, "act.qkv", fqkv},
-        {&a->att, qd, dt, "act.att", true},
-        {&a->o, H, dt, "act.o", true},
-        {&a->gate, m->ffn, dt, "act.gate", dense},
-        {&a->up, m->ffn, dt, "act.up", split_gu},
-        {&a->gu, 2 * (int64_t)m->ffn, dt, "act.gate_up", fgu},
-        {&a->ffn_out, H, dt, "act.ffn", true},
-        {&a->sel, H, dt, "act.sel", true},
-    };
-    for (size_t i = 0; i < HR_ARRAY_LEN(spec); i++) {
+    act_spec spec[ACT_SPECS_MAX];
+    int ns = act_specs(m, a, spec);
+    for (int i = 0; i < ns; i++) {
         int64_t ne[2] = {cap, spec[i].cols};
-        if (spec[i].need && !(*spec[i].t = hr_model_tensor_new(m, spec[i].dt, 2, ne, spec[i].name, err))) {
+        if (spec[i].need && !(*spec[i].t = hr_model_tensor_new(m, m->be->act_dtype, 2, ne, spec[i].name, err))) {
             free_acts(m);
             return err->code;
         }

@@ -23,18 +23,13 @@ extern "C" {
  * per capture with its instantiation time, to see graph churn in a run */
 static bool graph_log(void) {
     static int v = -1;
-    if (v < 0) {
-        const char *e = getenv("HEARTH_CUDA_GRAPH_LOG");
-        v = e && strcmp(e, "0") != 0;
-    }
+    if (v < 0) v = hr_env_on("HEARTH_CUDA_GRAPH_LOG", false);
     return v != 0;
 }
 
 void cu_graphs_init(cu_backend *c) {
-    const char *e = getenv("HEARTH_CUDA_GRAPHS");
-    c->graphs_on = !(e && !strcmp(e, "0"));
-    e = getenv("HEARTH_CUDA_BUCKETS");
-    c->buckets_on = !(e && !strcmp(e, "0"));
+    c->graphs_on = hr_env_on("HEARTH_CUDA_GRAPHS", true);
+    c->buckets_on = hr_env_on("HEARTH_CUDA_BUCKETS", true);
     c->cur = -1;
     c->mode = CU_EAGER;
 }

@@ -607,10 +607,7 @@ __global__ void attn_combine_kernel(cu_attn_args a, int splits, const float *par
  * rows (HEARTH_CUDA_ATTN_DECODE=0: the split kernel, for comparisons). */
 static bool decode_ok(const cu_attn_args *a) {
     static int on = -1;
-    if (on < 0) {
-        const char *e = getenv("HEARTH_CUDA_ATTN_DECODE");
-        on = !(e && !strcmp(e, "0"));
-    }
+    if (on < 0) on = hr_env_on("HEARTH_CUDA_ATTN_DECODE", true);
     return on && a->tkv == HR_BF16 && (a->head_dim == 64 || a->head_dim == 128) &&
            (a->tq == HR_BF16 || a->tq == HR_F32) && (uintptr_t)a->q % 16 == 0 && a->ldq % 8 == 0;
 }
@@ -625,10 +622,7 @@ static int decode_hb(int G) { return G <= 1 ? 1 : G <= 2 ? 2 : G <= 4 ? 4 : 8; }
 #define TD_MIN_BLOCKS 128
 static bool decode_tc_ok(const cu_attn_args *a) {
     static int on = -1;
-    if (on < 0) {
-        const char *e = getenv("HEARTH_CUDA_ATTN_DECODE_TC");
-        on = !(e && !strcmp(e, "0"));
-    }
+    if (on < 0) on = hr_env_on("HEARTH_CUDA_ATTN_DECODE_TC", true);
     int G = a->n_heads / a->n_kv_heads;
     return on && decode_ok(a) && a->tq == HR_BF16 && G <= 16 && a->ldo % 2 == 0 &&
            (int64_t)a->step.n_tokens * a->n_kv_heads >= TD_MIN_BLOCKS;
