@@ -631,8 +631,10 @@ static void test_linear(int T, int K, int N, hr_dtype wdt, hr_dtype odt, bool wi
 }
 
 /* ---- moe ---------------------------------------------------------------------- */
-static void test_moe(hr_route route, bool biases, float limit) {
-    int T = 5, H = 128, F = 96, E = 4, K = 2;
+/* T > 256 tokens takes the grouped path (pairs sorted by expert, one
+ * cuBLASLt GEMM per expert); fewer take the per-pair GEMV. */
+static void test_moe(hr_route route, bool biases, float limit, int T, int E) {
+    int H = 128, F = 96, K = 2;
     int64_t ne_x[2] = {T, H}, ne_r[2] = {E, H}, ne_rb[1] = {E}, ne_g[3] = {E, F, H}, ne_d[3] = {E, H, F},
             ne_gb[2] = {E, F}, ne_db[2] = {E, H};
     float *x = rnd(T * H, 1.0f), *rw = rnd(E * H, 0.3f), *rb = rnd(E, 1.0f), *g = rnd(E * F * H, 0.1f),
@@ -697,7 +699,10 @@ static void test_moe(hr_route route, bool biases, float limit) {
         }
     }
     float *got = download(out);
-    CHECK_REL(got, ref, T * H, TOL_BF16, route == HR_ROUTE_SOFTMAX_TOPK ? "moe softmax-topk" : "moe topk-softmax");
+    char what[80];
+    snprintf(what, sizeof what, "moe %s T %d E %d", route == HR_ROUTE_SOFTMAX_TOPK ? "softmax-topk" : "topk-softmax",
+             T, E);
+    CHECK_REL(got, ref, (int64_t)T * H, TOL_BF16, what);
     free(got);
     free(ref);
     float *fs[] = {x, rw, rb, g, u, d, gb, ub, db};
@@ -908,8 +913,10 @@ int main(void) {
     test_linear(2, 512, 256, HR_BF16, HR_BF16, false, 0.02f); /* FP8 W8A8 input rounding */
     test_linear(40, 512, 256, HR_BF16, HR_BF16, true, 0.02f); /* FP8 through cuBLASLt */
 
-    test_moe(HR_ROUTE_SOFTMAX_TOPK, false, 0);
-    test_moe(HR_ROUTE_TOPK_SOFTMAX, true, 7.0f);
+    test_moe(HR_ROUTE_SOFTMAX_TOPK, false, 0, 5, 4);
+    test_moe(HR_ROUTE_TOPK_SOFTMAX, true, 7.0f, 5, 4);
+    test_moe(HR_ROUTE_SOFTMAX_TOPK, false, 0, 300, 8);   /* grouped path */
+    test_moe(HR_ROUTE_TOPK_SOFTMAX, true, 7.0f, 333, 4); /* grouped, biases, gpt-oss clamp */
 
 bench:
     if (bench) {

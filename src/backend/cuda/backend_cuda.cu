@@ -576,9 +576,172 @@ static int cu_qkv_rope_store_op(hr_backend *be, hr_tensor *q_out, const hr_tenso
     return HR_OK;
 }
 
+/* Expert segments of the grouped path are padded to multiples of this many
+ * rows: aligned operands for cuBLASLt, and fewer distinct plan shapes. */
+#define MOE_PAD 16
+#define MOE_GROUPED_MIN_T 257 /* above CU_GRAPH_MAX_TOKENS: never inside a graph capture */
+
+static int64_t moe_pad_rows(int64_t n) { return HR_CDIV(n, (int64_t)MOE_PAD) * MOE_PAD; }
+
+/* Scratch bytes of the grouped path per padded row (maps, gathered x,
+ * gate|up, SwiGLU output, down output) */
+static size_t moe_grouped_row_bytes(int64_t H, int64_t F) { return 8 + (size_t)H * 2 + (size_t)F * 6 + (size_t)H * 4; }
+
+/* Whether a step of T tokens takes the grouped path: prefill-sized steps
+ * (never captured; the path reads the routing on the host), BF16 experts
+ * (cuBLASLt), not while a capture runs. HEARTH_CUDA_MOE_GROUPED=0: off. */
+static bool moe_grouped_ok(cu_backend *c, const hr_tensor *x, const hr_moe *m, int64_t T) {
+    static int on = -1;
+    if (on < 0) {
+        const char *e = getenv("HEARTH_CUDA_MOE_GROUPED");
+        on = !(e && !strcmp(e, "0"));
+    }
+    if (!on || T < MOE_GROUPED_MIN_T || x->dtype != HR_BF16 || m->gate->dtype != HR_BF16) return false;
+    cudaStreamCaptureStatus cap = cudaStreamCaptureStatusNone;
+    return cudaStreamIsCapturing(c->stream, &cap) == cudaSuccess && cap == cudaStreamCaptureStatusNone;
+}
+
+/* The grouped path for one chunk of tc tokens whose routing (ex, wt: P =
+ * tc x k pairs) is on the device: the expert ids come to the host, pairs
+ * are sorted by expert (counting sort, each expert's rows padded to
+ * moe_pad_rows), the token rows are gathered in that order, and each expert
+ * runs gate, up and down as cuBLASLt GEMMs over its rows (its weights read
+ * once per chunk, not once per pair); SwiGLU runs over all rows; the down
+ * outputs go back to pair order for the weighted combine. */
+static int moe_grouped_chunk(cu_backend *c, const hr_moe *m, const char *xc, int tc, int64_t H, int64_t F,
+                             const int32_t *ex, float *y, char *scratch_base, size_t scratch_left) {
+    hr_backend *be = &c->base;
+    const int E = m->n_experts, k = m->top_k, P = tc * k;
+    /* host: expert ids -> per-expert counts -> padded offsets -> row maps */
+    int64_t need_h = 3 * (int64_t)P + (int64_t)E * MOE_PAD;
+    if (need_h > c->moe_host_cap) {
+        if (c->moe_host) cudaFreeHost(c->moe_host);
+        c->moe_host = NULL;
+        c->moe_host_cap = 0;
+        int64_t cap = HR_MAX(need_h, (int64_t)1 << 16);
+        CU_TRY(c, cudaMallocHost((void **)&c->moe_host, (size_t)cap * sizeof(int32_t)), "moe pinned alloc");
+        c->moe_host_cap = cap;
+    }
+    int32_t *h_ex = c->moe_host;
+    CU_TRY(c, cudaMemcpyAsync(h_ex, ex, (size_t)P * sizeof(int32_t), cudaMemcpyDeviceToHost, c->stream), "moe ids");
+    CU_TRY(c, cudaStreamSynchronize(c->stream), "moe ids");
+    int64_t *off = (int64_t *)calloc((size_t)E + 1, sizeof(int64_t));
+    int64_t *fill = (int64_t *)calloc((size_t)E, sizeof(int64_t));
+    if (!off || !fill) {
+        free(off);
+        free(fill);
+        return hr_err_set(&be->err, HR_ENOMEM, "cuda moe: out of host memory");
+    }
+    for (int p = 0; p < P; p++) {
+        int e = h_ex[p];
+        if (e < 0 || e >= E) {
+            free(off);
+            free(fill);
+            return hr_err_set(&be->err, HR_EIO, "cuda moe: routing produced expert %d of %d", e, E);
+        }
+        off[e + 1]++;
+    }
+    for (int e = 0; e < E; e++) off[e + 1] = off[e] + moe_pad_rows(off[e + 1]);
+    const int64_t R = off[E]; /* padded rows */
+    int32_t *h_rows = h_ex + P;   /* [R]: token row (chunk-relative) of each sorted row; padding reads row 0 */
+    int32_t *h_inv = h_rows + R;  /* [P]: sorted row of each pair */
+    for (int64_t i = 0; i < R; i++) h_rows[i] = 0;
+    for (int p = 0; p < P; p++) {
+        int e = h_ex[p];
+        int64_t r = off[e] + fill[e]++;
+        h_rows[r] = p / k;
+        h_inv[p] = (int32_t)r;
+    }
+    /* device: [R + P] int32 maps, xs [R, H] bf16, hg|hu [R, 2F] bf16, act [R, F] bf16, ys [R, H] f32 */
+    size_t b_maps = HR_CDIV((size_t)(R + P) * 4, 256) * 256, b_xs = HR_CDIV((size_t)R * H * 2, 256) * 256,
+           b_gu = HR_CDIV((size_t)R * 2 * F * 2, 256) * 256, b_act = HR_CDIV((size_t)R * F * 2, 256) * 256,
+           b_ys = HR_CDIV((size_t)R * H * 4, 256) * 256;
+    int rc = HR_OK;
+    if (b_maps + b_xs + b_gu + b_act + b_ys > scratch_left) {
+        rc = hr_err_set(&be->err, HR_ENOMEM, "cuda moe: scratch too small for %lld grouped rows", (long long)R);
+        goto done;
+    }
+    {
+        char *sp = scratch_base;
+        int32_t *d_rows = (int32_t *)sp, *d_inv = d_rows + R;
+        sp += b_maps;
+        bf16 *xs = (bf16 *)sp;
+        sp += b_xs;
+        bf16 *gu = (bf16 *)sp;
+        sp += b_gu;
+        bf16 *act = (bf16 *)sp;
+        sp += b_act;
+        float *ys = (float *)sp;
+        cudaError_t e;
+        if ((e = cudaMemcpyAsync(d_rows, h_rows, (size_t)(R + P) * sizeof(int32_t), cudaMemcpyHostToDevice,
+                                 c->stream)) != cudaSuccess ||
+            (e = cu_get_rows(c->stream, xs, HR_BF16, xc, HR_BF16, H, d_rows, (int)R)) != cudaSuccess) {
+            rc = cu_fail(c, e, "moe gather");
+            goto done;
+        }
+        const size_t ws = hr_dtype_size(m->gate->dtype);
+        for (int ei = 0; ei < E && rc == HR_OK; ei++) {
+            int64_t n = off[ei + 1] - off[ei];
+            if (n == 0) continue;
+            cu_gemv_args g;
+            memset(&g, 0, sizeof(g));
+            g.x = xs + off[ei] * H;
+            g.tx = HR_BF16;
+            g.ldx = H;
+            g.tw = m->gate->dtype;
+            g.K = H;
+            g.N = F;
+            g.T = (int)n;
+            g.alpha = 1.0f;
+            g.to = HR_BF16;
+            g.ldo = 2 * F;
+            g.w = (const char *)m->gate->data + (size_t)ei * F * H * ws;
+            g.bias = m->gate_bias ? (const float *)m->gate_bias->data + (size_t)ei * F : NULL;
+            g.out = gu + off[ei] * 2 * F;
+            if ((rc = cu_linear_raw(c, g, 0.0f))) break;
+            g.w = (const char *)m->up->data + (size_t)ei * F * H * ws;
+            g.bias = m->up_bias ? (const float *)m->up_bias->data + (size_t)ei * F : NULL;
+            g.out = gu + off[ei] * 2 * F + F;
+            if ((rc = cu_linear_raw(c, g, 0.0f))) break;
+        }
+        if (rc) goto done;
+        if ((e = cu_swiglu(c->stream, act, gu, gu + F, HR_BF16, R, F, 2 * F, 2 * F, m->act)) != cudaSuccess) {
+            rc = cu_fail(c, e, "moe swiglu");
+            goto done;
+        }
+        for (int ei = 0; ei < E && rc == HR_OK; ei++) {
+            int64_t n = off[ei + 1] - off[ei];
+            if (n == 0) continue;
+            cu_gemv_args d;
+            memset(&d, 0, sizeof(d));
+            d.x = act + off[ei] * F;
+            d.tx = HR_BF16;
+            d.ldx = F;
+            d.tw = m->down->dtype;
+            d.K = F;
+            d.N = H;
+            d.T = (int)n;
+            d.alpha = 1.0f;
+            d.to = HR_F32;
+            d.ldo = H;
+            d.w = (const char *)m->down->data + (size_t)ei * H * F * ws;
+            d.bias = m->down_bias ? (const float *)m->down_bias->data + (size_t)ei * H : NULL;
+            d.out = ys + off[ei] * H;
+            rc = cu_linear_raw(c, d, 0.0f);
+        }
+        if (rc) goto done;
+        if ((e = cu_get_rows(c->stream, y, HR_F32, ys, HR_F32, H, d_inv, P)) != cudaSuccess) rc = cu_fail(c, e, "moe scatter");
+    }
+done:
+    free(off);
+    free(fill);
+    return rc;
+}
+
 /* Experts run per (token, chosen expert) pair through the GEMV's pair mode:
  * route on the GPU, gate/up -> SwiGLU -> down in float scratch, weighted sum.
- * Tokens go in chunks so the float intermediates fit the scratch budget. */
+ * Tokens go in chunks so the float intermediates fit the scratch budget.
+ * Prefill-sized steps take the grouped path (moe_grouped_chunk) instead. */
 static int cu_moe_op(hr_backend *be, hr_tensor *out, const hr_tensor *x, const hr_moe *m) {
     cu_backend *c = cu_of(be);
     int64_t T = hr_tensor_rows(x), H = hr_tensor_cols(x);
@@ -590,9 +753,12 @@ static int cu_moe_op(hr_backend *be, hr_tensor *out, const hr_tensor *x, const h
         return hr_err_set(&be->err, HR_EINVAL, "cuda moe: shape mismatch (E %d k %d H %lld)", E, k, (long long)H);
     if (T <= 0) return HR_OK;
     int64_t F = m->gate->ne[1];
-    size_t per_tok = (size_t)E * 4 + (size_t)k * 8 + (size_t)k * (2 * F + H) * 4 + 8 * 256;
     size_t budget = HR_MAX(c->scratch_cap, (size_t)256 << 20);
-    int64_t Tc = HR_MAX((int64_t)1, HR_MIN(T, (int64_t)(budget / per_tok)));
+    const size_t row_b = moe_grouped_row_bytes(H, F), fixed_g = (size_t)E * MOE_PAD * row_b + 16 * 256;
+    bool grouped = moe_grouped_ok(c, x, m, T) && budget > 2 * fixed_g;
+    size_t per_tok = grouped ? (size_t)E * 4 + (size_t)k * (8 + H * 4) + (size_t)k * row_b + 8 * 256
+                             : (size_t)E * 4 + (size_t)k * 8 + (size_t)k * (2 * F + H) * 4 + 8 * 256;
+    int64_t Tc = HR_MAX((int64_t)1, HR_MIN(T, (int64_t)((budget - (grouped ? fixed_g : 0)) / per_tok)));
     Tc = HR_MIN(Tc, (int64_t)(65535 / k));
 
     cu_gemv_args r;
@@ -609,7 +775,7 @@ static int cu_moe_op(hr_backend *be, hr_tensor *out, const hr_tensor *x, const h
     r.to = HR_F32;
     r.ldo = E;
     size_t rneed = cu_linear_scratch(c, &r, m->router.input_scale);
-    int rc = cu_scratch_reserve(c, Tc * per_tok + rneed + 4096);
+    int rc = cu_scratch_reserve(c, Tc * per_tok + (grouped ? fixed_g : 0) + rneed + 4096);
     if (rc) return rc;
     size_t xs = hr_dtype_size(x->dtype), os = hr_dtype_size(out->dtype);
     for (int64_t t0 = 0; t0 < T && rc == HR_OK; t0 += Tc) {
@@ -618,10 +784,17 @@ static int cu_moe_op(hr_backend *be, hr_tensor *out, const hr_tensor *x, const h
         float *logits = (float *)cu_scratch_push(c, (size_t)tc * E * 4);
         int32_t *ex = (int32_t *)cu_scratch_push(c, (size_t)P * 4);
         float *wt = (float *)cu_scratch_push(c, (size_t)P * 4);
-        float *hg = (float *)cu_scratch_push(c, (size_t)P * F * 4);
-        float *hu = (float *)cu_scratch_push(c, (size_t)P * F * 4);
         float *y = (float *)cu_scratch_push(c, (size_t)P * H * 4);
-        if (!y) {
+        float *hg = NULL, *hu = NULL;
+        char *region = NULL;
+        size_t region_b = (size_t)(P + (int64_t)E * MOE_PAD) * row_b + 8 * 256;
+        if (grouped) {
+            region = (char *)cu_scratch_push(c, region_b);
+        } else {
+            hg = (float *)cu_scratch_push(c, (size_t)P * F * 4);
+            hu = (float *)cu_scratch_push(c, (size_t)P * F * 4);
+        }
+        if (!y || (grouped ? !region : !hu)) {
             rc = hr_err_set(&be->err, HR_ENOMEM, "cuda moe: scratch too small");
             break;
         }
@@ -634,6 +807,12 @@ static int cu_moe_op(hr_backend *be, hr_tensor *out, const hr_tensor *x, const h
         if (e != cudaSuccess) {
             rc = cu_fail(c, e, "moe route");
             break;
+        }
+        if (grouped) {
+            if ((rc = moe_grouped_chunk(c, m, xc, tc, H, F, ex, y, region, region_b))) break;
+            e = cu_moe_combine(c->stream, (char *)out->data + (size_t)t0 * H * os, out->dtype, H, y, wt, tc, k, H);
+            if (e != cudaSuccess) rc = cu_fail(c, e, "moe combine");
+            continue;
         }
         cu_gemv_args g;
         memset(&g, 0, sizeof(g));
@@ -1045,6 +1224,7 @@ static void cu_free_backend(hr_backend *be) {
     if (c->stage_host) cudaFreeHost(c->stage_host);
     if (c->stage_dev) cudaFree(c->stage_dev);
     if (c->ids_host) cudaFreeHost(c->ids_host);
+    if (c->moe_host) cudaFreeHost(c->moe_host);
     if (c->ids_dev) cudaFree(c->ids_dev);
     cu_sample_free(c);
     if (c->stage_done) cudaEventDestroy(c->stage_done);

@@ -132,6 +132,8 @@ typedef struct cu_backend {
     /* argmax ids: device buffer + pinned host copy, grown on demand */
     int32_t *ids_dev, *ids_host;
     int64_t ids_cap;
+    int32_t *moe_host; /* pinned: the grouped MoE path's expert ids and row maps */
+    int64_t moe_host_cap;
     cu_upload *upload;     /* tensor_set staging ring, NULL until the first large upload */
     struct cu_sample_bufs *sample; /* the sample op's parameter buffers (sample.cu) */
 } cu_backend;
