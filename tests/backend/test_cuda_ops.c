@@ -632,9 +632,11 @@ static void test_linear(int T, int K, int N, hr_dtype wdt, hr_dtype odt, bool wi
 
 /* ---- moe ---------------------------------------------------------------------- */
 /* T > 256 tokens takes the grouped path (pairs sorted by expert, one
- * cuBLASLt GEMM per expert); fewer take the per-pair GEMV. */
-static void test_moe(hr_route route, bool biases, float limit, int T, int E) {
-    int H = 128, F = 96, K = 2;
+ * cuBLASLt GEMM per expert); fewer take the GEMV: its segment mode (pairs
+ * sorted by expert on the GPU, chunks of 4 or 16 rows) when the T x K pairs
+ * are at least E and 8, else its pair mode (one pair per block column). */
+static void test_moe(hr_route route, bool biases, float limit, int T, int E, int K) {
+    int H = 128, F = 96;
     int64_t ne_x[2] = {T, H}, ne_r[2] = {E, H}, ne_rb[1] = {E}, ne_g[3] = {E, F, H}, ne_d[3] = {E, H, F},
             ne_gb[2] = {E, F}, ne_db[2] = {E, H};
     float *x = rnd(T * H, 1.0f), *rw = rnd(E * H, 0.3f), *rb = rnd(E, 1.0f), *g = rnd(E * F * H, 0.1f),
@@ -654,13 +656,13 @@ static void test_moe(hr_route route, bool biases, float limit, int T, int E) {
     CHECK_MSG(rc == HR_OK, "moe: %s", be->err.msg);
     double *ref = calloc((size_t)T * H, sizeof(double));
     for (int t = 0; t < T; t++) {
-        double lg[8], wsel[8];
+        double lg[64], wsel[8];
         int sel[8];
         for (int e = 0; e < E; e++) {
             lg[e] = biases ? rb[e] : 0;
             for (int h = 0; h < H; h++) lg[e] += (double)x[t * H + h] * rw[e * H + h];
         }
-        bool used[8] = {0};
+        bool used[64] = {0};
         for (int j = 0; j < K; j++) {
             int best = -1;
             for (int e = 0; e < E; e++)
@@ -700,8 +702,9 @@ static void test_moe(hr_route route, bool biases, float limit, int T, int E) {
     }
     float *got = download(out);
     char what[80];
-    snprintf(what, sizeof what, "moe %s T %d E %d", route == HR_ROUTE_SOFTMAX_TOPK ? "softmax-topk" : "topk-softmax",
-             T, E);
+    const char *seg = getenv("HEARTH_CUDA_MOE_SEG"), *tc = getenv("HEARTH_CUDA_MOE_TC");
+    snprintf(what, sizeof what, "moe %s T %d E %d k %d (%s)", route == HR_ROUTE_SOFTMAX_TOPK ? "softmax-topk" : "topk-softmax",
+             T, E, K, seg && !strcmp(seg, "0") ? "pairs" : tc && !strcmp(tc, "0") ? "segments, cuda cores" : "segments");
     CHECK_REL(got, ref, (int64_t)T * H, TOL_BF16, what);
     free(got);
     free(ref);
@@ -913,10 +916,20 @@ int main(void) {
     test_linear(2, 512, 256, HR_BF16, HR_BF16, false, 0.02f); /* FP8 W8A8 input rounding */
     test_linear(40, 512, 256, HR_BF16, HR_BF16, true, 0.02f); /* FP8 through cuBLASLt */
 
-    test_moe(HR_ROUTE_SOFTMAX_TOPK, false, 0, 5, 4);
-    test_moe(HR_ROUTE_TOPK_SOFTMAX, true, 7.0f, 5, 4);
-    test_moe(HR_ROUTE_SOFTMAX_TOPK, false, 0, 300, 8);   /* grouped path */
-    test_moe(HR_ROUTE_TOPK_SOFTMAX, true, 7.0f, 333, 4); /* grouped, biases, gpt-oss clamp */
+    /* the GEMV's MoE modes: segments on tensor cores (default), segments on
+     * CUDA cores, pairs only */
+    static const char *moe_modes[][2] = {{NULL, NULL}, {"HEARTH_CUDA_MOE_TC", "0"}, {"HEARTH_CUDA_MOE_SEG", "0"}};
+    for (size_t i = 0; i < HR_ARRAY_LEN(moe_modes); i++) {
+        if (moe_modes[i][0]) setenv(moe_modes[i][0], moe_modes[i][1], 1);
+        test_moe(HR_ROUTE_SOFTMAX_TOPK, false, 0, 5, 4, 2);     /* 10 pairs: one chunk per expert */
+        test_moe(HR_ROUTE_TOPK_SOFTMAX, true, 7.0f, 3, 8, 2);   /* pair mode (6 pairs) */
+        test_moe(HR_ROUTE_TOPK_SOFTMAX, true, 7.0f, 64, 32, 4); /* gpt-oss-like decode */
+        test_moe(HR_ROUTE_SOFTMAX_TOPK, false, 0, 37, 16, 2);   /* ragged chunks */
+        test_moe(HR_ROUTE_SOFTMAX_TOPK, true, 0, 200, 4, 2);    /* ~100 pairs per expert: 7 chunks each */
+        if (moe_modes[i][0]) unsetenv(moe_modes[i][0]);
+    }
+    test_moe(HR_ROUTE_SOFTMAX_TOPK, false, 0, 300, 8, 2);    /* grouped path */
+    test_moe(HR_ROUTE_TOPK_SOFTMAX, true, 7.0f, 333, 4, 2);  /* grouped, biases, gpt-oss clamp */
 
 bench:
     if (bench) {

@@ -591,12 +591,7 @@ static size_t moe_grouped_row_bytes(int64_t H, int64_t F) { return 8 + (size_t)H
  * (never captured; the path reads the routing on the host), BF16 experts
  * (cuBLASLt), not while a capture runs. HEARTH_CUDA_MOE_GROUPED=0: off. */
 static bool moe_grouped_ok(cu_backend *c, const hr_tensor *x, const hr_moe *m, int64_t T) {
-    static int on = -1;
-    if (on < 0) {
-        const char *e = getenv("HEARTH_CUDA_MOE_GROUPED");
-        on = !(e && !strcmp(e, "0"));
-    }
-    if (!on || T < MOE_GROUPED_MIN_T || x->dtype != HR_BF16 || m->gate->dtype != HR_BF16) return false;
+    if (!hr_env_on("HEARTH_CUDA_MOE_GROUPED", true) || T < MOE_GROUPED_MIN_T || x->dtype != HR_BF16 || m->gate->dtype != HR_BF16) return false;
     cudaStreamCaptureStatus cap = cudaStreamCaptureStatusNone;
     return cudaStreamIsCapturing(c->stream, &cap) == cudaSuccess && cap == cudaStreamCaptureStatusNone;
 }
@@ -738,10 +733,22 @@ done:
     return rc;
 }
 
-/* Experts run per (token, chosen expert) pair through the GEMV's pair mode:
- * route on the GPU, gate/up -> SwiGLU -> down in float scratch, weighted sum.
- * Tokens go in chunks so the float intermediates fit the scratch budget.
- * Prefill-sized steps take the grouped path (moe_grouped_chunk) instead. */
+/* Whether a chunk of P pairs over E experts takes the GEMV's segment mode
+ * (pairs sorted by expert on the GPU, each expert's weights streamed once
+ * per chunk of up to 16 of its pairs) rather than its pair mode (weights
+ * streamed once per pair): when experts repeat, i.e. P >= E.
+ * HEARTH_CUDA_MOE_SEG=0: always the pair mode. */
+static bool moe_seg_ok(int P, int E) {
+    return hr_env_on("HEARTH_CUDA_MOE_SEG", true) && E <= 1024 && P >= E && P >= 8;
+}
+
+/* Experts run per (token, chosen expert) pair through the GEMV: route on
+ * the GPU, gate/up -> SwiGLU -> down in float scratch, weighted sum. The
+ * GEMV takes the pairs sorted by expert (segment mode) once experts repeat
+ * in a step, else one pair per block column (pair mode); neither needs the
+ * routing on the host, so captured decode steps run either. Tokens go in
+ * chunks so the float intermediates fit the scratch budget. Prefill-sized
+ * steps take the grouped path (moe_grouped_chunk) instead. */
 static int cu_moe_op(hr_backend *be, hr_tensor *out, const hr_tensor *x, const hr_moe *m) {
     cu_backend *c = cu_of(be);
     int64_t T = hr_tensor_rows(x), H = hr_tensor_cols(x);
@@ -757,7 +764,8 @@ static int cu_moe_op(hr_backend *be, hr_tensor *out, const hr_tensor *x, const h
     const size_t row_b = moe_grouped_row_bytes(H, F), fixed_g = (size_t)E * MOE_PAD * row_b + 16 * 256;
     bool grouped = moe_grouped_ok(c, x, m, T) && budget > 2 * fixed_g;
     size_t per_tok = grouped ? (size_t)E * 4 + (size_t)k * (8 + H * 4) + (size_t)k * row_b + 8 * 256
-                             : (size_t)E * 4 + (size_t)k * 8 + (size_t)k * (2 * F + H) * 4 + 8 * 256;
+                             : (size_t)E * 4 + (size_t)k * 8 + (size_t)k * (2 * F + H) * 4 + 8 * 256 +
+                                   (size_t)k * 20; /* segment mode: perm + chunks */
     int64_t Tc = HR_MAX((int64_t)1, HR_MIN(T, (int64_t)((budget - (grouped ? fixed_g : 0)) / per_tok)));
     Tc = HR_MIN(Tc, (int64_t)(65535 / k));
 
@@ -775,7 +783,7 @@ static int cu_moe_op(hr_backend *be, hr_tensor *out, const hr_tensor *x, const h
     r.to = HR_F32;
     r.ldo = E;
     size_t rneed = cu_linear_scratch(c, &r, m->router.input_scale);
-    int rc = cu_scratch_reserve(c, Tc * per_tok + (grouped ? fixed_g : 0) + rneed + 4096);
+    int rc = cu_scratch_reserve(c, Tc * per_tok + (grouped ? fixed_g : (size_t)E * 16 + 3 * 256) + rneed + 4096);
     if (rc) return rc;
     size_t xs = hr_dtype_size(x->dtype), os = hr_dtype_size(out->dtype);
     for (int64_t t0 = 0; t0 < T && rc == HR_OK; t0 += Tc) {
@@ -816,6 +824,29 @@ static int cu_moe_op(hr_backend *be, hr_tensor *out, const hr_tensor *x, const h
         }
         cu_gemv_args g;
         memset(&g, 0, sizeof(g));
+        /* segment mode with BF16 x and experts: gate|up in BF16 [P, 2F]
+         * (hg's bytes), SwiGLU to BF16 [P, F] (hu's), chunks of 16 for the
+         * tensor-core kernel, as the dense MLP rounds its intermediates */
+        const bool seg = moe_seg_ok(P, E), seg16 = seg && x->dtype == HR_BF16 && m->gate->dtype == HR_BF16;
+        if (seg) {
+            /* both kinds of GEMV input (bf16 x, f32 SwiGLU) take 4 and 16 rows */
+            g.seg_nt = seg16 || P >= 8 * E ? 16 : 4;
+            g.max_chunks = cu_moe_max_chunks(P, E, g.seg_nt);
+            int32_t *perm = (int32_t *)cu_scratch_push(c, (size_t)P * 4);
+            int4 *chunks = (int4 *)cu_scratch_push(c, (size_t)g.max_chunks * sizeof(int4));
+            int *n_chunks = (int *)cu_scratch_push(c, sizeof(int));
+            if (!n_chunks) {
+                rc = hr_err_set(&be->err, HR_ENOMEM, "cuda moe: scratch too small");
+                break;
+            }
+            if ((e = cu_moe_segments(c->stream, ex, P, E, g.seg_nt, perm, chunks, n_chunks)) != cudaSuccess) {
+                rc = cu_fail(c, e, "moe segments");
+                break;
+            }
+            g.perm = perm;
+            g.chunks = chunks;
+            g.n_chunks = n_chunks;
+        }
         g.x = xc;
         g.tx = x->dtype;
         g.ldx = H;
@@ -826,7 +857,7 @@ static int cu_moe_op(hr_backend *be, hr_tensor *out, const hr_tensor *x, const h
         g.alpha = 1.0f;
         g.to = HR_F32;
         g.ldo = F;
-        g.expert = ex;
+        g.expert = g.chunks ? NULL : ex;
         g.xrow_div = k;
         g.w_stride = F * H;
         cu_gemv_args passes[3] = {g, g, g};
@@ -848,10 +879,24 @@ static int cu_moe_op(hr_backend *be, hr_tensor *out, const hr_tensor *x, const h
         passes[2].w_stride = H * F;
         passes[2].bias = m->down_bias ? (const float *)m->down_bias->data : NULL;
         passes[2].out = y;
+        bf16 *gu = (bf16 *)hg, *act = (bf16 *)hu;
+        if (seg16) {
+            passes[0].to = passes[1].to = HR_BF16;
+            passes[0].ldo = passes[1].ldo = 2 * F;
+            passes[0].out = gu;
+            passes[1].out = gu + F;
+            passes[2].x = act;
+            passes[2].tx = HR_BF16;
+        }
         for (int i = 0; i < 3 && rc == HR_OK; i++) {
-            if (i == 2 && (e = cu_swiglu(c->stream, hg, hg, hu, HR_F32, P, F, F, F, m->act)) != cudaSuccess) {
+            if (i == 2 && (e = seg16 ? cu_swiglu(c->stream, act, gu, gu + F, HR_BF16, P, F, 2 * F, 2 * F, m->act)
+                                     : cu_swiglu(c->stream, hg, hg, hu, HR_F32, P, F, F, F, m->act)) != cudaSuccess) {
                 rc = cu_fail(c, e, "moe swiglu");
                 break;
+            }
+            if (passes[i].chunks && !cu_gemv_ok(&passes[i])) { /* shape the segment mode cannot take: pair mode */
+                passes[i].chunks = NULL;
+                passes[i].expert = ex;
             }
             e = cu_gemv_ok(&passes[i]) ? cu_gemv(c->stream, &passes[i], 1, NULL) : cu_gemm_tiled(c->stream, &passes[i]);
             if (e != cudaSuccess) rc = cu_fail(c, e, "moe expert gemv");

@@ -185,6 +185,14 @@ typedef struct cu_gemv_args {
      * w, bias, out, N, ldo above are then unused. */
     int nseg;
     struct { const void *w; const float *bias; void *out; int64_t N, ldo; } seg[3];
+    /* segment mode (chunks != NULL, with expert == NULL): MoE pairs sorted by
+     * expert (cu_moe_segments). Block column c takes chunks[c] = {expert,
+     * first sorted position, rows, 0} if c < *n_chunks: rows <= seg_nt pairs
+     * perm[first..] of one expert, so the expert's weights stream once per
+     * chunk instead of once per pair. Pair p reads x row p / xrow_div and
+     * writes out row p; T is the pair count, max_chunks the grid's bound. */
+    const int32_t *perm; const int4 *chunks; const int *n_chunks;
+    int max_chunks, seg_nt;
 } cu_gemv_args;
 /* true when the GEMV kernel handles this shape (K vector-aligned, dtypes known). */
 bool cu_gemv_ok(const cu_gemv_args *a);
@@ -218,6 +226,12 @@ cudaError_t cu_attention(cudaStream_t st, const cu_attn_args *a, int splits, flo
 cudaError_t cu_moe_route(cudaStream_t st, const float *logits, int T, int E, int k, hr_route route, bool renorm,
                          int32_t *expert, float *weight);
 /* out[t, c] = sum_j weight[t*k+j] * y[t*k+j, c] */
+/* Sorts the P pairs' expert ids into perm / chunks / *n_chunks for the
+ * GEMV's segment mode (chunks of at most nt rows); E <= 1024. chunks needs
+ * cu_moe_max_chunks(P, E, nt) entries. */
+int cu_moe_max_chunks(int P, int E, int nt);
+cudaError_t cu_moe_segments(cudaStream_t st, const int32_t *expert, int P, int E, int nt, int32_t *perm, int4 *chunks,
+                            int *n_chunks);
 cudaError_t cu_moe_combine(cudaStream_t st, void *out, hr_dtype to, int64_t ldo, const float *y, const float *weight,
                            int T, int k, int64_t H);
 

@@ -8,6 +8,7 @@
 #include "backend/cuda/cu_types.cuh"
 
 #define MOE_MAX_K 32
+#define MOE_MAX_E 1024 /* experts the segment sort holds in shared memory */
 
 /* One thread per token: E is at most a few hundred and k a handful. */
 __global__ void moe_route_kernel(const float *logits, int T, int E, int k, hr_route route, bool renorm,
@@ -81,5 +82,54 @@ cudaError_t cu_moe_combine(cudaStream_t st, void *out, hr_dtype to, int64_t ldo,
     if (T > 65535) return cudaErrorInvalidValue;
     dim3 grid(HR_MIN(cu_blocks(H, 256), 64u), (unsigned)T);
     CU_DISPATCH_ACT(to, TO, cu_launch(moe_combine_kernel<TO>, grid, 256, 0, st, (TO *)out, ldo, y, weight, k, H));
+    return cudaGetLastError();
+}
+
+/* Pairs sorted by expert for the GEMV's segment mode: counts per expert,
+ * each expert's first sorted position, perm[P] (pair indices grouped by
+ * expert; the order inside an expert is whatever the atomics give, which
+ * cannot change a result: each pair's products are computed alone), and the
+ * work list chunks[] = {expert, first sorted position, rows <= nt, 0} with
+ * its length in *n_chunks. One block; the expert ids stay on the device, so
+ * a captured decode step can run it. Ids outside [0, E) are skipped (top-k
+ * over E logits never writes one). */
+__global__ void __launch_bounds__(1024) moe_segments_kernel(const int32_t *expert, int P, int E, int nt, int32_t *perm,
+                                                            int4 *chunks, int *n_chunks) {
+    pdl_begin();
+    __shared__ int cnt[MOE_MAX_E], base[MOE_MAX_E], cbase[MOE_MAX_E];
+    for (int e = threadIdx.x; e < E; e += blockDim.x) cnt[e] = 0;
+    __syncthreads();
+    for (int p = threadIdx.x; p < P; p += blockDim.x) {
+        int e = expert[p];
+        if ((unsigned)e < (unsigned)E) atomicAdd(&cnt[e], 1);
+    }
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        int b = 0, cb = 0;
+        for (int e = 0; e < E; e++) {
+            base[e] = b;
+            cbase[e] = cb;
+            b += cnt[e];
+            cb += (cnt[e] + nt - 1) / nt;
+        }
+        *n_chunks = cb;
+    }
+    __syncthreads();
+    for (int e = threadIdx.x; e < E; e += blockDim.x)
+        for (int j = 0, n = cnt[e]; j * nt < n; j++)
+            chunks[cbase[e] + j] = make_int4(e, base[e] + j * nt, min(nt, n - j * nt), 0);
+    __syncthreads(); /* base[] becomes the fill cursor below */
+    for (int p = threadIdx.x; p < P; p += blockDim.x) {
+        int e = expert[p];
+        if ((unsigned)e < (unsigned)E) perm[atomicAdd(&base[e], 1)] = p;
+    }
+}
+
+int cu_moe_max_chunks(int P, int E, int nt) { return (P + nt - 1) / nt + (E < P ? E : P); }
+
+cudaError_t cu_moe_segments(cudaStream_t st, const int32_t *expert, int P, int E, int nt, int32_t *perm, int4 *chunks,
+                            int *n_chunks) {
+    if (P <= 0 || E <= 0 || E > MOE_MAX_E || nt <= 0) return cudaErrorInvalidValue;
+    cu_launch(moe_segments_kernel, 1, 1024, 0, st, expert, P, E, nt, perm, chunks, n_chunks);
     return cudaGetLastError();
 }

@@ -1,10 +1,13 @@
 /* Weight-streaming GEMV / skinny GEMM for decode (T <= 16 tokens) and the
- * per-(token, expert) products of MoE: each warp owns GV_ROWS output rows and
+ * (token, expert) products of MoE (pair mode: one pair per block column;
+ * segment mode: the pairs sorted by expert, one chunk of up to 16 pairs of
+ * one expert per block column): each warp owns GV_ROWS output rows and
  * streams their weights with 16-byte non-allocating loads (several rows in
  * flight per lane), the few activation rows stay in L1/L2. When the grid would
  * not fill the GPU, K is split across blockIdx.z and a second kernel reduces
  * the float partials and applies bias. Plus a scalar fallback for shapes the
  * vector path cannot take (K not a multiple of the vector, odd dtypes). */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -63,8 +66,9 @@ template <int ROWS> __device__ __forceinline__ gv_part gv_part_of(const cu_gemv_
  * small grids that leave DRAM idle) the resident blocks already stream. Not
  * in pair mode, whose weights depend on the routing the previous kernel
  * wrote. */
-template <typename TX, typename TW, int NT, int ROWS, int PF>
+template <typename TX, typename TW, int NT, int ROWS, int PF, bool SEG>
 __global__ void __launch_bounds__(GV_WARPS * 32) gemv_kernel(cu_gemv_args a, int64_t klen, float *part) {
+    static_assert(!SEG || PF == 0, "segment mode reads the routing: no early loads");
     if constexpr (PF == 0) pdl_wait();
     constexpr int VEC = 16 / sizeof(TW);
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
@@ -72,7 +76,10 @@ __global__ void __launch_bounds__(GV_WARPS * 32) gemv_kernel(cu_gemv_args a, int
     const void *wbase = pt.w;
     const float *bias = pt.bias;
     void *out = pt.out;
-    const int64_t N = pt.N, ldo = pt.ldo, n0 = (pt.bx * GV_WARPS + warp) * ROWS;
+    /* segment mode: blockIdx.x is the chunk (the chunks of one expert run
+     * side by side and share its weight rows in L2), blockIdx.y the rows */
+    const int64_t bx = SEG ? (int64_t)blockIdx.y : pt.bx;
+    const int64_t N = pt.N, ldo = pt.ldo, n0 = (bx * GV_WARPS + warp) * ROWS;
     if (n0 >= N) return; /* no block-level barrier below */
     const int64_t k0 = (int64_t)blockIdx.z * klen, k1 = min(a.K, k0 + klen);
 
@@ -80,7 +87,21 @@ __global__ void __launch_bounds__(GV_WARPS * 32) gemv_kernel(cu_gemv_args a, int
     const TX *x = (const TX *)a.x;
     int64_t t0;
     int nt;
-    if (a.expert) {
+    int xrow[SEG ? NT : 1], orow[SEG ? NT : 1]; /* segment mode: x row and out row of each chunk row */
+    if constexpr (SEG) {
+        if ((int)blockIdx.x >= *a.n_chunks) return;
+        const int4 ch = a.chunks[blockIdx.x];
+        w += (int64_t)ch.x * a.w_stride;
+        if (bias) bias += (int64_t)ch.x * N;
+        t0 = 0;
+        nt = ch.z;
+#pragma unroll
+        for (int t = 0; t < NT; t++) {
+            int p = a.perm[ch.y + (t < nt ? t : 0)];
+            xrow[t] = p / a.xrow_div;
+            orow[t] = p;
+        }
+    } else if (a.expert) {
         int64_t p = blockIdx.y;
         int64_t e = a.expert[p];
         w += e * a.w_stride;
@@ -121,7 +142,7 @@ __global__ void __launch_bounds__(GV_WARPS * 32) gemv_kernel(cu_gemv_args a, int
             for (int t = 0; t < NT; t++) {
                 if (t < nt) {
                     float xv[VEC];
-                    load_x<TX, VEC>(x + t * a.ldx + ku, xv);
+                    load_x<TX, VEC>(x + (SEG ? (int64_t)xrow[t] : (int64_t)t) * a.ldx + ku, xv);
 #pragma unroll
                     for (int r = 0; r < ROWS; r++)
 #pragma unroll
@@ -179,10 +200,100 @@ __global__ void __launch_bounds__(GV_WARPS * 32) gemv_kernel(cu_gemv_args a, int
                 part[((int64_t)blockIdx.z * a.T + t0 + t) * N + n] = v;
             } else {
                 if (bias) v += bias[n];
-                store_dyn(out, a.to, (t0 + t) * ldo + n, v);
+                store_dyn(out, a.to, (SEG ? (int64_t)orow[t] : t0 + t) * ldo + n, v);
             }
         }
     }
+}
+
+/* Segment mode on tensor cores (BF16 x and weights, chunks of <= 16 pairs):
+ * a warp computes one chunk's pairs x 8 * NJ weight rows with
+ * mma.m16n8k16, the pairs as the A rows (unused rows repeat a real pair and
+ * are never stored). No shared memory: inside every 32-wide slice of K both
+ * operands use the same permuted K order, so that a lane's 16-byte loads
+ * are its fragments as they arrive: lane (g, q) loads k = 8q .. 8q + 7 of x
+ * rows g and g + 8 and of weight row g; the first mma takes k 8q .. 8q + 3
+ * of them, the second 8q + 4 .. 8q + 7. U slices are loaded before the
+ * first mma (U x NJ weight loads in flight per lane). */
+#define SM_WARPS 8
+template <int NJ, int U> __global__ void __launch_bounds__(SM_WARPS * 32) seg_mma_kernel(cu_gemv_args a) {
+    pdl_wait();
+    pdl_trigger();
+    if ((int)blockIdx.x >= *a.n_chunks) return;
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, q = lane & 3;
+    const int64_t N = a.N, K = a.K, n0 = ((int64_t)blockIdx.y * SM_WARPS + warp) * 8 * NJ;
+    if (n0 >= N) return;
+    const int4 ch = a.chunks[blockIdx.x];
+    const int nt = ch.z;
+    const int p0 = a.perm[ch.y + min(g, nt - 1)], p1 = a.perm[ch.y + min(g + 8, nt - 1)];
+    const bf16 *x0 = (const bf16 *)a.x + (int64_t)(p0 / a.xrow_div) * a.ldx,
+               *x1 = (const bf16 *)a.x + (int64_t)(p1 / a.xrow_div) * a.ldx;
+    const bf16 *w = (const bf16 *)a.w + (int64_t)ch.x * a.w_stride;
+    const bf16 *wr[NJ];
+#pragma unroll
+    for (int j = 0; j < NJ; j++) wr[j] = w + min(n0 + 8 * j + g, N - 1) * K; /* tail rows: never stored */
+    float acc[NJ][4];
+#pragma unroll
+    for (int j = 0; j < NJ; j++) acc[j][0] = acc[j][1] = acc[j][2] = acc[j][3] = 0.0f;
+    const uint4 z = make_uint4(0, 0, 0, 0);
+    for (int64_t k0 = 0; k0 < K; k0 += 32 * U) {
+        uint4 wv[U][NJ], xa[U], xb[U];
+#pragma unroll
+        for (int u = 0; u < U; u++) {
+            const int64_t k = k0 + 32 * u + 8 * q;
+            const bool ok = k < K; /* K % 8 == 0: a vector is whole or absent */
+#pragma unroll
+            for (int j = 0; j < NJ; j++) wv[u][j] = ok ? ld_stream(wr[j] + k) : z;
+            xa[u] = ok ? *reinterpret_cast<const uint4 *>(x0 + k) : z;
+            xb[u] = ok ? *reinterpret_cast<const uint4 *>(x1 + k) : z;
+        }
+#pragma unroll
+        for (int u = 0; u < U; u++) {
+            const uint32_t a1[4] = {xa[u].x, xb[u].x, xa[u].y, xb[u].y}, a2[4] = {xa[u].z, xb[u].z, xa[u].w, xb[u].w};
+#pragma unroll
+            for (int j = 0; j < NJ; j++) {
+                mma_bf16(acc[j], a1, wv[u][j].x, wv[u][j].y);
+                mma_bf16(acc[j], a2, wv[u][j].z, wv[u][j].w);
+            }
+        }
+    }
+    const float *bias = a.bias ? a.bias + (int64_t)ch.x * N : nullptr;
+#pragma unroll
+    for (int j = 0; j < NJ; j++)
+#pragma unroll
+        for (int h = 0; h < 2; h++) {
+            if (g + 8 * h >= nt) continue;
+            const int64_t row = h ? p1 : p0;
+#pragma unroll
+            for (int cc = 0; cc < 2; cc++) {
+                const int64_t n = n0 + 8 * j + 2 * q + cc;
+                if (n < N) store_dyn(a.out, a.to, row * a.ldo + n, acc[j][2 * h + cc] * a.alpha + (bias ? bias[n] : 0.0f));
+            }
+        }
+}
+
+/* weight rows per warp (8 * NJ) and K slices in flight (U):
+ * HEARTH_CUDA_MOE_TC_CFG = "NJ,U" picks one of the instantiated pairs
+ * (2,4 default; 1,8; 4,2; 2,8) for comparisons */
+static int seg_mma_cfg(void) {
+    static const int cfg[][2] = {{2, 4}, {1, 8}, {4, 2}, {2, 8}};
+    const char *e = getenv("HEARTH_CUDA_MOE_TC_CFG");
+    if (!e) return 0;
+    for (int i = 0; i < (int)HR_ARRAY_LEN(cfg); i++) {
+        char b[16];
+        snprintf(b, sizeof b, "%d,%d", cfg[i][0], cfg[i][1]);
+        if (!strcmp(e, b)) return i;
+    }
+    return 0;
+}
+static int seg_mma_rows(int cfg) { return cfg == 1 ? 8 : cfg == 2 ? 32 : 16; }
+
+/* whether the segment-mode launch a takes the tensor-core kernel
+ * (HEARTH_CUDA_MOE_TC=0: never, the CUDA-core segment kernel instead) */
+static bool seg_mma_ok(const cu_gemv_args *a) {
+    return a->chunks && a->tx == HR_BF16 && a->tw == HR_BF16 && a->seg_nt == 16 && a->K % 8 == 0 &&
+           a->ldx % 8 == 0 && a->w_stride % 8 == 0 && (uintptr_t)a->x % 16 == 0 && (uintptr_t)a->w % 16 == 0 &&
+           HR_CDIV(a->N, (int64_t)SM_WARPS * 8) <= 65535 && hr_env_on("HEARTH_CUDA_MOE_TC", true);
 }
 
 __global__ void splitk_reduce_kernel(cu_gemv_args a, int splits, const float *part) {
@@ -207,7 +318,11 @@ bool cu_gemv_ok(const cu_gemv_args *a) {
     size_t xs = hr_dtype_size(a->tx), xalign = HR_MIN((size_t)16, vec * xs);
     if (a->K % vec || a->ldx % vec) return false;
     if ((uintptr_t)a->w % 16 || (uintptr_t)a->x % xalign) return false;
-    if (a->expert && (a->w_stride % vec)) return false;
+    if ((a->expert || a->chunks) && (a->w_stride % vec)) return false;
+    if (a->chunks) {
+        bool nt_ok = a->seg_nt == 4 || a->seg_nt == 16 || (a->tx == HR_BF16 && (a->seg_nt == 2 || a->seg_nt == 8));
+        if (a->expert || a->nseg > 1 || !nt_ok || !a->perm || !a->n_chunks || a->max_chunks <= 0) return false;
+    }
     if (a->nseg > 1) {
         if (a->nseg > 3 || a->expert || pick_nt(a->T, a->tx) != 1) return false;
         for (int i = 0; i < a->nseg; i++)
@@ -223,7 +338,7 @@ static int pick_nt(int T, hr_dtype tx) {
 }
 
 static int rows_of(const cu_gemv_args *a) {
-    int nt = a->expert ? 1 : pick_nt(a->T, a->tx);
+    int nt = a->chunks ? a->seg_nt : a->expert ? 1 : pick_nt(a->T, a->tx);
     return nt == 1 && a->rows == 1 ? 1 : GV_ROWS(nt);
 }
 
@@ -248,7 +363,7 @@ static int blocks_per_sm(void) {
 
 int cu_gemv_splits(cu_gemv_args *a, int n_sm) {
     a->rows = 0;
-    if (a->expert) return 1;
+    if (a->expert || a->chunks) return 1;
     if (a->nseg > 1) { /* fused: never split; one row per warp when that fills the GPU better */
         if (grid_rows(a) < (int64_t)blocks_per_sm() * n_sm) a->rows = 1;
         return 1;
@@ -287,10 +402,22 @@ static int prefetch_depth(int rows) {
 }
 
 #define GV_LAUNCH(NT_, ROWS_, PF_) \
-    cu_launch(gemv_kernel<TX, TW, NT_, ROWS_, PF_>, grid, GV_WARPS * 32, 0, st, *a, klen, part)
+    cu_launch(gemv_kernel<TX, TW, NT_, ROWS_, PF_, false>, grid, GV_WARPS * 32, 0, st, *a, klen, part)
+#define GV_LAUNCH_SEG(NT_) cu_launch(gemv_kernel<TX, TW, NT_, GV_ROWS(NT_), 0, true>, grid, GV_WARPS * 32, 0, st, *a, klen, nullptr)
 
 template <typename TX, typename TW>
 static cudaError_t launch_tw(cudaStream_t st, const cu_gemv_args *a, dim3 grid, int64_t klen, float *part) {
+    if (a->chunks) {
+        if (a->seg_nt == 16) GV_LAUNCH_SEG(16);
+        else if (a->seg_nt == 4) GV_LAUNCH_SEG(4);
+        else if constexpr (sizeof(TX) == 2) {
+            if (a->seg_nt == 8) GV_LAUNCH_SEG(8);
+            else GV_LAUNCH_SEG(2);
+        } else {
+            return cudaErrorNotSupported;
+        }
+        return cudaGetLastError();
+    }
     int nt = a->expert ? 1 : pick_nt(a->T, a->tx);
     /* pair mode reads expert ids the previous kernel wrote: no early loads */
     const int pf = a->expert ? 0 : prefetch_depth(nt == 1 ? rows_of(a) : GV_ROWS(nt));
@@ -332,17 +459,30 @@ static cudaError_t launch_tw(cudaStream_t st, const cu_gemv_args *a, dim3 grid, 
     return cudaGetLastError();
 }
 #undef GV_LAUNCH
+#undef GV_LAUNCH_SEG
 
 cudaError_t cu_gemv(cudaStream_t st, const cu_gemv_args *a, int splits, float *part) {
     if (a->T <= 0 || a->N <= 0) return cudaSuccess;
     if (!cu_gemv_ok(a)) return cudaErrorNotSupported;
-    if (a->expert || a->nseg > 1) splits = 1;
+    if (seg_mma_ok(a)) {
+        const int cfg = seg_mma_cfg();
+        dim3 grid((unsigned)a->max_chunks, (unsigned)HR_CDIV(a->N, (int64_t)SM_WARPS * seg_mma_rows(cfg)));
+        switch (cfg) {
+        case 1: cu_launch(seg_mma_kernel<1, 8>, grid, SM_WARPS * 32, 0, st, *a); break;
+        case 2: cu_launch(seg_mma_kernel<4, 2>, grid, SM_WARPS * 32, 0, st, *a); break;
+        case 3: cu_launch(seg_mma_kernel<2, 8>, grid, SM_WARPS * 32, 0, st, *a); break;
+        default: cu_launch(seg_mma_kernel<2, 4>, grid, SM_WARPS * 32, 0, st, *a);
+        }
+        return cudaGetLastError();
+    }
+    if (a->expert || a->chunks || a->nseg > 1) splits = 1;
     int64_t step = 32 * (int64_t)vec_of(a->tw);
     int64_t klen = HR_CDIV(HR_CDIV(a->K, (int64_t)HR_MAX(splits, 1)), step) * step;
     if (klen <= 0) klen = step;
     int64_t s = HR_MAX((int64_t)1, HR_CDIV(a->K, klen));
-    if (grid_t(a) > 65535) return cudaErrorInvalidValue;
-    dim3 grid((unsigned)grid_rows(a), (unsigned)grid_t(a), (unsigned)s);
+    if (a->chunks ? grid_rows(a) > 65535 : grid_t(a) > 65535) return cudaErrorInvalidValue;
+    dim3 grid = a->chunks ? dim3((unsigned)a->max_chunks, (unsigned)grid_rows(a), 1)
+                          : dim3((unsigned)grid_rows(a), (unsigned)grid_t(a), (unsigned)s);
     float *p = s > 1 ? part : nullptr;
     if (s > 1 && !part) return cudaErrorInvalidValue;
     cudaError_t e;
