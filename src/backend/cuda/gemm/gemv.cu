@@ -273,20 +273,25 @@ template <int NJ, int U> __global__ void __launch_bounds__(SM_WARPS * 32) seg_mm
 }
 
 /* weight rows per warp (8 * NJ) and K slices in flight (U):
- * HEARTH_CUDA_MOE_TC_CFG = "NJ,U" picks one of the instantiated pairs
- * (2,4 default; 1,8; 4,2; 2,8) for comparisons */
+ * HEARTH_CUDA_MOE_TC_CFG = "NJ,U" picks one of the instantiated pairs for
+ * comparisons: 4,2 (default), 2,4, 8,1, 4,4, 8,2. H100, gpt-oss-20b decode
+ * at batch 8 / 64 / 256: 2,4 576 / 2876 / 9292 tok/s; 1,8 511 / 2835 /
+ * 8877; 2,8 556 / 2770 / 9032; 4,2 682 / 3313 / 10073 (fewer x loads
+ * per weight load); 8,1 523 / 2680 / 8447; 4,4 549 / 2655 / 8839; 8,2
+ * 605 / 2876 / 8194 (fewer blocks, more registers) */
+static const int seg_cfgs[][2] = {{4, 2}, {2, 4}, {8, 1}, {4, 4}, {8, 2}};
 static int seg_mma_cfg(void) {
-    static const int cfg[][2] = {{2, 4}, {1, 8}, {4, 2}, {2, 8}};
+    const int(*cfg)[2] = seg_cfgs;
     const char *e = getenv("HEARTH_CUDA_MOE_TC_CFG");
     if (!e) return 0;
-    for (int i = 0; i < (int)HR_ARRAY_LEN(cfg); i++) {
+    for (int i = 0; i < (int)HR_ARRAY_LEN(seg_cfgs); i++) {
         char b[16];
         snprintf(b, sizeof b, "%d,%d", cfg[i][0], cfg[i][1]);
         if (!strcmp(e, b)) return i;
     }
     return 0;
 }
-static int seg_mma_rows(int cfg) { return cfg == 1 ? 8 : cfg == 2 ? 32 : 16; }
+static int seg_mma_rows(int cfg) { return 8 * seg_cfgs[cfg][0]; }
 
 /* whether the segment-mode launch a takes the tensor-core kernel
  * (HEARTH_CUDA_MOE_TC=0: never, the CUDA-core segment kernel instead) */
@@ -468,10 +473,11 @@ cudaError_t cu_gemv(cudaStream_t st, const cu_gemv_args *a, int splits, float *p
         const int cfg = seg_mma_cfg();
         dim3 grid((unsigned)a->max_chunks, (unsigned)HR_CDIV(a->N, (int64_t)SM_WARPS * seg_mma_rows(cfg)));
         switch (cfg) {
-        case 1: cu_launch(seg_mma_kernel<1, 8>, grid, SM_WARPS * 32, 0, st, *a); break;
-        case 2: cu_launch(seg_mma_kernel<4, 2>, grid, SM_WARPS * 32, 0, st, *a); break;
-        case 3: cu_launch(seg_mma_kernel<2, 8>, grid, SM_WARPS * 32, 0, st, *a); break;
-        default: cu_launch(seg_mma_kernel<2, 4>, grid, SM_WARPS * 32, 0, st, *a);
+        case 1: cu_launch(seg_mma_kernel<2, 4>, grid, SM_WARPS * 32, 0, st, *a); break;
+        case 2: cu_launch(seg_mma_kernel<8, 1>, grid, SM_WARPS * 32, 0, st, *a); break;
+        case 3: cu_launch(seg_mma_kernel<4, 4>, grid, SM_WARPS * 32, 0, st, *a); break;
+        case 4: cu_launch(seg_mma_kernel<8, 2>, grid, SM_WARPS * 32, 0, st, *a); break;
+        default: cu_launch(seg_mma_kernel<4, 2>, grid, SM_WARPS * 32, 0, st, *a);
         }
         return cudaGetLastError();
     }
