@@ -702,9 +702,14 @@ static void test_moe(hr_route route, bool biases, float limit, int T, int E, int
     }
     float *got = download(out);
     char what[80];
-    const char *seg = getenv("HEARTH_CUDA_MOE_SEG"), *tc = getenv("HEARTH_CUDA_MOE_TC");
+    const char *seg = getenv("HEARTH_CUDA_MOE_SEG"), *tc = getenv("HEARTH_CUDA_MOE_TC"),
+               *fuse = getenv("HEARTH_CUDA_MOE_FUSE");
     snprintf(what, sizeof what, "moe %s T %d E %d k %d (%s)", route == HR_ROUTE_SOFTMAX_TOPK ? "softmax-topk" : "topk-softmax",
-             T, E, K, seg && !strcmp(seg, "0") ? "pairs" : tc && !strcmp(tc, "0") ? "segments, cuda cores" : "segments");
+             T, E, K,
+             seg && !strcmp(seg, "0")     ? "pairs"
+             : tc && !strcmp(tc, "0")     ? "segments, cuda cores"
+             : fuse && !strcmp(fuse, "0") ? "gate, up apart"
+                                          : "segments");
     CHECK_REL(got, ref, (int64_t)T * H, TOL_BF16, what);
     free(got);
     free(ref);
@@ -916,9 +921,11 @@ int main(void) {
     test_linear(2, 512, 256, HR_BF16, HR_BF16, false, 0.02f); /* FP8 W8A8 input rounding */
     test_linear(40, 512, 256, HR_BF16, HR_BF16, true, 0.02f); /* FP8 through cuBLASLt */
 
-    /* the GEMV's MoE modes: segments on tensor cores (default), segments on
-     * CUDA cores, pairs only */
-    static const char *moe_modes[][2] = {{NULL, NULL}, {"HEARTH_CUDA_MOE_TC", "0"}, {"HEARTH_CUDA_MOE_SEG", "0"}};
+    /* the GEMV's MoE modes: segments on tensor cores (default; gate and up
+     * in one launch, as the pair mode), segments on CUDA cores, pairs only,
+     * and gate and up in two launches */
+    static const char *moe_modes[][2] = {
+        {NULL, NULL}, {"HEARTH_CUDA_MOE_TC", "0"}, {"HEARTH_CUDA_MOE_SEG", "0"}, {"HEARTH_CUDA_MOE_FUSE", "0"}};
     for (size_t i = 0; i < HR_ARRAY_LEN(moe_modes); i++) {
         if (moe_modes[i][0]) setenv(moe_modes[i][0], moe_modes[i][1], 1);
         test_moe(HR_ROUTE_SOFTMAX_TOPK, false, 0, 5, 4, 2);     /* 10 pairs: one chunk per expert */

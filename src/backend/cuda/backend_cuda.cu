@@ -888,7 +888,27 @@ static int cu_moe_op(hr_backend *be, hr_tensor *out, const hr_tensor *x, const h
             passes[2].x = act;
             passes[2].tx = HR_BF16;
         }
-        for (int i = 0; i < 3 && rc == HR_OK; i++) {
+        /* gate and up in one launch where the GEMV takes two linears of the
+         * same pairs (pair mode, tensor-core segments); HEARTH_CUDA_MOE_FUSE=0:
+         * two launches */
+        int first = 0;
+        cu_gemv_args fused = passes[0];
+        fused.nseg = 2;
+        for (int i = 0; i < 2; i++) {
+            fused.seg[i].w = passes[i].w;
+            fused.seg[i].bias = passes[i].bias;
+            fused.seg[i].out = passes[i].out;
+            fused.seg[i].N = F;
+            fused.seg[i].ldo = passes[i].ldo;
+        }
+        if (hr_env_on("HEARTH_CUDA_MOE_FUSE", true) && cu_gemv_ok(&fused)) {
+            if ((e = cu_gemv(c->stream, &fused, 1, NULL)) != cudaSuccess) {
+                rc = cu_fail(c, e, "moe expert gemv");
+                break;
+            }
+            first = 2;
+        }
+        for (int i = first; i < 3 && rc == HR_OK; i++) {
             if (i == 2 && (e = seg16 ? cu_swiglu(c->stream, act, gu, gu + F, HR_BF16, P, F, 2 * F, 2 * F, m->act)
                                      : cu_swiglu(c->stream, hg, hg, hu, HR_F32, P, F, F, F, m->act)) != cudaSuccess) {
                 rc = cu_fail(c, e, "moe swiglu");

@@ -221,14 +221,30 @@ template <int NJ, int U> __global__ void __launch_bounds__(SM_WARPS * 32) seg_mm
     pdl_trigger();
     if ((int)blockIdx.x >= *a.n_chunks) return;
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, q = lane & 3;
-    const int64_t N = a.N, K = a.K, n0 = ((int64_t)blockIdx.y * SM_WARPS + warp) * 8 * NJ;
+    /* nseg == 2 (gate and up of the same pairs): the row blocks of seg[0],
+     * then those of seg[1] */
+    const void *wbase = a.w;
+    void *obase = a.out;
+    const float *bbase = a.bias;
+    int64_t N = a.N, ldo = a.ldo, by = blockIdx.y;
+    if (a.nseg > 1) {
+        const int64_t nb0 = (a.seg[0].N + SM_WARPS * 8 * NJ - 1) / (SM_WARPS * 8 * NJ);
+        const int si = by < nb0 ? 0 : 1;
+        by -= si ? nb0 : 0;
+        wbase = a.seg[si].w;
+        bbase = a.seg[si].bias;
+        obase = a.seg[si].out;
+        N = a.seg[si].N;
+        ldo = a.seg[si].ldo;
+    }
+    const int64_t K = a.K, n0 = (by * SM_WARPS + warp) * 8 * NJ;
     if (n0 >= N) return;
     const int4 ch = a.chunks[blockIdx.x];
     const int nt = ch.z;
     const int p0 = a.perm[ch.y + min(g, nt - 1)], p1 = a.perm[ch.y + min(g + 8, nt - 1)];
     const bf16 *x0 = (const bf16 *)a.x + (int64_t)(p0 / a.xrow_div) * a.ldx,
                *x1 = (const bf16 *)a.x + (int64_t)(p1 / a.xrow_div) * a.ldx;
-    const bf16 *w = (const bf16 *)a.w + (int64_t)ch.x * a.w_stride;
+    const bf16 *w = (const bf16 *)wbase + (int64_t)ch.x * a.w_stride;
     const bf16 *wr[NJ];
 #pragma unroll
     for (int j = 0; j < NJ; j++) wr[j] = w + min(n0 + 8 * j + g, N - 1) * K; /* tail rows: never stored */
@@ -257,7 +273,7 @@ template <int NJ, int U> __global__ void __launch_bounds__(SM_WARPS * 32) seg_mm
             }
         }
     }
-    const float *bias = a.bias ? a.bias + (int64_t)ch.x * N : nullptr;
+    const float *bias = bbase ? bbase + (int64_t)ch.x * N : nullptr;
 #pragma unroll
     for (int j = 0; j < NJ; j++)
 #pragma unroll
@@ -267,7 +283,7 @@ template <int NJ, int U> __global__ void __launch_bounds__(SM_WARPS * 32) seg_mm
 #pragma unroll
             for (int cc = 0; cc < 2; cc++) {
                 const int64_t n = n0 + 8 * j + 2 * q + cc;
-                if (n < N) store_dyn(a.out, a.to, row * a.ldo + n, acc[j][2 * h + cc] * a.alpha + (bias ? bias[n] : 0.0f));
+                if (n < N) store_dyn(obase, a.to, row * ldo + n, acc[j][2 * h + cc] * a.alpha + (bias ? bias[n] : 0.0f));
             }
         }
 }
@@ -296,9 +312,22 @@ static int seg_mma_rows(int cfg) { return 8 * seg_cfgs[cfg][0]; }
 /* whether the segment-mode launch a takes the tensor-core kernel
  * (HEARTH_CUDA_MOE_TC=0: never, the CUDA-core segment kernel instead) */
 static bool seg_mma_ok(const cu_gemv_args *a) {
-    return a->chunks && a->tx == HR_BF16 && a->tw == HR_BF16 && a->seg_nt == 16 && a->K % 8 == 0 &&
-           a->ldx % 8 == 0 && a->w_stride % 8 == 0 && (uintptr_t)a->x % 16 == 0 && (uintptr_t)a->w % 16 == 0 &&
-           HR_CDIV(a->N, (int64_t)SM_WARPS * 8) <= 65535 && hr_env_on("HEARTH_CUDA_MOE_TC", true);
+    if (!a->chunks || a->tx != HR_BF16 || a->tw != HR_BF16 || a->seg_nt != 16 || a->K % 8 || a->ldx % 8 ||
+        a->w_stride % 8 || (uintptr_t)a->x % 16 || a->nseg > 2 || !hr_env_on("HEARTH_CUDA_MOE_TC", true))
+        return false;
+    int64_t rows = 0;
+    for (int i = 0; i < HR_MAX(a->nseg, 1); i++) {
+        const void *w = a->nseg > 1 ? a->seg[i].w : a->w;
+        if ((uintptr_t)w % 16) return false;
+        rows += HR_CDIV(a->nseg > 1 ? a->seg[i].N : a->N, (int64_t)SM_WARPS * 8);
+    }
+    return rows <= 65535;
+}
+
+/* row blocks of the tensor-core segment kernel for 8 * nj rows per warp */
+static int64_t seg_mma_blocks(const cu_gemv_args *a, int nj) {
+    const int64_t r = (int64_t)SM_WARPS * 8 * nj;
+    return a->nseg > 1 ? HR_CDIV(a->seg[0].N, r) + HR_CDIV(a->seg[1].N, r) : HR_CDIV(a->N, r);
 }
 
 __global__ void splitk_reduce_kernel(cu_gemv_args a, int splits, const float *part) {
@@ -326,10 +355,13 @@ bool cu_gemv_ok(const cu_gemv_args *a) {
     if ((a->expert || a->chunks) && (a->w_stride % vec)) return false;
     if (a->chunks) {
         bool nt_ok = a->seg_nt == 4 || a->seg_nt == 16 || (a->tx == HR_BF16 && (a->seg_nt == 2 || a->seg_nt == 8));
-        if (a->expert || a->nseg > 1 || !nt_ok || !a->perm || !a->n_chunks || a->max_chunks <= 0) return false;
+        if (a->expert || !nt_ok || !a->perm || !a->n_chunks || a->max_chunks <= 0) return false;
     }
     if (a->nseg > 1) {
-        if (a->nseg > 3 || a->expert || pick_nt(a->T, a->tx) != 1) return false;
+        /* fused launches: plain one-token GEMVs (up to 3 linears), pair mode
+         * (gate and up: 2), segment mode on tensor cores (2) */
+        if (a->chunks) return a->nseg == 2 && seg_mma_ok(a);
+        if (a->nseg > (a->expert ? 2 : 3) || (!a->expert && pick_nt(a->T, a->tx) != 1)) return false;
         for (int i = 0; i < a->nseg; i++)
             if ((uintptr_t)a->seg[i].w % 16) return false;
     }
@@ -471,7 +503,7 @@ cudaError_t cu_gemv(cudaStream_t st, const cu_gemv_args *a, int splits, float *p
     if (!cu_gemv_ok(a)) return cudaErrorNotSupported;
     if (seg_mma_ok(a)) {
         const int cfg = seg_mma_cfg();
-        dim3 grid((unsigned)a->max_chunks, (unsigned)HR_CDIV(a->N, (int64_t)SM_WARPS * seg_mma_rows(cfg)));
+        dim3 grid((unsigned)a->max_chunks, (unsigned)seg_mma_blocks(a, seg_mma_rows(cfg) / 8));
         switch (cfg) {
         case 1: cu_launch(seg_mma_kernel<2, 4>, grid, SM_WARPS * 32, 0, st, *a); break;
         case 2: cu_launch(seg_mma_kernel<8, 1>, grid, SM_WARPS * 32, 0, st, *a); break;
