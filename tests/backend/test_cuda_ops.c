@@ -709,6 +709,7 @@ static void test_moe(hr_route route, bool biases, float limit, int T, int E, int
              seg && !strcmp(seg, "0")     ? "pairs"
              : tc && !strcmp(tc, "0")     ? "segments, cuda cores"
              : fuse && !strcmp(fuse, "0") ? "gate, up apart"
+             : T > 256 && !getenv("HEARTH_CUDA_MOE_GROUPED") ? "grouped"
                                           : "segments");
     CHECK_REL(got, ref, (int64_t)T * H, TOL_BF16, what);
     free(got);
@@ -932,11 +933,20 @@ int main(void) {
         test_moe(HR_ROUTE_TOPK_SOFTMAX, true, 7.0f, 3, 8, 2);   /* pair mode (6 pairs) */
         test_moe(HR_ROUTE_TOPK_SOFTMAX, true, 7.0f, 64, 32, 4); /* gpt-oss-like decode */
         test_moe(HR_ROUTE_SOFTMAX_TOPK, false, 0, 37, 16, 2);   /* ragged chunks */
-        test_moe(HR_ROUTE_SOFTMAX_TOPK, true, 0, 200, 4, 2);    /* ~100 pairs per expert: 7 chunks each */
+        test_moe(HR_ROUTE_SOFTMAX_TOPK, true, 0, 200, 4, 2);    /* ~100 pairs per expert: chunks of 64 */
+        test_moe(HR_ROUTE_TOPK_SOFTMAX, true, 7.0f, 130, 4, 4); /* k = E: 130 pairs per expert (64 + 64 + 2) */
+        test_moe(HR_ROUTE_SOFTMAX_TOPK, false, 0, 256, 8, 2);   /* 64 per expert on average */
         if (moe_modes[i][0]) unsetenv(moe_modes[i][0]);
     }
-    test_moe(HR_ROUTE_SOFTMAX_TOPK, false, 0, 300, 8, 2);    /* grouped path */
-    test_moe(HR_ROUTE_TOPK_SOFTMAX, true, 7.0f, 333, 4, 2);  /* grouped, biases, gpt-oss clamp */
+    /* T > 256: the grouped cuBLASLt path, and (HEARTH_CUDA_MOE_GROUPED=0)
+     * the segment mode, whose 32+ pairs per expert take chunks of 64
+     * (gemm/moe_gemm.cu) */
+    for (int gi = 0; gi < 2; gi++) {
+        if (gi) setenv("HEARTH_CUDA_MOE_GROUPED", "0", 1);
+        test_moe(HR_ROUTE_SOFTMAX_TOPK, false, 0, 300, 8, 2);   /* grouped path */
+        test_moe(HR_ROUTE_TOPK_SOFTMAX, true, 7.0f, 333, 4, 2); /* grouped, biases, gpt-oss clamp */
+        if (gi) unsetenv("HEARTH_CUDA_MOE_GROUPED");
+    }
 
 bench:
     if (bench) {

@@ -742,6 +742,13 @@ static bool moe_seg_ok(int P, int E) {
     return hr_env_on("HEARTH_CUDA_MOE_SEG", true) && E <= 1024 && P >= E && P >= 8;
 }
 
+/* Whether a segment-mode step with BF16 operands takes chunks of 64 pairs
+ * (the grouped tensor-core GEMM of gemm/moe_gemm.cu) instead of 16: when
+ * experts average 32 pairs or more. HEARTH_CUDA_MOE_GEMM=0: never. */
+static bool moe_gemm_on(int P, int E) {
+    return hr_env_on("HEARTH_CUDA_MOE_GEMM", true) && hr_env_on("HEARTH_CUDA_MOE_TC", true) && P >= 32 * E;
+}
+
 /* Experts run per (token, chosen expert) pair through the GEMV: route on
  * the GPU, gate/up -> SwiGLU -> down in float scratch, weighted sum. The
  * GEMV takes the pairs sorted by expert (segment mode) once experts repeat
@@ -830,7 +837,7 @@ static int cu_moe_op(hr_backend *be, hr_tensor *out, const hr_tensor *x, const h
         const bool seg = moe_seg_ok(P, E), seg16 = seg && x->dtype == HR_BF16 && m->gate->dtype == HR_BF16;
         if (seg) {
             /* both kinds of GEMV input (bf16 x, f32 SwiGLU) take 4 and 16 rows */
-            g.seg_nt = seg16 || P >= 8 * E ? 16 : 4;
+            g.seg_nt = seg16 && moe_gemm_on(P, E) ? 64 : seg16 || P >= 8 * E ? 16 : 4;
             g.max_chunks = cu_moe_max_chunks(P, E, g.seg_nt);
             int32_t *perm = (int32_t *)cu_scratch_push(c, (size_t)P * 4);
             int4 *chunks = (int4 *)cu_scratch_push(c, (size_t)g.max_chunks * sizeof(int4));

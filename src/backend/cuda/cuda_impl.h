@@ -194,6 +194,10 @@ typedef struct cu_gemv_args {
     const int32_t *perm; const int4 *chunks; const int *n_chunks;
     int max_chunks, seg_nt;
 } cu_gemv_args;
+/* Segment mode with chunks of 64 pairs (gemm/moe_gemm.cu): a grouped GEMM
+ * on tensor cores with shared-memory tiles, BF16 x and weights, K % 32 == 0. */
+bool cu_moe_gemm_ok(const cu_gemv_args *a);
+cudaError_t cu_moe_gemm(cudaStream_t st, const cu_gemv_args *a);
 /* true when the GEMV kernel handles this shape (K vector-aligned, dtypes known). */
 bool cu_gemv_ok(const cu_gemv_args *a);
 /* part: scratch of splits * T * N floats when splits > 1 (pair mode: splits must be 1). */

@@ -354,6 +354,7 @@ bool cu_gemv_ok(const cu_gemv_args *a) {
     if ((uintptr_t)a->w % 16 || (uintptr_t)a->x % xalign) return false;
     if ((a->expert || a->chunks) && (a->w_stride % vec)) return false;
     if (a->chunks) {
+        if (a->seg_nt == 64) return cu_moe_gemm_ok(a); /* moe_gemm.cu */
         bool nt_ok = a->seg_nt == 4 || a->seg_nt == 16 || (a->tx == HR_BF16 && (a->seg_nt == 2 || a->seg_nt == 8));
         if (a->expert || !nt_ok || !a->perm || !a->n_chunks || a->max_chunks <= 0) return false;
     }
@@ -501,6 +502,7 @@ static cudaError_t launch_tw(cudaStream_t st, const cu_gemv_args *a, dim3 grid, 
 cudaError_t cu_gemv(cudaStream_t st, const cu_gemv_args *a, int splits, float *part) {
     if (a->T <= 0 || a->N <= 0) return cudaSuccess;
     if (!cu_gemv_ok(a)) return cudaErrorNotSupported;
+    if (a->chunks && a->seg_nt == 64) return cu_moe_gemm(st, a);
     if (seg_mma_ok(a)) {
         const int cfg = seg_mma_cfg();
         dim3 grid((unsigned)a->max_chunks, (unsigned)seg_mma_blocks(a, seg_mma_rows(cfg) / 8));
