@@ -749,6 +749,108 @@ static bool moe_gemm_on(int P, int E) {
     return hr_env_on("HEARTH_CUDA_MOE_GEMM", true) && hr_env_on("HEARTH_CUDA_MOE_TC", true) && P >= 32 * E;
 }
 
+/* The GEMV path for one chunk of tc tokens whose routing (ex: P = tc x k
+ * pairs) is on the device: gate and up -> SwiGLU -> down into y [P, H]
+ * F32. The segment mode when experts repeat (moe_seg_ok), else the pair
+ * mode. hg, hu: [P, F] F32 scratch each (the segment mode's BF16
+ * intermediates use their bytes). */
+static int moe_gemv_chunk(cu_backend *c, const hr_moe *m, hr_dtype tx, const char *xc, int tc, int64_t H, int64_t F,
+                          const int32_t *ex, float *hg, float *hu, float *y) {
+    hr_backend *be = &c->base;
+    const int E = m->n_experts, k = m->top_k, P = tc * k;
+    cudaError_t e;
+    cu_gemv_args g;
+    memset(&g, 0, sizeof(g));
+    /* segment mode with BF16 x and experts: gate|up in BF16 [P, 2F]
+     * (hg's bytes), SwiGLU to BF16 [P, F] (hu's), chunks of 16 for the
+     * tensor-core kernel, as the dense MLP rounds its intermediates */
+    const bool seg = moe_seg_ok(P, E), seg16 = seg && tx == HR_BF16 && m->gate->dtype == HR_BF16;
+    if (seg) {
+        /* both kinds of GEMV input (bf16 x, f32 SwiGLU) take 4 and 16 rows */
+        g.seg_nt = seg16 && moe_gemm_on(P, E) ? 64 : seg16 || P >= 8 * E ? 16 : 4;
+        g.max_chunks = cu_moe_max_chunks(P, E, g.seg_nt);
+        int32_t *perm = (int32_t *)cu_scratch_push(c, (size_t)P * 4);
+        int4 *chunks = (int4 *)cu_scratch_push(c, (size_t)g.max_chunks * sizeof(int4));
+        int *n_chunks = (int *)cu_scratch_push(c, sizeof(int));
+        if (!n_chunks) return hr_err_set(&be->err, HR_ENOMEM, "cuda moe: scratch too small");
+        if ((e = cu_moe_segments(c->stream, ex, P, E, g.seg_nt, perm, chunks, n_chunks)) != cudaSuccess)
+            return cu_fail(c, e, "moe segments");
+        g.perm = perm;
+        g.chunks = chunks;
+        g.n_chunks = n_chunks;
+    }
+    g.x = xc;
+    g.tx = tx;
+    g.ldx = H;
+    g.tw = m->gate->dtype;
+    g.K = H;
+    g.N = F;
+    g.T = P;
+    g.alpha = 1.0f;
+    g.to = HR_F32;
+    g.ldo = F;
+    g.expert = g.chunks ? NULL : ex;
+    g.xrow_div = k;
+    g.w_stride = F * H;
+    cu_gemv_args passes[3] = {g, g, g};
+    passes[0].w = m->gate->data;
+    passes[0].bias = m->gate_bias ? (const float *)m->gate_bias->data : NULL;
+    passes[0].out = hg;
+    passes[1].w = m->up->data;
+    passes[1].bias = m->up_bias ? (const float *)m->up_bias->data : NULL;
+    passes[1].out = hu;
+    /* down: input is the SwiGLU output (in hg), one row per pair */
+    passes[2].x = hg;
+    passes[2].tx = HR_F32;
+    passes[2].ldx = F;
+    passes[2].w = m->down->data;
+    passes[2].K = F;
+    passes[2].N = H;
+    passes[2].ldo = H;
+    passes[2].xrow_div = 1;
+    passes[2].w_stride = H * F;
+    passes[2].bias = m->down_bias ? (const float *)m->down_bias->data : NULL;
+    passes[2].out = y;
+    bf16 *gu = (bf16 *)hg, *act = (bf16 *)hu;
+    if (seg16) {
+        passes[0].to = passes[1].to = HR_BF16;
+        passes[0].ldo = passes[1].ldo = 2 * F;
+        passes[0].out = gu;
+        passes[1].out = gu + F;
+        passes[2].x = act;
+        passes[2].tx = HR_BF16;
+    }
+    /* gate and up in one launch where the GEMV takes two linears of the
+     * same pairs (pair mode, tensor-core segments); HEARTH_CUDA_MOE_FUSE=0:
+     * two launches */
+    int first = 0;
+    cu_gemv_args fused = passes[0];
+    fused.nseg = 2;
+    for (int i = 0; i < 2; i++) {
+        fused.seg[i].w = passes[i].w;
+        fused.seg[i].bias = passes[i].bias;
+        fused.seg[i].out = passes[i].out;
+        fused.seg[i].N = F;
+        fused.seg[i].ldo = passes[i].ldo;
+    }
+    if (hr_env_on("HEARTH_CUDA_MOE_FUSE", true) && cu_gemv_ok(&fused)) {
+        if ((e = cu_gemv(c->stream, &fused, 1, NULL)) != cudaSuccess) return cu_fail(c, e, "moe expert gemv");
+        first = 2;
+    }
+    for (int i = first; i < 3; i++) {
+        if (i == 2 && (e = seg16 ? cu_swiglu(c->stream, act, gu, gu + F, HR_BF16, P, F, 2 * F, 2 * F, m->act)
+                                 : cu_swiglu(c->stream, hg, hg, hu, HR_F32, P, F, F, F, m->act)) != cudaSuccess)
+            return cu_fail(c, e, "moe swiglu");
+        if (passes[i].chunks && !cu_gemv_ok(&passes[i])) { /* shape the segment mode cannot take: pair mode */
+            passes[i].chunks = NULL;
+            passes[i].expert = ex;
+        }
+        e = cu_gemv_ok(&passes[i]) ? cu_gemv(c->stream, &passes[i], 1, NULL) : cu_gemm_tiled(c->stream, &passes[i]);
+        if (e != cudaSuccess) return cu_fail(c, e, "moe expert gemv");
+    }
+    return HR_OK;
+}
+
 /* Experts run per (token, chosen expert) pair through the GEMV: route on
  * the GPU, gate/up -> SwiGLU -> down in float scratch, weighted sum. The
  * GEMV takes the pairs sorted by expert (segment mode) once experts repeat
@@ -823,111 +925,8 @@ static int cu_moe_op(hr_backend *be, hr_tensor *out, const hr_tensor *x, const h
             rc = cu_fail(c, e, "moe route");
             break;
         }
-        if (grouped) {
-            if ((rc = moe_grouped_chunk(c, m, xc, tc, H, F, ex, y, region, region_b))) break;
-            e = cu_moe_combine(c->stream, (char *)out->data + (size_t)t0 * H * os, out->dtype, H, y, wt, tc, k, H);
-            if (e != cudaSuccess) rc = cu_fail(c, e, "moe combine");
-            continue;
-        }
-        cu_gemv_args g;
-        memset(&g, 0, sizeof(g));
-        /* segment mode with BF16 x and experts: gate|up in BF16 [P, 2F]
-         * (hg's bytes), SwiGLU to BF16 [P, F] (hu's), chunks of 16 for the
-         * tensor-core kernel, as the dense MLP rounds its intermediates */
-        const bool seg = moe_seg_ok(P, E), seg16 = seg && x->dtype == HR_BF16 && m->gate->dtype == HR_BF16;
-        if (seg) {
-            /* both kinds of GEMV input (bf16 x, f32 SwiGLU) take 4 and 16 rows */
-            g.seg_nt = seg16 && moe_gemm_on(P, E) ? 64 : seg16 || P >= 8 * E ? 16 : 4;
-            g.max_chunks = cu_moe_max_chunks(P, E, g.seg_nt);
-            int32_t *perm = (int32_t *)cu_scratch_push(c, (size_t)P * 4);
-            int4 *chunks = (int4 *)cu_scratch_push(c, (size_t)g.max_chunks * sizeof(int4));
-            int *n_chunks = (int *)cu_scratch_push(c, sizeof(int));
-            if (!n_chunks) {
-                rc = hr_err_set(&be->err, HR_ENOMEM, "cuda moe: scratch too small");
-                break;
-            }
-            if ((e = cu_moe_segments(c->stream, ex, P, E, g.seg_nt, perm, chunks, n_chunks)) != cudaSuccess) {
-                rc = cu_fail(c, e, "moe segments");
-                break;
-            }
-            g.perm = perm;
-            g.chunks = chunks;
-            g.n_chunks = n_chunks;
-        }
-        g.x = xc;
-        g.tx = x->dtype;
-        g.ldx = H;
-        g.tw = m->gate->dtype;
-        g.K = H;
-        g.N = F;
-        g.T = P;
-        g.alpha = 1.0f;
-        g.to = HR_F32;
-        g.ldo = F;
-        g.expert = g.chunks ? NULL : ex;
-        g.xrow_div = k;
-        g.w_stride = F * H;
-        cu_gemv_args passes[3] = {g, g, g};
-        passes[0].w = m->gate->data;
-        passes[0].bias = m->gate_bias ? (const float *)m->gate_bias->data : NULL;
-        passes[0].out = hg;
-        passes[1].w = m->up->data;
-        passes[1].bias = m->up_bias ? (const float *)m->up_bias->data : NULL;
-        passes[1].out = hu;
-        /* down: input is the SwiGLU output (in hg), one row per pair */
-        passes[2].x = hg;
-        passes[2].tx = HR_F32;
-        passes[2].ldx = F;
-        passes[2].w = m->down->data;
-        passes[2].K = F;
-        passes[2].N = H;
-        passes[2].ldo = H;
-        passes[2].xrow_div = 1;
-        passes[2].w_stride = H * F;
-        passes[2].bias = m->down_bias ? (const float *)m->down_bias->data : NULL;
-        passes[2].out = y;
-        bf16 *gu = (bf16 *)hg, *act = (bf16 *)hu;
-        if (seg16) {
-            passes[0].to = passes[1].to = HR_BF16;
-            passes[0].ldo = passes[1].ldo = 2 * F;
-            passes[0].out = gu;
-            passes[1].out = gu + F;
-            passes[2].x = act;
-            passes[2].tx = HR_BF16;
-        }
-        /* gate and up in one launch where the GEMV takes two linears of the
-         * same pairs (pair mode, tensor-core segments); HEARTH_CUDA_MOE_FUSE=0:
-         * two launches */
-        int first = 0;
-        cu_gemv_args fused = passes[0];
-        fused.nseg = 2;
-        for (int i = 0; i < 2; i++) {
-            fused.seg[i].w = passes[i].w;
-            fused.seg[i].bias = passes[i].bias;
-            fused.seg[i].out = passes[i].out;
-            fused.seg[i].N = F;
-            fused.seg[i].ldo = passes[i].ldo;
-        }
-        if (hr_env_on("HEARTH_CUDA_MOE_FUSE", true) && cu_gemv_ok(&fused)) {
-            if ((e = cu_gemv(c->stream, &fused, 1, NULL)) != cudaSuccess) {
-                rc = cu_fail(c, e, "moe expert gemv");
-                break;
-            }
-            first = 2;
-        }
-        for (int i = first; i < 3 && rc == HR_OK; i++) {
-            if (i == 2 && (e = seg16 ? cu_swiglu(c->stream, act, gu, gu + F, HR_BF16, P, F, 2 * F, 2 * F, m->act)
-                                     : cu_swiglu(c->stream, hg, hg, hu, HR_F32, P, F, F, F, m->act)) != cudaSuccess) {
-                rc = cu_fail(c, e, "moe swiglu");
-                break;
-            }
-            if (passes[i].chunks && !cu_gemv_ok(&passes[i])) { /* shape the segment mode cannot take: pair mode */
-                passes[i].chunks = NULL;
-                passes[i].expert = ex;
-            }
-            e = cu_gemv_ok(&passes[i]) ? cu_gemv(c->stream, &passes[i], 1, NULL) : cu_gemm_tiled(c->stream, &passes[i]);
-            if (e != cudaSuccess) rc = cu_fail(c, e, "moe expert gemv");
-        }
+        rc = grouped ? moe_grouped_chunk(c, m, xc, tc, H, F, ex, y, region, region_b)
+                     : moe_gemv_chunk(c, m, x->dtype, xc, tc, H, F, ex, hg, hu, y);
         if (rc) break;
         e = cu_moe_combine(c->stream, (char *)out->data + (size_t)t0 * H * os, out->dtype, H, y, wt, tc, k, H);
         if (e != cudaSuccess) rc = cu_fail(c, e, "moe combine");
