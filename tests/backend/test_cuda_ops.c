@@ -704,8 +704,8 @@ static void test_moe(hr_route route, bool biases, float limit, int T, int E, int
     char what[80];
     const char *seg = getenv("HEARTH_CUDA_MOE_SEG"), *tc = getenv("HEARTH_CUDA_MOE_TC"),
                *fuse = getenv("HEARTH_CUDA_MOE_FUSE");
-    snprintf(what, sizeof what, "moe %s T %d E %d k %d (%s)", route == HR_ROUTE_SOFTMAX_TOPK ? "softmax-topk" : "topk-softmax",
-             T, E, K,
+    snprintf(what, sizeof what, "moe %s T %d E %d k %d (%s)",
+             route == HR_ROUTE_SOFTMAX_TOPK ? "softmax-topk" : "topk-softmax", T, E, K,
              seg && !strcmp(seg, "0")     ? "pairs"
              : tc && !strcmp(tc, "0")     ? "segments, cuda cores"
              : fuse && !strcmp(fuse, "0") ? "gate, up apart"

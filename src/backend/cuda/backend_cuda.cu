@@ -591,9 +591,34 @@ static size_t moe_grouped_row_bytes(int64_t H, int64_t F) { return 8 + (size_t)H
  * (never captured; the path reads the routing on the host), BF16 experts
  * (cuBLASLt), not while a capture runs. HEARTH_CUDA_MOE_GROUPED=0: off. */
 static bool moe_grouped_ok(cu_backend *c, const hr_tensor *x, const hr_moe *m, int64_t T) {
-    if (!hr_env_on("HEARTH_CUDA_MOE_GROUPED", true) || T < MOE_GROUPED_MIN_T || x->dtype != HR_BF16 || m->gate->dtype != HR_BF16) return false;
+    if (!hr_env_on("HEARTH_CUDA_MOE_GROUPED", true) || T < MOE_GROUPED_MIN_T || x->dtype != HR_BF16 ||
+        m->gate->dtype != HR_BF16)
+        return false;
     cudaStreamCaptureStatus cap = cudaStreamCaptureStatusNone;
     return cudaStreamIsCapturing(c->stream, &cap) == cudaSuccess && cap == cudaStreamCaptureStatusNone;
+}
+
+/* One expert's linear in the grouped path: n sorted BF16 rows x [n, K]
+ * (stride K) times expert ei's [N, K] slice of w plus its bias row, into
+ * out [n, N] of type to with row stride ldo. */
+static int moe_expert_linear(cu_backend *c, const bf16 *x, int64_t n, int64_t K, const hr_tensor *w,
+                             const hr_tensor *bias, int ei, int64_t N, hr_dtype to, void *out, int64_t ldo) {
+    cu_gemv_args g;
+    memset(&g, 0, sizeof(g));
+    g.x = x;
+    g.tx = HR_BF16;
+    g.ldx = K;
+    g.tw = w->dtype;
+    g.K = K;
+    g.N = N;
+    g.T = (int)n;
+    g.alpha = 1.0f;
+    g.to = to;
+    g.ldo = ldo;
+    g.w = (const char *)w->data + (size_t)ei * N * K * hr_dtype_size(w->dtype);
+    g.bias = bias ? (const float *)bias->data + (size_t)ei * N : NULL;
+    g.out = out;
+    return cu_linear_raw(c, g, 0.0f);
 }
 
 /* The grouped path for one chunk of tc tokens whose routing (ex, wt: P =
@@ -674,30 +699,13 @@ static int moe_grouped_chunk(cu_backend *c, const hr_moe *m, const char *xc, int
             rc = cu_fail(c, e, "moe gather");
             goto done;
         }
-        const size_t ws = hr_dtype_size(m->gate->dtype);
         for (int ei = 0; ei < E && rc == HR_OK; ei++) {
             int64_t n = off[ei + 1] - off[ei];
             if (n == 0) continue;
-            cu_gemv_args g;
-            memset(&g, 0, sizeof(g));
-            g.x = xs + off[ei] * H;
-            g.tx = HR_BF16;
-            g.ldx = H;
-            g.tw = m->gate->dtype;
-            g.K = H;
-            g.N = F;
-            g.T = (int)n;
-            g.alpha = 1.0f;
-            g.to = HR_BF16;
-            g.ldo = 2 * F;
-            g.w = (const char *)m->gate->data + (size_t)ei * F * H * ws;
-            g.bias = m->gate_bias ? (const float *)m->gate_bias->data + (size_t)ei * F : NULL;
-            g.out = gu + off[ei] * 2 * F;
-            if ((rc = cu_linear_raw(c, g, 0.0f))) break;
-            g.w = (const char *)m->up->data + (size_t)ei * F * H * ws;
-            g.bias = m->up_bias ? (const float *)m->up_bias->data + (size_t)ei * F : NULL;
-            g.out = gu + off[ei] * 2 * F + F;
-            if ((rc = cu_linear_raw(c, g, 0.0f))) break;
+            const bf16 *xe = xs + off[ei] * H;
+            bf16 *ge = gu + off[ei] * 2 * F;
+            if ((rc = moe_expert_linear(c, xe, n, H, m->gate, m->gate_bias, ei, F, HR_BF16, ge, 2 * F)) == HR_OK)
+                rc = moe_expert_linear(c, xe, n, H, m->up, m->up_bias, ei, F, HR_BF16, ge + F, 2 * F);
         }
         if (rc) goto done;
         if ((e = cu_swiglu(c->stream, act, gu, gu + F, HR_BF16, R, F, 2 * F, 2 * F, m->act)) != cudaSuccess) {
@@ -706,26 +714,12 @@ static int moe_grouped_chunk(cu_backend *c, const hr_moe *m, const char *xc, int
         }
         for (int ei = 0; ei < E && rc == HR_OK; ei++) {
             int64_t n = off[ei + 1] - off[ei];
-            if (n == 0) continue;
-            cu_gemv_args d;
-            memset(&d, 0, sizeof(d));
-            d.x = act + off[ei] * F;
-            d.tx = HR_BF16;
-            d.ldx = F;
-            d.tw = m->down->dtype;
-            d.K = F;
-            d.N = H;
-            d.T = (int)n;
-            d.alpha = 1.0f;
-            d.to = HR_F32;
-            d.ldo = H;
-            d.w = (const char *)m->down->data + (size_t)ei * H * F * ws;
-            d.bias = m->down_bias ? (const float *)m->down_bias->data + (size_t)ei * H : NULL;
-            d.out = ys + off[ei] * H;
-            rc = cu_linear_raw(c, d, 0.0f);
+            if (n > 0) rc = moe_expert_linear(c, act + off[ei] * F, n, F, m->down, m->down_bias, ei, H, HR_F32,
+                                              ys + off[ei] * H, H);
         }
         if (rc) goto done;
-        if ((e = cu_get_rows(c->stream, y, HR_F32, ys, HR_F32, H, d_inv, P)) != cudaSuccess) rc = cu_fail(c, e, "moe scatter");
+        if ((e = cu_get_rows(c->stream, y, HR_F32, ys, HR_F32, H, d_inv, P)) != cudaSuccess)
+            rc = cu_fail(c, e, "moe scatter");
     }
 done:
     free(off);

@@ -154,6 +154,29 @@ __device__ __forceinline__ void ldmatrix_x2_trans(uint32_t &b0, uint32_t &b1, co
     asm volatile("ldmatrix.sync.aligned.m8n8.x2.trans.shared.b16 {%0,%1}, [%2];" : "=r"(b0), "=r"(b1) : "r"(s));
 }
 
+/* The linear a block row computes in a GEMV-style launch: the only one, or
+ * (fused launch, nseg > 1) the linear whose row blocks of rows_per_block
+ * rows block bx falls in, with its block index inside that linear. */
+struct gv_part {
+    const void *w;
+    const float *bias;
+    void *out;
+    int64_t N, ldo, bx;
+};
+__device__ __forceinline__ gv_part gv_part_at(const cu_gemv_args &a, int64_t bx, int64_t rows_per_block) {
+    gv_part p = {a.w, a.bias, a.out, a.N, a.ldo, bx};
+    if (a.nseg > 1) {
+        int si = 0;
+        for (; si < a.nseg - 1; si++) {
+            int64_t nb = (a.seg[si].N + rows_per_block - 1) / rows_per_block;
+            if (p.bx < nb) break;
+            p.bx -= nb;
+        }
+        p = {a.seg[si].w, a.seg[si].bias, a.seg[si].out, a.seg[si].N, a.seg[si].ldo, p.bx};
+    }
+    return p;
+}
+
 /* Storage dtypes for weights/tables: F32, BF16, F16. */
 #define CU_DISPATCH_W(dt, W_T, ...)                                        \
     do {                                                                   \

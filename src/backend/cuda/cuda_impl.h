@@ -198,6 +198,11 @@ typedef struct cu_gemv_args {
  * on tensor cores with shared-memory tiles, BF16 x and weights, K % 32 == 0. */
 bool cu_moe_gemm_ok(const cu_gemv_args *a);
 cudaError_t cu_moe_gemm(cudaStream_t st, const cu_gemv_args *a);
+/* Row blocks of rows_per_block output rows over the linear, or over each
+ * linear of a fused launch (nseg > 1) in turn; whether its weights (or
+ * every fused linear's) are 16-byte aligned. */
+int64_t cu_gemv_row_blocks(const cu_gemv_args *a, int64_t rows_per_block);
+bool cu_gemv_weights_aligned(const cu_gemv_args *a);
 /* true when the GEMV kernel handles this shape (K vector-aligned, dtypes known). */
 bool cu_gemv_ok(const cu_gemv_args *a);
 /* part: scratch of splits * T * N floats when splits > 1 (pair mode: splits must be 1). */

@@ -38,28 +38,6 @@ template <typename TX, int VEC> __device__ __forceinline__ void load_x(const TX 
     }
 }
 
-/* The linear a row block computes: the only one, or (fused launch) the
- * segment its blockIdx.x falls in, with the block index inside it. */
-struct gv_part {
-    const void *w;
-    const float *bias;
-    void *out;
-    int64_t N, ldo, bx;
-};
-template <int ROWS> __device__ __forceinline__ gv_part gv_part_of(const cu_gemv_args &a) {
-    gv_part p = {a.w, a.bias, a.out, a.N, a.ldo, (int64_t)blockIdx.x};
-    if (a.nseg > 1) {
-        int si = 0;
-        for (; si < a.nseg - 1; si++) {
-            int64_t nb = (a.seg[si].N + GV_WARPS * ROWS - 1) / (GV_WARPS * ROWS);
-            if (p.bx < nb) break;
-            p.bx -= nb;
-        }
-        p = {a.seg[si].w, a.seg[si].bias, a.seg[si].out, a.seg[si].N, a.seg[si].ldo, p.bx};
-    }
-    return p;
-}
-
 /* PF > 0: the first PF iterations' weight loads (PF x U x ROWS 16-byte
  * loads per lane) are issued before griddepcontrol.wait: weights are never
  * written by the previous kernel, so while it finishes (a norm, attention:
@@ -72,7 +50,7 @@ __global__ void __launch_bounds__(GV_WARPS * 32) gemv_kernel(cu_gemv_args a, int
     if constexpr (PF == 0) pdl_wait();
     constexpr int VEC = 16 / sizeof(TW);
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-    const gv_part pt = gv_part_of<ROWS>(a);
+    const gv_part pt = gv_part_at(a, blockIdx.x, GV_WARPS * ROWS);
     const void *wbase = pt.w;
     const float *bias = pt.bias;
     void *out = pt.out;
@@ -223,21 +201,11 @@ template <int NJ, int U> __global__ void __launch_bounds__(SM_WARPS * 32) seg_mm
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, q = lane & 3;
     /* nseg == 2 (gate and up of the same pairs): the row blocks of seg[0],
      * then those of seg[1] */
-    const void *wbase = a.w;
-    void *obase = a.out;
-    const float *bbase = a.bias;
-    int64_t N = a.N, ldo = a.ldo, by = blockIdx.y;
-    if (a.nseg > 1) {
-        const int64_t nb0 = (a.seg[0].N + SM_WARPS * 8 * NJ - 1) / (SM_WARPS * 8 * NJ);
-        const int si = by < nb0 ? 0 : 1;
-        by -= si ? nb0 : 0;
-        wbase = a.seg[si].w;
-        bbase = a.seg[si].bias;
-        obase = a.seg[si].out;
-        N = a.seg[si].N;
-        ldo = a.seg[si].ldo;
-    }
-    const int64_t K = a.K, n0 = (by * SM_WARPS + warp) * 8 * NJ;
+    const gv_part pt = gv_part_at(a, blockIdx.y, SM_WARPS * 8 * NJ);
+    const void *wbase = pt.w;
+    void *obase = pt.out;
+    const float *bbase = pt.bias;
+    const int64_t N = pt.N, ldo = pt.ldo, K = a.K, n0 = (pt.bx * SM_WARPS + warp) * 8 * NJ;
     if (n0 >= N) return;
     const int4 ch = a.chunks[blockIdx.x];
     const int nt = ch.z;
@@ -283,7 +251,8 @@ template <int NJ, int U> __global__ void __launch_bounds__(SM_WARPS * 32) seg_mm
 #pragma unroll
             for (int cc = 0; cc < 2; cc++) {
                 const int64_t n = n0 + 8 * j + 2 * q + cc;
-                if (n < N) store_dyn(obase, a.to, row * ldo + n, acc[j][2 * h + cc] * a.alpha + (bias ? bias[n] : 0.0f));
+                if (n < N)
+                    store_dyn(obase, a.to, row * ldo + n, acc[j][2 * h + cc] * a.alpha + (bias ? bias[n] : 0.0f));
             }
         }
 }
@@ -315,19 +284,7 @@ static bool seg_mma_ok(const cu_gemv_args *a) {
     if (!a->chunks || a->tx != HR_BF16 || a->tw != HR_BF16 || a->seg_nt != 16 || a->K % 8 || a->ldx % 8 ||
         a->w_stride % 8 || (uintptr_t)a->x % 16 || a->nseg > 2 || !hr_env_on("HEARTH_CUDA_MOE_TC", true))
         return false;
-    int64_t rows = 0;
-    for (int i = 0; i < HR_MAX(a->nseg, 1); i++) {
-        const void *w = a->nseg > 1 ? a->seg[i].w : a->w;
-        if ((uintptr_t)w % 16) return false;
-        rows += HR_CDIV(a->nseg > 1 ? a->seg[i].N : a->N, (int64_t)SM_WARPS * 8);
-    }
-    return rows <= 65535;
-}
-
-/* row blocks of the tensor-core segment kernel for 8 * nj rows per warp */
-static int64_t seg_mma_blocks(const cu_gemv_args *a, int nj) {
-    const int64_t r = (int64_t)SM_WARPS * 8 * nj;
-    return a->nseg > 1 ? HR_CDIV(a->seg[0].N, r) + HR_CDIV(a->seg[1].N, r) : HR_CDIV(a->N, r);
+    return cu_gemv_weights_aligned(a) && cu_gemv_row_blocks(a, (int64_t)SM_WARPS * 8) <= 65535;
 }
 
 __global__ void splitk_reduce_kernel(cu_gemv_args a, int splits, const float *part) {
@@ -363,8 +320,7 @@ bool cu_gemv_ok(const cu_gemv_args *a) {
          * (gate and up: 2), segment mode on tensor cores (2) */
         if (a->chunks) return a->nseg == 2 && seg_mma_ok(a);
         if (a->nseg > (a->expert ? 2 : 3) || (!a->expert && pick_nt(a->T, a->tx) != 1)) return false;
-        for (int i = 0; i < a->nseg; i++)
-            if ((uintptr_t)a->seg[i].w % 16) return false;
+        if (!cu_gemv_weights_aligned(a)) return false;
     }
     return true;
 }
@@ -380,13 +336,21 @@ static int rows_of(const cu_gemv_args *a) {
     return nt == 1 && a->rows == 1 ? 1 : GV_ROWS(nt);
 }
 
-static int64_t grid_rows(const cu_gemv_args *a) {
-    int64_t rpb = (int64_t)GV_WARPS * rows_of(a);
-    if (a->nseg <= 1) return HR_CDIV(a->N, rpb);
+int64_t cu_gemv_row_blocks(const cu_gemv_args *a, int64_t rows_per_block) {
+    if (a->nseg <= 1) return HR_CDIV(a->N, rows_per_block);
     int64_t b = 0;
-    for (int i = 0; i < a->nseg; i++) b += HR_CDIV(a->seg[i].N, rpb);
+    for (int i = 0; i < a->nseg; i++) b += HR_CDIV(a->seg[i].N, rows_per_block);
     return b;
 }
+
+bool cu_gemv_weights_aligned(const cu_gemv_args *a) {
+    if (a->nseg <= 1) return (uintptr_t)a->w % 16 == 0;
+    for (int i = 0; i < a->nseg; i++)
+        if ((uintptr_t)a->seg[i].w % 16) return false;
+    return true;
+}
+
+static int64_t grid_rows(const cu_gemv_args *a) { return cu_gemv_row_blocks(a, (int64_t)GV_WARPS * rows_of(a)); }
 static int64_t grid_t(const cu_gemv_args *a) { return a->expert ? a->T : HR_CDIV(a->T, pick_nt(a->T, a->tx)); }
 
 /* Blocks per SM the split-K aims for; HEARTH_CUDA_GEMV_BPSM overrides (0 = never split). */
@@ -441,7 +405,8 @@ static int prefetch_depth(int rows) {
 
 #define GV_LAUNCH(NT_, ROWS_, PF_) \
     cu_launch(gemv_kernel<TX, TW, NT_, ROWS_, PF_, false>, grid, GV_WARPS * 32, 0, st, *a, klen, part)
-#define GV_LAUNCH_SEG(NT_) cu_launch(gemv_kernel<TX, TW, NT_, GV_ROWS(NT_), 0, true>, grid, GV_WARPS * 32, 0, st, *a, klen, nullptr)
+#define GV_LAUNCH_SEG(NT_) \
+    cu_launch(gemv_kernel<TX, TW, NT_, GV_ROWS(NT_), 0, true>, grid, GV_WARPS * 32, 0, st, *a, klen, nullptr)
 
 template <typename TX, typename TW>
 static cudaError_t launch_tw(cudaStream_t st, const cu_gemv_args *a, dim3 grid, int64_t klen, float *part) {
@@ -505,7 +470,7 @@ cudaError_t cu_gemv(cudaStream_t st, const cu_gemv_args *a, int splits, float *p
     if (a->chunks && a->seg_nt == 64) return cu_moe_gemm(st, a);
     if (seg_mma_ok(a)) {
         const int cfg = seg_mma_cfg();
-        dim3 grid((unsigned)a->max_chunks, (unsigned)seg_mma_blocks(a, seg_mma_rows(cfg) / 8));
+        dim3 grid((unsigned)a->max_chunks, (unsigned)cu_gemv_row_blocks(a, (int64_t)SM_WARPS * seg_mma_rows(cfg)));
         switch (cfg) {
         case 1: cu_launch(seg_mma_kernel<2, 4>, grid, SM_WARPS * 32, 0, st, *a); break;
         case 2: cu_launch(seg_mma_kernel<8, 1>, grid, SM_WARPS * 32, 0, st, *a); break;

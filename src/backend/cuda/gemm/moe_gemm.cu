@@ -38,21 +38,11 @@ __global__ void __launch_bounds__(MG_THREADS) moe_gemm_kernel(cu_gemv_args a) {
     __shared__ int prow[MG_BM];
 
     /* which linear (nseg 2: seg[0]'s row tiles, then seg[1]'s) */
-    const void *wbase = a.w;
-    void *obase = a.out;
-    const float *bbase = a.bias;
-    int64_t N = a.N, ldo = a.ldo, by = blockIdx.y;
-    if (a.nseg > 1) {
-        const int64_t nb0 = (a.seg[0].N + MG_BN - 1) / MG_BN;
-        const int si = by < nb0 ? 0 : 1;
-        by -= si ? nb0 : 0;
-        wbase = a.seg[si].w;
-        bbase = a.seg[si].bias;
-        obase = a.seg[si].out;
-        N = a.seg[si].N;
-        ldo = a.seg[si].ldo;
-    }
-    const int64_t K = a.K, n0 = by * MG_BN;
+    const gv_part pt = gv_part_at(a, blockIdx.y, MG_BN);
+    const void *wbase = pt.w;
+    void *obase = pt.out;
+    const float *bbase = pt.bias;
+    const int64_t N = pt.N, ldo = pt.ldo, K = a.K, n0 = pt.bx * MG_BN;
     if (n0 >= N) return;
     const int4 ch = a.chunks[blockIdx.x];
     const int nt = ch.z, tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
@@ -143,7 +133,8 @@ __global__ void __launch_bounds__(MG_THREADS) moe_gemm_kernel(cu_gemv_args a) {
                 for (int cc = 0; cc < 2; cc++) {
                     const int64_t n = n0 + wn * 64 + j * 8 + 2 * q + cc;
                     if (n < N)
-                        store_dyn(obase, a.to, row * ldo + n, acc[i][j][2 * h + cc] * a.alpha + (bias ? bias[n] : 0.0f));
+                        store_dyn(obase, a.to, row * ldo + n,
+                                  acc[i][j][2 * h + cc] * a.alpha + (bias ? bias[n] : 0.0f));
                 }
         }
 }
@@ -153,20 +144,12 @@ bool cu_moe_gemm_ok(const cu_gemv_args *a) {
         a->w_stride % 8 || (uintptr_t)a->x % 16 || a->nseg > 2 || !a->perm || !a->n_chunks || a->max_chunks <= 0 ||
         !hr_env_on("HEARTH_CUDA_MOE_TC", true))
         return false;
-    int64_t tiles = 0;
-    for (int i = 0; i < HR_MAX(a->nseg, 1); i++) {
-        const void *w = a->nseg > 1 ? a->seg[i].w : a->w;
-        if ((uintptr_t)w % 16) return false;
-        tiles += HR_CDIV(a->nseg > 1 ? a->seg[i].N : a->N, (int64_t)MG_BN);
-    }
-    return tiles <= 65535;
+    return cu_gemv_weights_aligned(a) && cu_gemv_row_blocks(a, MG_BN) <= 65535;
 }
 
 cudaError_t cu_moe_gemm(cudaStream_t st, const cu_gemv_args *a) {
     if (!cu_moe_gemm_ok(a)) return cudaErrorNotSupported;
-    int64_t tiles = a->nseg > 1 ? HR_CDIV(a->seg[0].N, (int64_t)MG_BN) + HR_CDIV(a->seg[1].N, (int64_t)MG_BN)
-                                : HR_CDIV(a->N, (int64_t)MG_BN);
-    dim3 grid((unsigned)a->max_chunks, (unsigned)tiles);
+    dim3 grid((unsigned)a->max_chunks, (unsigned)cu_gemv_row_blocks(a, MG_BN));
     cu_launch(moe_gemm_kernel, grid, MG_THREADS, 0, st, *a);
     return cudaGetLastError();
 }
