@@ -1355,14 +1355,8 @@ extern "C" hr_backend *hr_backend_cuda_create(int device_index, hr_err *err) {
     c->base.impl = c;
     c->device = device_index;
     cu_graphs_init(c);
-    {
-        const char *e = getenv("HEARTH_CUDA_FUSE"); /* 0: no fused linears in graphs (comparisons) */
-        c->fuse_linears = !(e && !strcmp(e, "0"));
-    }
-    {
-        const char *e = getenv("HEARTH_CUDA_ATTN_TC"); /* 0: the split kernel for prefill too (comparisons) */
-        c->use_tc_attn = !(e && !strcmp(e, "0"));
-    }
+    c->fuse_linears = hr_env_on("HEARTH_CUDA_FUSE", true);   /* 0: no fused linears in graphs (comparisons) */
+    c->use_tc_attn = hr_env_on("HEARTH_CUDA_ATTN_TC", true); /* 0: the split kernel for prefill too (comparisons) */
     if ((e = cudaSetDevice(device_index)) != cudaSuccess) goto cuda_fail;
     if ((e = cudaDeviceGetAttribute(&c->n_sm, cudaDevAttrMultiProcessorCount, device_index)) != cudaSuccess)
         goto cuda_fail;

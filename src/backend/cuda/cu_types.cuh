@@ -208,10 +208,7 @@ __device__ __forceinline__ void pdl_begin() {
 
 static inline bool cu_pdl_on() {
     static int v = -1;
-    if (v < 0) {
-        const char *e = getenv("HEARTH_CUDA_PDL");
-        v = !(e && !strcmp(e, "0"));
-    }
+    if (v < 0) v = hr_env_on("HEARTH_CUDA_PDL", true);
     return v != 0;
 }
 

@@ -61,8 +61,8 @@ static void up_destroy(cu_upload *u) {
 static cu_upload *up_get(cu_backend *c) {
     if (!c->upload) {
         c->upload = (cu_upload *)hr_xcalloc(1, sizeof(cu_upload));
-        const char *e = getenv("HEARTH_CUDA_UPLOAD_RING"); /* 0: direct copies (comparisons) */
-        if (e && !strcmp(e, "0")) c->upload->failed = true;
+        /* HEARTH_CUDA_UPLOAD_RING=0: direct copies (comparisons) */
+        if (!hr_env_on("HEARTH_CUDA_UPLOAD_RING", true)) c->upload->failed = true;
     }
     cu_upload *u = c->upload;
     if (u->failed) return NULL;

@@ -260,21 +260,23 @@ template <int NJ, int U> __global__ void __launch_bounds__(SM_WARPS * 32) seg_mm
 /* weight rows per warp (8 * NJ) and K slices in flight (U):
  * HEARTH_CUDA_MOE_TC_CFG = "NJ,U" picks one of the instantiated pairs for
  * comparisons: 4,2 (default), 2,4, 8,1, 4,4, 8,2. H100, gpt-oss-20b decode
- * at batch 8 / 64 / 256: 2,4 576 / 2876 / 9292 tok/s; 1,8 511 / 2835 /
- * 8877; 2,8 556 / 2770 / 9032; 4,2 682 / 3313 / 10073 (fewer x loads
- * per weight load); 8,1 523 / 2680 / 8447; 4,4 549 / 2655 / 8839; 8,2
- * 605 / 2876 / 8194 (fewer blocks, more registers) */
+ * at batch 8 / 64 / 256: 2,4 576 / 2876 / 9292 tok/s; 4,2 682 / 3313 /
+ * 10073 (fewer x loads per weight load); 8,1 523 / 2680 / 8447; 4,4 549 /
+ * 2655 / 8839; 8,2 605 / 2876 / 8194 (fewer blocks, more registers); two
+ * shapes since dropped, 1,8 511 / 2835 / 8877 and 2,8 556 / 2770 / 9032.
+ * Read once per process. */
 static const int seg_cfgs[][2] = {{4, 2}, {2, 4}, {8, 1}, {4, 4}, {8, 2}};
 static int seg_mma_cfg(void) {
-    const int(*cfg)[2] = seg_cfgs;
+    static int v = -1;
+    if (v >= 0) return v;
+    v = 0;
     const char *e = getenv("HEARTH_CUDA_MOE_TC_CFG");
-    if (!e) return 0;
-    for (int i = 0; i < (int)HR_ARRAY_LEN(seg_cfgs); i++) {
+    for (int i = 0; e && i < (int)HR_ARRAY_LEN(seg_cfgs); i++) {
         char b[16];
-        snprintf(b, sizeof b, "%d,%d", cfg[i][0], cfg[i][1]);
-        if (!strcmp(e, b)) return i;
+        snprintf(b, sizeof b, "%d,%d", seg_cfgs[i][0], seg_cfgs[i][1]);
+        if (!strcmp(e, b)) v = i;
     }
-    return 0;
+    return v;
 }
 static int seg_mma_rows(int cfg) { return 8 * seg_cfgs[cfg][0]; }
 
