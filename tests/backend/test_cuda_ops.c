@@ -921,6 +921,18 @@ int main(void) {
     test_linear(4, 100, 50, HR_BF16, HR_BF16, true, 0);       /* K not a multiple of 8: fallback */
     test_linear(2, 512, 256, HR_BF16, HR_BF16, false, 0.02f); /* FP8 W8A8 input rounding */
     test_linear(40, 512, 256, HR_BF16, HR_BF16, true, 0.02f); /* FP8 through cuBLASLt */
+    /* the experimental Hopper GEMM (gemm/wgmma.cu), opt-in on an sm_90
+     * device: HEARTH_CUDA_WGMMA=2 makes a BF16 linear of 64+ rows fail
+     * instead of falling back, so these cases cannot pass on cuBLASLt */
+    if (hr_env_on("HEARTH_CUDA_WGMMA_TEST", false)) {
+        setenv("HEARTH_CUDA_WGMMA", "2", 1);
+        test_linear(64, 512, 384, HR_BF16, HR_BF16, true, 0);   /* one tile row, 64-column tiles */
+        test_linear(100, 256, 1000, HR_BF16, HR_F32, false, 0); /* row and column tails */
+        test_linear(128, 576, 512, HR_BF16, HR_BF16, false, 0); /* 9 K slices: the 4-stage ring wraps twice */
+        test_linear(300, 192, 640, HR_BF16, HR_F32, true, 0);   /* 3 tile rows, fewer slices than stages */
+        test_linear(256, 128, 8448, HR_BF16, HR_BF16, true, 0); /* 132 tiles of 128 columns */
+        unsetenv("HEARTH_CUDA_WGMMA");
+    }
 
     /* the GEMV's MoE modes: segments on tensor cores (default; gate and up
      * in one launch, as the pair mode), segments on CUDA cores, pairs only,

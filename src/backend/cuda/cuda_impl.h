@@ -194,6 +194,10 @@ typedef struct cu_gemv_args {
     const int32_t *perm; const int4 *chunks; const int *n_chunks;
     int max_chunks, seg_nt;
 } cu_gemv_args;
+/* Experimental Hopper GEMM (gemm/wgmma.cu; HEARTH_CUDA_WGMMA=1, sm_90 only):
+ * BF16 x and weights, T >= 64, K % 64 == 0. */
+bool cu_wgmma_ok(const cu_gemv_args *a);
+cudaError_t cu_wgmma_linear(cudaStream_t st, const cu_gemv_args *a, int n_sm);
 /* Segment mode with chunks of 64 pairs (gemm/moe_gemm.cu): a grouped GEMM
  * on tensor cores with shared-memory tiles, BF16 x and weights, K % 32 == 0. */
 bool cu_moe_gemm_ok(const cu_gemv_args *a);
