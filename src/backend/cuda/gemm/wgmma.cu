@@ -94,7 +94,9 @@ __global__ void __launch_bounds__(WG_THREADS) wgmma_gemm_kernel(const __grid_con
     bf16 *sw = (bf16 *)(smem + WG_STAGES * WG_BM * WG_BK * 2); /* [STAGES][BN][64] */
     __shared__ __align__(8) uint64_t full[WG_STAGES], empty[WG_STAGES];
     const int wg = threadIdx.x >> 7, tid = threadIdx.x & 127;
-    const int m0 = blockIdx.y * WG_BM, n0 = blockIdx.x * BN, KT = (int)(a.K / WG_BK);
+    /* the row tiles of one column tile are neighbours in the grid: they run
+     * together and the second reads the weight tile from L2 */
+    const int m0 = blockIdx.x * WG_BM, n0 = blockIdx.y * BN, KT = (int)(a.K / WG_BK);
     if (threadIdx.x == 0) {
         for (int s = 0; s < WG_STAGES; s++) {
             mbar_init(&full[s], 1);
@@ -135,9 +137,12 @@ __global__ void __launch_bounds__(WG_THREADS) wgmma_gemm_kernel(const __grid_con
             for (int j = 0; j < NB; j++) wgmma_m64n64k16(acc[j], da, smem_desc(ws + (size_t)j * 64 * WG_BK + kk * 16), 1);
         }
         wgmma_commit();
-        wgmma_wait<0>();
-        if (lane == 0) mbar_arrive(&empty[s]);
+        /* keep one group in flight: the previous slice's products are done
+         * once at most this one is pending, so its stage goes back */
+        wgmma_wait<1>();
+        if (kt > 0 && lane == 0) mbar_arrive(&empty[(kt - 1) % WG_STAGES]);
     }
+    wgmma_wait<0>();
     const int g = lane >> 2, q = lane & 3;
 #pragma unroll
     for (int h = 0; h < 2; h++) {
@@ -199,6 +204,7 @@ static bool wg_device_ok(void) {
 bool cu_wgmma_ok(const cu_gemv_args *a) {
     return hr_env_on("HEARTH_CUDA_WGMMA", false) && a->tx == HR_BF16 && a->tw == HR_BF16 && !a->expert &&
            !a->chunks && a->nseg <= 1 && a->T >= 64 && a->K % WG_BK == 0 && a->ldx % 8 == 0 &&
+           HR_CDIV(a->N, (int64_t)64) <= 65535 &&
            (uintptr_t)a->x % 16 == 0 && (uintptr_t)a->w % 16 == 0 && a->N >= 64 && wg_device_ok() && wg_encode_fn();
 }
 
@@ -213,7 +219,7 @@ template <int NB> static cudaError_t wg_launch(cudaStream_t st, const cu_gemv_ar
     CUtensorMap mx, mw;
     if (!wg_map(&mx, a->x, a->T, a->K, a->ldx, WG_BM) || !wg_map(&mw, a->w, a->N, a->K, a->K, 64 * NB))
         return cudaErrorInvalidValue;
-    dim3 grid((unsigned)HR_CDIV(a->N, (int64_t)64 * NB), (unsigned)HR_CDIV((int64_t)a->T, (int64_t)WG_BM));
+    dim3 grid((unsigned)HR_CDIV((int64_t)a->T, (int64_t)WG_BM), (unsigned)HR_CDIV(a->N, (int64_t)64 * NB));
     cu_launch(wgmma_gemm_kernel<NB>, grid, WG_THREADS, smem, st, mx, mw, *a);
     return cudaGetLastError();
 }
