@@ -402,8 +402,9 @@ done:
 int cmd_bench(int argc, char **argv) {
     if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
         FILE *f = argc < 2 ? stderr : stdout;
-        fprintf(f, "usage: hearth bench (copy|latency|serve) [options]\n"
+        fprintf(f, "usage: hearth bench (copy|latency|gemm|serve) [options]\n"
                    "  copy      memory copy bandwidth of the device\n"
+                   "  gemm      time of one linear (GEMM/GEMV) per shape and row count\n"
                    "  latency   offline batch latency and throughput of a model\n"
                    "  serve     load test of an OpenAI-compatible server\n"
                    "'hearth bench SUB --help' lists each one's options.\n");
@@ -412,6 +413,7 @@ int cmd_bench(int argc, char **argv) {
     if (!strcmp(argv[1], "copy")) return bench_copy(argc - 1, argv + 1);
     if (!strcmp(argv[1], "latency")) return bench_latency(argc - 1, argv + 1);
     if (!strcmp(argv[1], "serve")) return cmd_bench_serve(argc - 1, argv + 1);
-    fprintf(stderr, "hearth bench: unknown benchmark '%s' (copy, latency, serve)\n", argv[1]);
+    if (!strcmp(argv[1], "gemm")) return cmd_bench_gemm(argc - 1, argv + 1);
+    fprintf(stderr, "hearth bench: unknown benchmark '%s' (copy, latency, gemm, serve)\n", argv[1]);
     return 2;
 }

@@ -10,5 +10,6 @@ int cmd_tokenize(int argc, char **argv);
 int cmd_detokenize(int argc, char **argv);
 int cmd_chat_template(int argc, char **argv);
 int cmd_bench_serve(int argc, char **argv); /* bench_serve.c, called by cmd_bench */
+int cmd_bench_gemm(int argc, char **argv);  /* bench_gemm.c, called by cmd_bench */
 
 #endif

@@ -863,6 +863,27 @@ int main(void) {
     CHECK(be->act_dtype == HR_BF16 && be->kv_dtype == HR_BF16);
     const char *bench = getenv("HEARTH_CUDA_BENCH");
     if (bench && !strcmp(bench, "only")) goto bench;
+    /* The experimental Hopper GEMM (gemm/wgmma.cu), on an sm_90 device, in
+     * a run of its own: HEARTH_CUDA_WGMMA=2 HEARTH_CUDA_WGMMA_TEST=1 (and
+     * HEARTH_CUDA_WGMMA_CFG=BN,0 per tile width). Mode 2 makes a BF16 linear
+     * of 64+ rows fail instead of falling back, so these cases cannot pass
+     * on cuBLASLt; the shapes cover row and column tails, the ring wrapping,
+     * fewer slices than stages, one and several waves, and split-K (tiles
+     * few against the SMs), each case twice: the split-K tile counters must
+     * be back at zero after a launch. */
+    if (hr_env_on("HEARTH_CUDA_WGMMA_TEST", false)) {
+        static const int cases[][5] = {
+            /* T, K, N, out F32, bias */
+            {64, 512, 384, 0, 1},    {100, 256, 1000, 1, 0},  {128, 576, 512, 0, 0},  {300, 192, 640, 1, 1},
+            {256, 128, 8448, 0, 1},  {256, 1024, 1024, 0, 0}, {200, 2048, 576, 1, 1}, {77, 4096, 256, 0, 0},
+            {512, 640, 2304, 0, 1},
+        };
+        for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
+            for (int rep = 0; rep < 2; rep++)
+                test_linear(cases[i][0], cases[i][1], cases[i][2], HR_BF16, cases[i][3] ? HR_F32 : HR_BF16,
+                            cases[i][4] != 0, 0);
+        goto bench; /* bench is NULL unless HEARTH_CUDA_BENCH: straight to the report */
+    }
 
     test_tensor_new_zeroed();
     CHECK(be->ops->argmax != NULL);
@@ -921,19 +942,6 @@ int main(void) {
     test_linear(4, 100, 50, HR_BF16, HR_BF16, true, 0);       /* K not a multiple of 8: fallback */
     test_linear(2, 512, 256, HR_BF16, HR_BF16, false, 0.02f); /* FP8 W8A8 input rounding */
     test_linear(40, 512, 256, HR_BF16, HR_BF16, true, 0.02f); /* FP8 through cuBLASLt */
-    /* the experimental Hopper GEMM (gemm/wgmma.cu), opt-in on an sm_90
-     * device: HEARTH_CUDA_WGMMA=2 makes a BF16 linear of 64+ rows fail
-     * instead of falling back, so these cases cannot pass on cuBLASLt */
-    if (hr_env_on("HEARTH_CUDA_WGMMA_TEST", false)) {
-        setenv("HEARTH_CUDA_WGMMA", "2", 1);
-        test_linear(64, 512, 384, HR_BF16, HR_BF16, true, 0);   /* one tile row, 64-column tiles */
-        test_linear(100, 256, 1000, HR_BF16, HR_F32, false, 0); /* row and column tails */
-        test_linear(128, 576, 512, HR_BF16, HR_BF16, false, 0); /* 9 K slices: the 4-stage ring wraps twice */
-        test_linear(300, 192, 640, HR_BF16, HR_F32, true, 0);   /* 3 tile rows, fewer slices than stages */
-        test_linear(256, 128, 8448, HR_BF16, HR_BF16, true, 0); /* 132 tiles of 128 columns */
-        unsetenv("HEARTH_CUDA_WGMMA");
-    }
-
     /* the GEMV's MoE modes: segments on tensor cores (default; gate and up
      * in one launch, as the pair mode), segments on CUDA cores, pairs only,
      * and gate and up in two launches */

@@ -23,7 +23,17 @@ PY
 out=$("$BIN" bench latency --model "$FIX/models/tiny-qwen2" --device cpu --batch-size 3 --input-len 5 --output-len 4 --num-iters 1 2>/dev/null | tail -n1)
 python3 -c 'import json,sys; d=json.loads(sys.argv[1]); assert d["batch_size"]==3 and d["decode_tok_per_s"]>0, d' "$out" && ok || bad "bench latency batch 3: $out"
 
-for args in "latency --model" "latency --model $FIX/models/tiny-llama --batch-size 0" "copy --size-mb -1" "nosuch" "serve --num-prompts x"; do
+# bench gemm: one row per (shape, row count), time and rates positive
+out=$("$BIN" bench gemm --device cpu --shape 96,64 --rows 1,5 --iters 2 --cache-mb 0 2>/dev/null)
+python3 - "$out" <<'PY' && ok || bad "bench gemm: $out"
+import sys
+rows = [l.split() for l in sys.argv[1].splitlines() if l.startswith("linear ")]
+assert [r[1:4] for r in rows] == [["96", "64", "1"], ["96", "64", "5"]], rows
+assert all(float(r[4]) > 0 and float(r[6]) > 0 for r in rows), rows
+PY
+
+for args in "latency --model" "latency --model $FIX/models/tiny-llama --batch-size 0" "copy --size-mb -1" "nosuch" "serve --num-prompts x" \
+    "gemm --rows 0" "gemm --rows 4,x" "gemm --shape 3" "gemm --shape 0,5" "gemm --iters 0" "gemm --bogus 1" "gemm --device nosuch"; do
     err=$("$BIN" bench $args 2>&1 >/dev/null); rc=$?
     if [ $rc -ne 0 ] && [ "$(printf '%s\n' "$err" | grep -c .)" -ge 1 ]; then ok; else bad "bench $args: rc=$rc err=$err"; fi
 done

@@ -1295,6 +1295,8 @@ static void cu_free_backend(hr_backend *be) {
     if (c->stage_done) cudaEventDestroy(c->stage_done);
     cu_lt_cache_free(c);
     if (c->lt_ws) cudaFree(c->lt_ws);
+    if (c->wg_sem) cudaFree(c->wg_sem);
+    if (c->wg_ws) cudaFree(c->wg_ws);
     if (c->lt) cublasLtDestroy(c->lt);
     if (c->stream) cudaStreamDestroy(c->stream);
     free(c);
@@ -1364,6 +1366,11 @@ extern "C" hr_backend *hr_backend_cuda_create(int device_index, hr_err *err) {
     if ((e = cudaEventCreateWithFlags(&c->stage_done, cudaEventDisableTiming)) != cudaSuccess) goto cuda_fail;
     c->lt_ws_size = CU_LT_WS;
     if ((e = cudaMalloc(&c->lt_ws, c->lt_ws_size)) != cudaSuccess) goto cuda_fail;
+    if (cu_wgmma_mode() > 0) {
+        if ((e = cudaMalloc((void **)&c->wg_sem, CU_WGMMA_SEMS * sizeof(int))) != cudaSuccess) goto cuda_fail;
+        if ((e = cudaMemset(c->wg_sem, 0, CU_WGMMA_SEMS * sizeof(int))) != cudaSuccess) goto cuda_fail;
+        if ((e = cudaMalloc((void **)&c->wg_ws, CU_WGMMA_WS)) != cudaSuccess) goto cuda_fail;
+    }
     if ((s = cublasLtCreate(&c->lt)) != CUBLAS_STATUS_SUCCESS) {
         hr_err_set(err, HR_EIO, "cuda: cublasLtCreate failed (status %d)", (int)s);
         goto fail;

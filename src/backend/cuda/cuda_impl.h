@@ -89,6 +89,8 @@ typedef struct cu_backend {
     void *lt_ws;
     size_t lt_ws_size;
     void *lt_cache;        /* cuBLASLt plans and tuned algorithms (gemm/linear.cu) */
+    int *wg_sem;           /* CU_WGMMA_SEMS zeroed split-K tile counters of the Hopper GEMM, or NULL */
+    float *wg_ws;          /* its split-K partials, CU_WGMMA_WS bytes */
 
     /* caching allocator: freed tensor memory is kept for reuse by size, so a
      * steady-state decode step never calls cudaMalloc */
@@ -195,9 +197,14 @@ typedef struct cu_gemv_args {
     int max_chunks, seg_nt;
 } cu_gemv_args;
 /* Experimental Hopper GEMM (gemm/wgmma.cu; HEARTH_CUDA_WGMMA=1, sm_90 only):
- * BF16 x and weights, T >= 64, K % 64 == 0. */
+ * BF16 x and weights, T >= 64, K % 64 == 0. ws (ws_bytes) holds split-K
+ * partials, sem n_sem zeroed tile counters (NULL: no split-K). */
+int cu_wgmma_mode(void);
 bool cu_wgmma_ok(const cu_gemv_args *a);
-cudaError_t cu_wgmma_linear(cudaStream_t st, const cu_gemv_args *a, int n_sm);
+cudaError_t cu_wgmma_linear(cudaStream_t st, const cu_gemv_args *a, int n_sm, float *ws, size_t ws_bytes, int *sem,
+                            int n_sem);
+#define CU_WGMMA_SEMS 16384
+#define CU_WGMMA_WS ((size_t)64 << 20)
 /* Segment mode with chunks of 64 pairs (gemm/moe_gemm.cu): a grouped GEMM
  * on tensor cores with shared-memory tiles, BF16 x and weights, K % 32 == 0. */
 bool cu_moe_gemm_ok(const cu_gemv_args *a);

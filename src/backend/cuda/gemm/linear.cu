@@ -313,17 +313,17 @@ int cu_linear_raw(cu_backend *c, cu_gemv_args a, float input_scale) {
         a.alpha *= input_scale;
     }
     if (cu_wgmma_ok(&a)) {
-        if ((e = cu_wgmma_linear(c->stream, &a, c->n_sm)) != cudaSuccess) rc = cu_fail(c, e, "wgmma gemm");
+        if ((e = cu_wgmma_linear(c->stream, &a, c->n_sm, c->wg_ws, c->wg_ws ? CU_WGMMA_WS : 0, c->wg_sem,
+                                 c->wg_sem ? CU_WGMMA_SEMS : 0)) != cudaSuccess)
+            rc = cu_fail(c, e, "wgmma gemm");
         goto out;
     }
-    if (a.tx == HR_BF16 && a.tw == HR_BF16 && a.T >= 64 && !a.expert && !a.chunks && a.nseg <= 1) {
+    if (cu_wgmma_mode() == 2 && a.tx == HR_BF16 && a.tw == HR_BF16 && a.T >= 64 && !a.expert && !a.chunks &&
+        a.nseg <= 1) {
         /* HEARTH_CUDA_WGMMA=2 (tests): such a linear must take the Hopper GEMM */
-        const char *wm = getenv("HEARTH_CUDA_WGMMA");
-        if (wm && !strcmp(wm, "2")) {
-            rc = hr_err_set(&c->base.err, HR_EUNSUP, "cuda linear: HEARTH_CUDA_WGMMA=2 but T %d K %lld N %lld cannot take it",
-                            a.T, (long long)a.K, (long long)a.N);
-            goto out;
-        }
+        rc = hr_err_set(&c->base.err, HR_EUNSUP, "cuda linear: HEARTH_CUDA_WGMMA=2 but T %d K %lld N %lld cannot take it",
+                        a.T, (long long)a.K, (long long)a.N);
+        goto out;
     }
     if (use_lt(&a) && (uintptr_t)a.w % 16 == 0 && (uintptr_t)a.x % 16 == 0 && a.ldx % 8 == 0) {
         cublasStatus_t s = lt_matmul(c, &a);
