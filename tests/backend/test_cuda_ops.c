@@ -339,9 +339,11 @@ static void rope_ref(double *o, const float *p, int head_dim, int rot_dim, const
     }
 }
 
-static void test_qkv_rope_store(int nh, int nkv, int head_dim, int rot_dim, float mscale) {
+/* n_mid + 4 tokens in three sequences; the 16-byte kernel takes steps of
+ * 64+ tokens with aligned dims, the generic kernel the others */
+static void test_qkv_rope_store(int nh, int nkv, int head_dim, int rot_dim, float mscale, int n_mid) {
     step_buf sb;
-    int ctx[3] = {300, 0, 41}, nn[3] = {1, 9, 3};
+    int ctx[3] = {300, 0, 41}, nn[3] = {1, n_mid, 3};
     make_step(&sb, 3, ctx, nn, 16, 10);
     int T = sb.s.n_tokens, bs = 16;
     int64_t qd = (int64_t)nh * head_dim, kvd = (int64_t)nkv * head_dim, ld = qd + 2 * kvd;
@@ -376,7 +378,7 @@ static void test_qkv_rope_store(int nh, int nkv, int head_dim, int rot_dim, floa
     }
     float *gq = download(tq), *gk = download(tk), *gv = download(tv);
     char what[96];
-    snprintf(what, sizeof what, "qkv_rope_store q (%d/%d heads, hd %d, rot %d)", nh, nkv, head_dim, rot_dim);
+    snprintf(what, sizeof what, "qkv_rope_store q (%d/%d heads, hd %d, rot %d, T %d)", nh, nkv, head_dim, rot_dim, T);
     CHECK_REL(gq, qref, T * qd, TOL_BF16, what);
     snprintf(what, sizeof what, "qkv_rope_store k cache (%d/%d heads, hd %d, rot %d)", nh, nkv, head_dim, rot_dim);
     CHECK_REL(gk, kref, nslots * kvd, TOL_BF16, what);
@@ -903,8 +905,14 @@ int main(void) {
     test_rope(128, 64, 1.3f);
     test_rope(32, 32, 1.0f);
     test_rope_table_reuse();
-    test_qkv_rope_store(32, 8, 128, 128, 1.0f); /* llama-like */
-    test_qkv_rope_store(7, 1, 64, 32, 1.2f);    /* partial rotary, MQA, mscale */
+    test_qkv_rope_store(32, 8, 128, 128, 1.0f, 69); /* llama-like: 16-byte kernel */
+    test_qkv_rope_store(32, 8, 128, 128, 1.0f, 9);  /* the same, 13 tokens: generic kernel */
+    test_qkv_rope_store(7, 1, 64, 32, 1.2f, 69);    /* partial rotary, MQA, mscale */
+    test_qkv_rope_store(7, 1, 64, 32, 1.2f, 9);
+    test_qkv_rope_store(6, 3, 96, 64, 1.1f, 69);    /* 16-byte kernel: 32 dims copied */
+    test_qkv_rope_store(8, 2, 80, 48, 1.0f, 69);    /* 16-byte kernel: hd 80 */
+    test_qkv_rope_store(4, 2, 72, 72, 1.0f, 69);    /* generic: half of rot_dim not a multiple of 8 */
+    test_qkv_rope_store(5, 1, 40, 20, 0.9f, 69);    /* generic: partial rotary of 20 dims */
     test_swiglu_packed(5, 2048);                /* 16-byte vector kernel */
     test_swiglu_packed(3, 333);                 /* odd width: scalar kernel with row strides */
 

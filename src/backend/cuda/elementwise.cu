@@ -218,12 +218,92 @@ __global__ void qkv_rope_store_kernel(TX *q_out, const TX *qkv, int64_t ld, TKV 
     }
 }
 
+/* HEARTH_CUDA_ROPE_VEC=0: the generic kernel only (comparisons, tests) */
+static bool cu_rope_vec_on(void) {
+    static int v = -1;
+    if (v < 0) v = hr_env_on("HEARTH_CUDA_ROPE_VEC", true);
+    return v != 0;
+}
+
+/* The same for BF16 activations and cache, 16-byte aligned rows and
+ * rot_dim, head_dim - rot_dim multiples of 16 and 8, 64+ tokens: one block
+ * per token.
+ * cos and sin of the token's angles are computed once into shared memory
+ * (not once per head: the generic kernel's sincosf per q and k head made it
+ * compute-bound, ~1.1 TB/s at 8192 tokens), then each thread moves 8-element
+ * chunks with 16-byte loads and stores: a rotated chunk is dims d..d+7 with
+ * their partners d+half..d+half+7, a pass-through chunk 8 dims past rot_dim;
+ * v heads are copied. */
+#define QRS_MAX_HALF 256
+__global__ void qkv_rope_store_vec_kernel(bf16 *q_out, const bf16 *qkv, int64_t ld, bf16 *kc, bf16 *vc, int n_heads,
+                                          int n_kv, int head_dim, int rot_dim, const float *inv_freq, float mscale,
+                                          const int32_t *positions, const int32_t *slots, int64_t n_slots) {
+    __shared__ float cs[QRS_MAX_HALF], sn[QRS_MAX_HALF];
+    pdl_begin();
+    const int64_t t = blockIdx.x;
+    const int half = rot_dim / 2, n_all = n_heads + 2 * n_kv;
+    const float pos = (float)positions[t];
+    for (int j = threadIdx.x; j < half; j += blockDim.x) {
+        float sv, cv;
+        sincosf(pos * inv_freq[j], &sv, &cv);
+        cs[j] = cv * mscale;
+        sn[j] = sv * mscale;
+    }
+    __syncthreads();
+    const int64_t slot = slots[t];
+    const bool store = slot >= 0 && slot < n_slots; /* padding token or bad slot: nothing to store */
+    const int64_t row = (int64_t)n_kv * head_dim;
+    const bf16 *src = qkv + t * ld;
+    const int rot_chunks = half / 8, per_head = rot_chunks + (head_dim - rot_dim) / 8;
+    for (int idx = threadIdx.x; idx < n_all * per_head; idx += blockDim.x) {
+        const int h = idx / per_head, c = idx % per_head;
+        bf16 *dst;
+        if (h < n_heads) dst = q_out + t * (int64_t)n_heads * head_dim + (int64_t)h * head_dim;
+        else if (!store) continue;
+        else if (h < n_heads + n_kv) dst = kc + slot * row + (int64_t)(h - n_heads) * head_dim;
+        else dst = vc + slot * row + (int64_t)(h - n_heads - n_kv) * head_dim;
+        const bf16 *p = src + (int64_t)h * head_dim;
+        if (c >= rot_chunks) { /* dims past rot_dim: copied */
+            const int d = rot_dim + 8 * (c - rot_chunks);
+            *(uint4 *)(dst + d) = *(const uint4 *)(p + d);
+            continue;
+        }
+        const int d = 8 * c;
+        uint4 a = *(const uint4 *)(p + d), b = *(const uint4 *)(p + d + half);
+        if (h < n_heads + n_kv) {
+            __nv_bfloat162 *a2 = (__nv_bfloat162 *)&a, *b2 = (__nv_bfloat162 *)&b;
+#pragma unroll
+            for (int i = 0; i < 4; i++) {
+                const float2 x0 = __bfloat1622float2(a2[i]), x1 = __bfloat1622float2(b2[i]);
+                const float c0 = cs[d + 2 * i], s0 = sn[d + 2 * i], c1 = cs[d + 2 * i + 1], s1 = sn[d + 2 * i + 1];
+                a2[i] = __floats2bfloat162_rn(x0.x * c0 - x1.x * s0, x0.y * c1 - x1.y * s1);
+                b2[i] = __floats2bfloat162_rn(x1.x * c0 + x0.x * s0, x1.y * c1 + x0.y * s1);
+            }
+        }
+        *(uint4 *)(dst + d) = a;
+        *(uint4 *)(dst + d + half) = b;
+    }
+}
+
 cudaError_t cu_qkv_rope_store(cudaStream_t st, void *q_out, const void *qkv, hr_dtype tx, int64_t ld, void *kc, void *vc,
                               hr_dtype tkv, int n_tokens, int n_heads, int n_kv, int head_dim, int rot_dim,
                               const float *inv_freq, float mscale, const int32_t *positions, const int32_t *slots,
                               int64_t n_slots) {
     if (n_tokens <= 0) return cudaSuccess;
     if (head_dim % 2 || rot_dim % 2 || rot_dim > head_dim) return cudaErrorInvalidValue;
+    /* one block per token leaves a decode step of few tokens with few
+     * blocks: below 64 tokens the generic kernel's many small blocks won
+     * (H100, 2026-12-06: batch-1 decode 176.4 vs ~180 tok/s) */
+    const bool vec = n_tokens >= 64 && tx == HR_BF16 && tkv == HR_BF16 && rot_dim % 16 == 0 && rot_dim > 0 &&
+                     rot_dim / 2 <= QRS_MAX_HALF && (head_dim - rot_dim) % 8 == 0 && ld % 8 == 0 &&
+                     (uintptr_t)q_out % 16 == 0 && (uintptr_t)qkv % 16 == 0 && (uintptr_t)kc % 16 == 0 &&
+                     (uintptr_t)vc % 16 == 0 && cu_rope_vec_on();
+    if (vec) {
+        cu_launch(qkv_rope_store_vec_kernel, dim3((unsigned)n_tokens), 128, 0, st, (bf16 *)q_out, (const bf16 *)qkv, ld,
+                  (bf16 *)kc, (bf16 *)vc, n_heads, n_kv, head_dim, rot_dim, inv_freq, mscale, positions, slots,
+                  n_slots);
+        return cudaGetLastError();
+    }
     int64_t items = (int64_t)(n_heads + 2 * n_kv) * (head_dim / 2);
     dim3 grid((unsigned)n_tokens, (unsigned)HR_MIN(HR_CDIV(items, (int64_t)256), (int64_t)64));
     CU_DISPATCH_ACT(tx, TX, CU_DISPATCH_ACT(tkv, TKV,
