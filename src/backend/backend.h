@@ -234,6 +234,13 @@ typedef struct hr_backend_ops {
      * reference's except where a choice rests on an exact tie of probability
      * mass or a rounding-level difference of a sum (see hr_sample_row). */
     int (*sample)(hr_backend *be, const hr_tensor *logits, const hr_sample_row *rows, int n_rows, int32_t *ids_host);
+    /* With ids_wait, argmax and sample also take ids_host == NULL: the ids
+     * are left on their way to the host and the op returns once the work is
+     * queued, so the caller can do host work while the device computes;
+     * ids_wait(n) then waits and writes the n ids of that op to ids_host.
+     * One op may be pending at a time; no other op may run before its wait.
+     * NULL: argmax and sample always wait. */
+    int (*ids_wait)(hr_backend *be, int32_t *ids_host, int n);
 } hr_backend_ops;
 
 struct hr_backend {

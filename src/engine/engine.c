@@ -56,6 +56,12 @@ typedef struct eng_req {
     struct eng_req *next; /* inbox link */
 } eng_req;
 
+typedef struct eng_event {
+    eng_req *r;
+    hr_sample_result res;
+    hr_finish_reason fin; /* != NONE: r is finished in the scheduler and freed after the event */
+} eng_event;
+
 typedef struct abort_list {
     uint64_t *ids;
     int n, cap;
@@ -90,6 +96,12 @@ struct hr_engine {
     int32_t *sampled;
     hr_sample_row *rows; /* device sampling: each logits row's parameters */
     hr_sample_result *results;
+    /* The last step's token events, emitted while the device computes the
+     * next step (flush_events); a finished request's is its last, and the
+     * request is freed after it. */
+    struct eng_event *events;
+    int n_events;
+    bool overlap_events; /* HEARTH_ENGINE_OVERLAP=0: events go out before the next step starts (comparisons) */
     eng_req **sample_reqs; /* request of each logits row */
     int *sample_rc;
     int sampled_cap;
@@ -227,8 +239,21 @@ static void emit(hr_engine *e, eng_req *r, const hr_sample_result *tok, hr_finis
     r->cb(r->user, &ev);
 }
 
+/* Emits the queued events of the last step, in order (engine thread). Runs
+ * before anything else emits or frees a request: an abort, a failed step,
+ * idling, shutdown. */
+static void flush_events(hr_engine *e) {
+    for (int i = 0; i < e->n_events; i++) {
+        eng_event *ev = &e->events[i];
+        emit(e, ev->r, &ev->res, ev->fin);
+        if (ev->fin != HR_FINISH_NONE) req_free(ev->r);
+    }
+    e->n_events = 0;
+}
+
 /* Ends a request known to the scheduler: blocks back at once, final event, free. */
 static void finish_req(hr_engine *e, eng_req *r, const hr_sample_result *tok, hr_finish_reason fin) {
+    flush_events(e);
     sched_finish(&e->sched, r->sr);
     emit(e, r, tok, fin);
     req_free(r);
@@ -256,6 +281,7 @@ static void drain_inbox(hr_engine *e) {
         r->next = NULL;
         sched_add(&e->sched, r->sr);
     }
+    if (ab.n) flush_events(e); /* an aborted request may have an event queued */
     for (int i = 0; i < ab.n; i++) {
         eng_req *r = find_active(e, ab.ids[i]);
         if (r) finish_req(e, r, NULL, HR_FINISH_ABORT);
@@ -264,6 +290,7 @@ static void drain_inbox(hr_engine *e) {
 }
 
 static void abort_all(hr_engine *e, hr_finish_reason why) {
+    flush_events(e);
     sched_req *s;
     while ((s = e->sched.running.head)) finish_req(e, s->user, NULL, why);
     while ((s = e->sched.waiting.head)) finish_req(e, s->user, NULL, why);
@@ -375,11 +402,13 @@ static int ensure_step_buffers(hr_engine *e, int n_logits) {
         if (r) e->results = r;
         eng_req **q = realloc(e->sample_reqs, (size_t)n_logits * sizeof *q);
         if (q) e->sample_reqs = q;
+        eng_event *ev = realloc(e->events, (size_t)n_logits * sizeof *ev); /* keeps the queued ones */
+        if (ev) e->events = ev;
         int *c = realloc(e->sample_rc, (size_t)n_logits * sizeof *c);
         if (c) e->sample_rc = c;
         hr_sample_row *w = realloc(e->rows, (size_t)n_logits * sizeof *w);
         if (w) e->rows = w;
-        if (!s || !r || !q || !c || !w) return HR_ENOMEM;
+        if (!s || !r || !q || !c || !w || !ev) return HR_ENOMEM;
         e->sampled_cap = n_logits;
     }
     return HR_OK;
@@ -444,10 +473,21 @@ static bool engine_step(hr_engine *e) {
         }
     }
     double t_fwd0 = hr_time_now();
-    if (rc == HR_OK)
-        rc = greedy   ? hr_model_forward_greedy(e->model, &st, e->sampled, &err)
-             : device ? hr_model_forward_sample(e->model, &st, e->rows, e->sampled, &err)
-                      : hr_model_forward(e->model, &st, e->logits, &err);
+    /* The last step's events go out while the device computes this one
+     * (the ids come back through hr_model_ids_wait): host work off the
+     * critical path, as vLLM's async scheduling. A step with prompt tokens
+     * may block in _begin (MoE prefill syncs), so the events go first. */
+    if (rc != HR_OK || st.n_tokens != st.n_seqs || !(greedy || device) || !e->overlap_events) flush_events(e);
+    if (rc == HR_OK) {
+        if (greedy || device) {
+            rc = greedy ? hr_model_forward_greedy_begin(e->model, &st, &err)
+                        : hr_model_forward_sample_begin(e->model, &st, e->rows, &err);
+            flush_events(e);
+            if (rc == HR_OK) rc = hr_model_ids_wait(e->model, e->sampled, &err);
+        } else {
+            rc = hr_model_forward(e->model, &st, e->logits, &err);
+        }
+    }
     double t_fwd1 = hr_time_now();
     int j = 0, step_prompt = 0;
     for (int i = 0; rc == HR_OK && i < e->out.n_items; i++) {
@@ -499,10 +539,11 @@ static bool engine_step(hr_engine *e) {
         e->gen_total++;
         if (r->t_first == 0) r->t_first = now;
         hr_finish_reason fin = check_finish(e, r, res->id);
-        if (fin != HR_FINISH_NONE)
-            finish_req(e, r, res, fin);
-        else
-            emit(e, r, res, HR_FINISH_NONE);
+        /* a finished request leaves the scheduler now (its blocks are free
+         * for the next step); its event and the request itself go with the
+         * next flush */
+        if (fin != HR_FINISH_NONE) sched_finish(&e->sched, r->sr);
+        e->events[e->n_events++] = (eng_event){.r = r, .res = *res, .fin = fin};
     }
     e->log_steps++;
     e->log_tokens += (uint64_t)st.n_tokens;
@@ -531,6 +572,7 @@ static void *engine_main(void *arg) {
             break;
         }
         if (active == 0) {
+            flush_events(e);
             publish_stats(e);
             log_step_times(e);
             e->log_t0 = 0;
@@ -571,6 +613,7 @@ int hr_engine_create(hr_model *model, const hr_engine_opts *opts, hr_engine **ou
     if (!e) return hr_err_set(err, HR_ENOMEM, "engine: out of memory");
     e->model = model;
     e->opts = o;
+    e->overlap_events = hr_env_on("HEARTH_ENGINE_OVERLAP", true);
     e->vocab = hr_model_vocab_size(model);
     const hr_config *c = hr_model_config(model);
     e->n_eos = HR_MIN(c->n_eos, (int)HR_ARRAY_LEN(e->eos));
@@ -646,6 +689,7 @@ void hr_engine_free(hr_engine *e) {
     free(e->sampled);
     free(e->results);
     free(e->sample_reqs);
+    free(e->events);
     free(e->sample_rc);
     free(e->rows);
     hr_threadpool_free(e->pool);

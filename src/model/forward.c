@@ -387,56 +387,110 @@ static float *logits_to_host(hr_model *m, const hr_tensor *lg, int rows, hr_err 
     return host;
 }
 
-int hr_model_forward_greedy(hr_model *m, const hr_step *step, int32_t *ids, hr_err *err) {
-    hr_err local = {0};
-    if (!err) err = &local;
-    hr_backend *be = m->be;
-    int rc = forward_run(m, step, err);
-    if (rc != HR_OK || step->n_logits <= 0) return rc;
-    hr_tensor lg = rows_view(m->acts.logits, step->n_logits);
-    if (be->ops->argmax) {
-        OP(be->ops->argmax(be, &lg, ids));
-        return HR_OK;
+/* The ids of a step that runs to its end here: m->ids.buf, grown only. */
+static int32_t *ids_buf(hr_model *m, int n, hr_err *err) {
+    if (n > m->ids.cap) {
+        int cap = n < 256 ? 256 : n;
+        int32_t *b = realloc(m->ids.buf, sizeof(int32_t) * (size_t)cap);
+        if (!b) {
+            hr_err_set(err, HR_ENOMEM, "forward: out of memory for %d ids", n);
+            return NULL;
+        }
+        m->ids.buf = b;
+        m->ids.cap = cap;
     }
-    /* no device argmax: the logits cross and the same argmax runs here */
-    float *host = logits_to_host(m, &lg, step->n_logits, err);
-    if (!host) return err->code;
-    for (int r = 0; r < step->n_logits; r++) {
-        const float *x = host + (size_t)r * (size_t)m->vocab;
+    return m->ids.buf;
+}
+
+/* Row argmax of host logits, lowest id on ties, as the sampler. */
+static void host_argmax(const float *host, int rows, int vocab, int32_t *ids) {
+    for (int r = 0; r < rows; r++) {
+        const float *x = host + (size_t)r * (size_t)vocab;
         float bv = -INFINITY;
         int bi = -1;
-        for (int c = 0; c < m->vocab; c++)
+        for (int c = 0; c < vocab; c++)
             if (x[c] > bv || (bi < 0 && x[c] == bv)) {
                 bv = x[c];
                 bi = c;
             }
         ids[r] = bi < 0 ? 0 : bi;
     }
-    free(host);
+}
+
+/* Runs the step; rows == NULL: greedy ids, else sampled with rows. */
+static int forward_ids_begin(hr_model *m, const hr_step *step, const hr_sample_row *rows, hr_err *err) {
+    hr_backend *be = m->be;
+    if (m->ids.state)
+        return hr_err_set(err, HR_EINVAL, "forward: a step begun before was not waited for (hr_model_ids_wait)");
+    int rc = forward_run(m, step, err);
+    if (rc != HR_OK) return rc;
+    const int n = HR_MAX(step->n_logits, 0);
+    hr_tensor lg = rows_view(m->acts.logits, n);
+    const bool dev = rows ? be->ops->sample != NULL : be->ops->argmax != NULL;
+    if (n > 0 && dev && be->ops->ids_wait) {
+        /* the ids stay on their way: the caller works while the device computes */
+        OP(rows ? be->ops->sample(be, &lg, rows, n, NULL) : be->ops->argmax(be, &lg, NULL));
+        m->ids.state = 2;
+        m->ids.n = n;
+        return HR_OK;
+    }
+    int32_t *ids = ids_buf(m, n, err);
+    if (!ids) return err->code;
+    if (n > 0 && dev) {
+        OP(rows ? be->ops->sample(be, &lg, rows, n, ids) : be->ops->argmax(be, &lg, ids));
+    } else if (n > 0) {
+        /* no device op: the logits cross and the same pick runs here */
+        float *host = logits_to_host(m, &lg, n, err);
+        if (!host) return err->code;
+        if (!rows) host_argmax(host, n, m->vocab, ids);
+        for (int r = 0; rows && r < n && rc == HR_OK; r++)
+            if (hr_sample_row_ref(&rows[r], host + (size_t)r * (size_t)m->vocab, m->vocab, &ids[r]) != HR_OK)
+                rc = hr_err_set(err, HR_ENOMEM, "forward: out of memory sampling");
+        free(host);
+        if (rc != HR_OK) return rc;
+    }
+    m->ids.state = 1;
+    m->ids.n = n;
     return HR_OK;
 fail:
     return rc;
 }
 
-int hr_model_forward_sample(hr_model *m, const hr_step *step, const hr_sample_row *rows, int32_t *ids, hr_err *err) {
+int hr_model_forward_greedy_begin(hr_model *m, const hr_step *step, hr_err *err) {
+    hr_err local = {0};
+    return forward_ids_begin(m, step, NULL, err ? err : &local);
+}
+
+int hr_model_forward_sample_begin(hr_model *m, const hr_step *step, const hr_sample_row *rows, hr_err *err) {
+    hr_err local = {0};
+    if (!rows && step->n_logits > 0) return hr_err_set(err ? err : &local, HR_EINVAL, "forward: no sampling rows");
+    return forward_ids_begin(m, step, rows, err ? err : &local);
+}
+
+int hr_model_ids_wait(hr_model *m, int32_t *ids, hr_err *err) {
     hr_err local = {0};
     if (!err) err = &local;
-    hr_backend *be = m->be;
-    int rc = forward_run(m, step, err);
-    if (rc != HR_OK || step->n_logits <= 0) return rc;
-    hr_tensor lg = rows_view(m->acts.logits, step->n_logits);
-    if (be->ops->sample) {
-        OP(be->ops->sample(be, &lg, rows, step->n_logits, ids));
+    const int state = m->ids.state, n = m->ids.n;
+    m->ids.state = 0;
+    m->ids.n = 0;
+    if (state == 2) {
+        hr_backend *be = m->be;
+        if (be->ops->ids_wait(be, ids, n) != HR_OK) return hr_err_set(err, be->err.code ? be->err.code : HR_EIO, "%s", be->err.msg);
         return HR_OK;
     }
-    /* no device sampling: the logits cross and the reference runs here */
-    float *host = logits_to_host(m, &lg, step->n_logits, err);
-    if (!host) return err->code;
-    for (int r = 0; r < step->n_logits && rc == HR_OK; r++)
-        if (hr_sample_row_ref(&rows[r], host + (size_t)r * (size_t)m->vocab, m->vocab, &ids[r]) != HR_OK)
-            rc = hr_err_set(err, HR_ENOMEM, "forward: out of memory sampling");
-    free(host);
-    return rc;
-fail:
-    return rc;
+    if (state == 1) {
+        if (n > 0) memcpy(ids, m->ids.buf, sizeof(int32_t) * (size_t)n);
+        return HR_OK;
+    }
+    return hr_err_set(err, HR_EINVAL, "forward: no step begun to wait for");
+}
+
+int hr_model_forward_greedy(hr_model *m, const hr_step *step, int32_t *ids, hr_err *err) {
+    int rc = hr_model_forward_greedy_begin(m, step, err);
+    return rc != HR_OK ? rc : hr_model_ids_wait(m, ids, err);
+}
+
+int hr_model_forward_sample(hr_model *m, const hr_step *step, const hr_sample_row *rows, int32_t *ids, hr_err *err) {
+    int rc = hr_model_forward_sample_begin(m, step, rows, err);
+    return rc != HR_OK ? rc : hr_model_ids_wait(m, ids, err);
 }

@@ -106,6 +106,7 @@ void hr_model_free(hr_model *m) {
     free(m->inv_freq);
     free(m->rope_factors);
     free(m->pad.buf);
+    free(m->ids.buf);
     free(m);
 }
 

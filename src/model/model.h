@@ -63,5 +63,15 @@ int hr_model_forward_greedy(hr_model *m, const hr_step *step, int32_t *ids, hr_e
  * the device when the backend has the sample op, else the logits are copied
  * and hr_sample_row_ref runs here; the result is the same. */
 int hr_model_forward_sample(hr_model *m, const hr_step *step, const hr_sample_row *rows, int32_t *ids, hr_err *err);
+/* The two steps above in halves: _begin runs the step and, on a backend
+ * with ids_wait, returns once the device work is queued (the ids are on
+ * their way), so the caller can do host work while the device computes;
+ * hr_model_ids_wait then writes the step->n_logits ids. Elsewhere the step
+ * runs to its end in _begin and the wait copies. Every begun step must be
+ * waited for (also after an error of the caller) before the next begins;
+ * rows must stay valid until _begin returns. */
+int hr_model_forward_greedy_begin(hr_model *m, const hr_step *step, hr_err *err);
+int hr_model_forward_sample_begin(hr_model *m, const hr_step *step, const hr_sample_row *rows, hr_err *err);
+int hr_model_ids_wait(hr_model *m, int32_t *ids, hr_err *err);
 
 #endif

@@ -69,6 +69,15 @@ struct hr_model {
         size_t cap; /* int32 elements */
     } pad;
 
+    /* forward.c: a greedy / sampled step begun and not yet waited for.
+     * state 1: its ids are in buf (the step ran to the end), 2: they are on
+     * their way in the backend (ids_wait); n ids. */
+    struct {
+        int state, n;
+        int32_t *buf;
+        int cap;
+    } ids;
+
     /* every tensor this model created, freed together */
     hr_tensor **owned;
     int n_owned, cap_owned;

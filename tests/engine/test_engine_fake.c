@@ -24,6 +24,9 @@ struct hr_model {
     int n_blocks, bs;
     int32_t *kv_tok, *kv_pos;
     int forwards;
+    bool pending; /* a step begun, its ids not yet waited for */
+    int32_t *pending_ids;
+    int pending_n;
 };
 
 const hr_config *hr_model_config(const hr_model *m) { return &m->cfg; }
@@ -92,32 +95,52 @@ int hr_model_forward(hr_model *m, const hr_step *st, float *logits, hr_err *err)
     return HR_OK;
 }
 
-/* The device-greedy entry: the same fake logits, reduced to their argmax
- * (lowest id on ties, as the sampler's greedy path). */
-int hr_model_forward_greedy(hr_model *m, const hr_step *st, int32_t *ids, hr_err *err) {
+/* The device entries, in halves as the engine calls them: _begin computes
+ * the step's ids (greedy: the fake logits' argmax, lowest id on ties, as the
+ * sampler's greedy path; sampled: row by row with the backend's reference,
+ * what the CPU backend's sample op runs) and keeps them until
+ * hr_model_ids_wait. A second _begin before the wait, or a wait with
+ * nothing begun, counts as an error, as does the pending step's ids being
+ * asked for after a later step ran. */
+static int fake_sample_calls, fake_protocol_errors;
+static int fake_ids_begin(hr_model *m, const hr_step *st, const hr_sample_row *rows, hr_err *err) {
+    if (m->pending) fake_protocol_errors++;
     float *lg = malloc(sizeof(float) * (size_t)(st->n_logits > 0 ? st->n_logits : 1) * VOCAB);
     int rc = hr_model_forward(m, st, lg, err);
+    free(m->pending_ids);
+    m->pending_ids = malloc(sizeof(int32_t) * (size_t)(st->n_logits > 0 ? st->n_logits : 1));
     for (int r = 0; rc == HR_OK && r < st->n_logits; r++) {
-        const float *x = lg + (size_t)r * VOCAB;
+        float *x = lg + (size_t)r * VOCAB; /* the reference may modify the row */
+        if (rows) {
+            rc = hr_sample_row_ref(&rows[r], x, VOCAB, &m->pending_ids[r]);
+            continue;
+        }
         int best = 0;
         for (int c = 1; c < VOCAB; c++)
             if (x[c] > x[best]) best = c;
-        ids[r] = best;
+        m->pending_ids[r] = best;
     }
     free(lg);
+    if (rc == HR_OK) {
+        m->pending = true;
+        m->pending_n = st->n_logits;
+    }
     return rc;
 }
-
-/* The device-sampling entry: the same fake logits, sampled row by row with
- * the backend's reference (what the CPU backend's sample op runs). */
-static int fake_sample_calls;
-int hr_model_forward_sample(hr_model *m, const hr_step *st, const hr_sample_row *rows, int32_t *ids, hr_err *err) {
+int hr_model_forward_greedy_begin(hr_model *m, const hr_step *st, hr_err *err) { return fake_ids_begin(m, st, NULL, err); }
+int hr_model_forward_sample_begin(hr_model *m, const hr_step *st, const hr_sample_row *rows, hr_err *err) {
     fake_sample_calls++;
-    float *lg = malloc(sizeof(float) * (size_t)(st->n_logits > 0 ? st->n_logits : 1) * VOCAB);
-    int rc = hr_model_forward(m, st, lg, err);
-    for (int r = 0; rc == HR_OK && r < st->n_logits; r++) rc = hr_sample_row_ref(&rows[r], lg + (size_t)r * VOCAB, VOCAB, &ids[r]);
-    free(lg);
-    return rc;
+    return fake_ids_begin(m, st, rows, err);
+}
+int hr_model_ids_wait(hr_model *m, int32_t *ids, hr_err *err) {
+    (void)err;
+    if (!m->pending) {
+        fake_protocol_errors++;
+        return HR_EINVAL;
+    }
+    memcpy(ids, m->pending_ids, sizeof(int32_t) * (size_t)m->pending_n);
+    m->pending = false;
+    return HR_OK;
 }
 
 static void fake_init(hr_model *m) {
@@ -132,6 +155,7 @@ static void fake_init(hr_model *m) {
 static void fake_free(hr_model *m) {
     free(m->kv_tok);
     free(m->kv_pos);
+    free(m->pending_ids);
 }
 
 #define NREQ 24
@@ -245,6 +269,7 @@ static void test_batching_invariance(void) {
     CHECK_EQ_INT(mism2, 0);
     CHECK_EQ_INT(mism3, 0);
     CHECK_EQ_INT(ctx_errors, 0);
+    CHECK_EQ_INT(fake_protocol_errors, 0);
     for (int k = 0; k < NREQ; k++) {
         result_destroy(&alone[k]);
         result_destroy(&together[k]);
@@ -566,6 +591,7 @@ static void test_abort_stress(void) {
     CHECK_EQ_INT(after, 0);
     CHECK_EQ_INT(st.kv_blocks_free, st.kv_blocks_total);
     CHECK_EQ_INT(ctx_errors, 0);
+    CHECK_EQ_INT(fake_protocol_errors, 0);
     hr_engine_free(sx.e);
     for (int k = 0; k < NS; k++) {
         result_destroy(&solo[k]);

@@ -1236,7 +1236,13 @@ static int cu_argmax_op(hr_backend *be, const hr_tensor *logits, int32_t *ids_ho
     if (logits->dtype != HR_F32 || logits->ndim < 1)
         return hr_err_set(&be->err, HR_EINVAL, "cuda argmax: '%s' is not an F32 matrix", logits->name);
     int64_t rows = hr_tensor_rows(logits), vocab = hr_tensor_cols(logits);
-    if (rows <= 0) return HR_OK;
+    if (rows <= 0) {
+        if (!ids_host) { /* nothing on the way, but a wait of 0 ids must find it */
+            c->ids_pending = c->ids_host ? c->ids_host : (const int32_t *)&c->ids_pending_n;
+            c->ids_pending_n = 0;
+        }
+        return HR_OK;
+    }
     if (vocab <= 0 || vocab > INT32_MAX)
         return hr_err_set(&be->err, HR_EINVAL, "cuda argmax: %lld columns", (long long)vocab);
     if (rows > c->ids_cap) {
@@ -1256,8 +1262,27 @@ static int cu_argmax_op(hr_backend *be, const hr_tensor *logits, int32_t *ids_ho
     CU_TRY(c, cudaMemcpyAsync(c->ids_host, c->ids_dev, (size_t)rows * sizeof(int32_t), cudaMemcpyDeviceToHost,
                               c->stream),
            "argmax copy");
+    if (!ids_host) { /* left on the way: ids_wait */
+        c->ids_pending = c->ids_host;
+        c->ids_pending_n = (int)rows;
+        return HR_OK;
+    }
     CU_TRY(c, cudaStreamSynchronize(c->stream), "argmax sync");
     memcpy(ids_host, c->ids_host, (size_t)rows * sizeof(int32_t));
+    return HR_OK;
+}
+
+/* The ids of the last argmax / sample called without a host buffer. */
+static int cu_ids_wait_op(hr_backend *be, int32_t *ids_host, int n) {
+    cu_backend *c = cu_of(be);
+    const int32_t *src = c->ids_pending;
+    int have = c->ids_pending_n;
+    c->ids_pending = NULL;
+    c->ids_pending_n = 0;
+    if (!src || n != have || !ids_host)
+        return hr_err_set(&be->err, HR_EINVAL, "cuda ids_wait: %d ids asked, %d pending", n, src ? have : 0);
+    CU_TRY(c, cudaStreamSynchronize(c->stream), "ids sync");
+    memcpy(ids_host, src, (size_t)n * sizeof(int32_t));
     return HR_OK;
 }
 
@@ -1333,6 +1358,7 @@ static hr_backend_ops make_ops(void) {
     o.argmax = cu_argmax_op;
     o.batch_bucket = cu_batch_bucket_op;
     o.sample = cu_sample_op;
+    o.ids_wait = cu_ids_wait_op;
     return o;
 }
 static const hr_backend_ops cu_ops = make_ops();

@@ -134,6 +134,10 @@ typedef struct cu_backend {
     /* argmax ids: device buffer + pinned host copy, grown on demand */
     int32_t *ids_dev, *ids_host;
     int64_t ids_cap;
+    /* argmax / sample with ids_host NULL: the pinned buffer the ids are
+     * copied into, and how many, until ids_wait */
+    const int32_t *ids_pending;
+    int ids_pending_n;
     int32_t *moe_host; /* pinned: the grouped MoE path's expert ids and row maps */
     int64_t moe_host_cap;
     cu_upload *upload;     /* tensor_set staging ring, NULL until the first large upload */

@@ -451,10 +451,16 @@ int cu_sample_op(hr_backend *be, const hr_tensor *logits, const hr_sample_row *r
     if (nr != n_rows)
         return hr_err_set(&be->err, HR_EINVAL, "cuda sample: %d parameter rows for %lld logit rows", n_rows,
                           (long long)nr);
-    if (n_rows <= 0) return HR_OK;
+    if (n_rows <= 0) {
+        if (!ids_host) { /* nothing on the way, but a wait of 0 ids must find it */
+            c->ids_pending = (const int32_t *)&c->ids_pending_n;
+            c->ids_pending_n = 0;
+        }
+        return HR_OK;
+    }
     if (vocab <= 0 || vocab > INT32_MAX)
         return hr_err_set(&be->err, HR_EINVAL, "cuda sample: %lld columns", (long long)vocab);
-    if (!rows || !ids_host) return hr_err_set(&be->err, HR_EINVAL, "cuda sample: no rows or ids");
+    if (!rows) return hr_err_set(&be->err, HR_EINVAL, "cuda sample: no rows");
     /* sizes: the rows, then each row's penalties, mask ids, bias ids + values (4-byte words) */
     size_t words = 0;
     for (int r = 0; r < n_rows; r++) {
@@ -478,7 +484,7 @@ int cu_sample_op(hr_backend *be, const hr_tensor *logits, const hr_sample_row *r
         b->smem_attr = true;
     }
     /* grown only on a larger batch / longer lists than ever seen; the stream
-     * is idle then (every call ends with a sync) */
+     * is idle then (every call ends with a sync, or with ids_wait's) */
     if (need > b->cap) {
         SAMPLE_TRY(c, cudaStreamSynchronize(c->stream), "sample sync");
         if (b->host) cudaFreeHost(b->host);
@@ -544,6 +550,11 @@ int cu_sample_op(hr_backend *be, const hr_tensor *logits, const hr_sample_row *r
         c,
         cudaMemcpyAsync(b->ids_host, b->ids_dev, (size_t)n_rows * sizeof(int32_t), cudaMemcpyDeviceToHost, c->stream),
         "sample copy");
+    if (!ids_host) { /* left on the way: ids_wait */
+        c->ids_pending = b->ids_host;
+        c->ids_pending_n = n_rows;
+        return HR_OK;
+    }
     SAMPLE_TRY(c, cudaStreamSynchronize(c->stream), "sample sync");
     memcpy(ids_host, b->ids_host, (size_t)n_rows * sizeof(int32_t));
     return HR_OK;
