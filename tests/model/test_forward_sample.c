@@ -8,8 +8,9 @@
  * top-k, top-p, min-p, penalties over the prompt, a mask and logit_bias.
  * Ids must be equal (the CUDA op matches the reference except for a draw
  * within ~1e-15 of a boundary, not expected in these few rows); greedy steps
- * through hr_model_forward_greedy too. Also the host fallback (a backend
- * without the op). Skips (77) without the fixture. */
+ * through hr_model_forward_greedy too, and both again through the
+ * _begin / hr_model_ids_wait halves (with the protocol's errors). Also the
+ * host fallback (a backend without the op). Skips (77) without the fixture. */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -163,6 +164,20 @@ static void check_backend(hr_backend *be, const char *dir, bool drop_op) {
         }
         CHECK_EQ_INT(hr_model_forward_sample(m, &b.st, rows, got, &err), HR_OK);
         CHECK_EQ_INT(hr_model_forward_greedy(m, &b.st, greedy, &err), HR_OK);
+        /* the same through the halves the engine calls (the ids on their way
+         * while the host works); a second begin before the wait and a wait
+         * with nothing begun are errors */
+        int32_t halves[NSEQ], greedy2[NSEQ];
+        CHECK_EQ_INT(hr_model_forward_sample_begin(m, &b.st, rows, &err), HR_OK);
+        CHECK(hr_model_forward_greedy_begin(m, &b.st, &err) != HR_OK);
+        CHECK_EQ_INT(hr_model_ids_wait(m, halves, &err), HR_OK);
+        CHECK(hr_model_ids_wait(m, greedy2, &err) != HR_OK);
+        CHECK_EQ_INT(hr_model_forward_greedy_begin(m, &b.st, &err), HR_OK);
+        CHECK_EQ_INT(hr_model_ids_wait(m, greedy2, &err), HR_OK);
+        for (int s = 0; s < NSEQ; s++) {
+            bad += halves[s] != got[s];
+            greedy_bad += greedy2[s] != greedy[s];
+        }
         for (int s = 0; s < NSEQ; s++) {
             if (got[s] != ref[s] && bad++ < 5)
                 fprintf(stderr, "%s set %d row %d: forward_sample %d, reference %d\n", be->ops->name, k, s, got[s],
