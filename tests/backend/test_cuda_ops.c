@@ -934,6 +934,10 @@ int main(void) {
         {3, {0, 100, 5}, {50, 20, 1}, 32, 8, 128, 16, 0, false, "prefill hd128 gqa4 + chunk + decode"},
         {2, {0, 30}, {33, 17}, 16, 4, 128, 16, 24, true, "prefill hd128 window24 sinks"},
         {2, {0, 64}, {70, 9}, 6, 2, 64, 32, 0, true, "prefill hd64 gqa3 sinks"},
+        /* many 64-key tiles through the two cp.async stages */
+        {2, {0, 200}, {300, 40}, 32, 8, 128, 16, 0, false, "prefill hd128 long (5+ tiles)"},
+        {2, {0, 0}, {260, 130}, 8, 8, 64, 16, 100, true, "prefill hd64 mha window100 sinks long"},
+        {1, {0}, {200}, 4, 2, 32, 16, 0, false, "prefill hd32 long"},
     };
     for (size_t i = 0; i < HR_ARRAY_LEN(cases); i++) test_attention(&cases[i]);
     test_graph_replay();

@@ -154,6 +154,24 @@ __device__ __forceinline__ void ldmatrix_x2_trans(uint32_t &b0, uint32_t &b1, co
     asm volatile("ldmatrix.sync.aligned.m8n8.x2.trans.shared.b16 {%0,%1}, [%2];" : "=r"(b0), "=r"(b1) : "r"(s));
 }
 
+/* Four 8x8 BF16 matrices from shared memory: lanes 8 m .. 8 m + 7 give the
+ * row addresses of matrix m (16 bytes each); lane 4 g + tq gets row g,
+ * elements 2 tq and 2 tq + 1 of each, i.e. the B fragments of n-major
+ * (key-major K) tiles. The _trans form gets rows 2 tq, 2 tq + 1 of column
+ * g: the B fragments of k-major tiles (V, keys as rows). */
+__device__ __forceinline__ void ldmatrix_x4(uint32_t *r, const void *smem_row) {
+    unsigned s = (unsigned)__cvta_generic_to_shared(smem_row);
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(s));
+}
+__device__ __forceinline__ void ldmatrix_x4_trans(uint32_t *r, const void *smem_row) {
+    unsigned s = (unsigned)__cvta_generic_to_shared(smem_row);
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(s));
+}
+
 /* The linear a block row computes in a GEMV-style launch: the only one, or
  * (fused launch, nseg > 1) the linear whose row blocks of rows_per_block
  * rows block bx falls in, with its block index inside that linear. */

@@ -22,13 +22,6 @@
 #define MG_STAGES 3
 #define MG_THREADS 128
 
-__device__ __forceinline__ void ldmatrix_x4(uint32_t *r, const void *smem_row) {
-    unsigned s = (unsigned)__cvta_generic_to_shared(smem_row);
-    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];"
-                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-                 : "r"(s));
-}
-
 __global__ void __launch_bounds__(MG_THREADS) moe_gemm_kernel(cu_gemv_args a) {
     pdl_wait();
     pdl_trigger();
