@@ -252,6 +252,18 @@ HEARTH_TEST_VERBOSE=1 "$BIN/backend_test_cuda_ops" 2>&1 | tee "$OUTDIR/test_cuda
 r=${PIPESTATUS[0]}
 echo "test_cuda_ops rc=$r"
 [ "$r" = 0 ] || rc=1
+# the experimental Hopper GEMM (gemm/wgmma.cu, off by default) on its own
+# cases, every tile width; mode 2 makes them fail rather than fall back to
+# cuBLASLt. Skipped (77) off sm_90.
+if [ "$BENCH" != 1 ]; then
+    for cfg in 128,0 64,0 256,0 128,2,2; do
+        HEARTH_CUDA_WGMMA=2 HEARTH_CUDA_WGMMA_TEST=1 HEARTH_CUDA_WGMMA_CFG=$cfg timeout 120 "$BIN/backend_test_cuda_ops" \
+            > "$OUTDIR/test_cuda_wgmma_$cfg.log" 2>&1
+        r=$?
+        echo "wgmma GEMM checks (HEARTH_CUDA_WGMMA_CFG=$cfg): rc=$r $(grep -E 'passed|CHECK' "$OUTDIR/test_cuda_wgmma_$cfg.log" | head -3)"
+        [ "$r" = 0 ] || [ "$r" = 77 ] || rc=1
+    done
+fi
 if [ "$BENCH" = 1 ]; then
     echo "== the same shapes through cuBLASLt (HEARTH_CUDA_GEMV_MAX_T=0)"
     HEARTH_CUDA_BENCH=only HEARTH_CUDA_GEMV_MAX_T=0 "$BIN/backend_test_cuda_ops" 2>&1 | grep BENCH | tee -a "$OUTDIR/test_cuda_ops.log"

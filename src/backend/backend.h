@@ -267,6 +267,8 @@ hr_backend *hr_backend_cpu_create(int n_threads, hr_err *err);
 #ifdef HEARTH_HAVE_CUDA
 hr_backend *hr_backend_cuda_create(int device_index, hr_err *err);
 int hr_backend_cuda_available(void);
+/* Compute capability of device 0 as major * 10 + minor (90: H100/H200), 0 without one. */
+int hr_backend_cuda_capability(void);
 #endif
 
 /* Convenience: host float32 upload/download of a whole F32 tensor. */

@@ -1372,6 +1372,17 @@ extern "C" int hr_backend_cuda_available(void) {
     return n > 0;
 }
 
+extern "C" int hr_backend_cuda_capability(void) {
+    int major = 0, minor = 0;
+    if (!hr_backend_cuda_available() ||
+        cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, 0) != cudaSuccess ||
+        cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, 0) != cudaSuccess) {
+        cudaGetLastError();
+        return 0;
+    }
+    return major * 10 + minor;
+}
+
 extern "C" hr_backend *hr_backend_cuda_create(int device_index, hr_err *err) {
     cu_backend *c = (cu_backend *)hr_xcalloc(1, sizeof(cu_backend));
     cudaError_t e;
