@@ -256,7 +256,7 @@ echo "test_cuda_ops rc=$r"
 # cases, every tile width; mode 2 makes them fail rather than fall back to
 # cuBLASLt. Skipped (77) off sm_90.
 if [ "$BENCH" != 1 ]; then
-    for cfg in 128,0 64,0 256,0 128,2,2; do
+    for cfg in 128,0 64,0 256,0 128,2,2 256,0,1,0; do
         HEARTH_CUDA_WGMMA=2 HEARTH_CUDA_WGMMA_TEST=1 HEARTH_CUDA_WGMMA_CFG=$cfg timeout 120 "$BIN/backend_test_cuda_ops" \
             > "$OUTDIR/test_cuda_wgmma_$cfg.log" 2>&1
         r=$?

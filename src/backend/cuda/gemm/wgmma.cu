@@ -174,7 +174,10 @@ __device__ __forceinline__ void tma_load_2d_mc(void *dst, const CUtensorMap *map
 }
 #endif
 
-template <int BN, int STAGES, int CL>
+/* LAG 1: one wgmma group kept in flight, a stage released one slice late;
+ * LAG 0: each slice's products waited for and its stage released at once
+ * (one more stage of loads in flight; for DRAM-bound shapes, untested) */
+template <int BN, int STAGES, int CL, int LAG>
 __global__ void __launch_bounds__(WG_THREADS, 1)
     wgmma_gemm_kernel(const __grid_constant__ CUtensorMap map_x, const __grid_constant__ CUtensorMap map_w,
                       cu_gemv_args a, wg_split sp) {
@@ -261,21 +264,31 @@ __global__ void __launch_bounds__(WG_THREADS, 1)
                 for (int kk = 0; kk < WG_BK / 16; kk++)
                     wgmma_tile<BN>(acc, smem_desc(xs + kk * 32), smem_desc(ws + kk * 32));
                 wgmma_commit();
-                /* one group in flight: once at most this slice's products
-                 * are pending, the previous slice's stage goes back to the
-                 * producers (of both CTAs with CL 2: each writes into both) */
-                wgmma_wait<1>();
-                if (i > 0 && lane == 0) {
+                if constexpr (LAG == 0) {
+                    wgmma_wait<0>();
+                    if (lane == 0) {
+                        mbar_arrive(&empty[s]);
+                        if constexpr (CL > 1) mbar_arrive_remote(&empty[s], rank ^ 1);
+                    }
+                } else {
+                    /* one group in flight: once at most this slice's products
+                     * are pending, the previous slice's stage goes back to the
+                     * producers (of both CTAs with CL 2: each writes into both) */
+                    wgmma_wait<1>();
+                    if (i > 0 && lane == 0) {
+                        mbar_arrive(&empty[(it - 1) % STAGES]);
+                        if constexpr (CL > 1) mbar_arrive_remote(&empty[(it - 1) % STAGES], rank ^ 1);
+                    }
+                }
+            }
+            if constexpr (LAG != 0) {
+                wgmma_wait<0>();
+                /* the unit's last stage goes back before the epilogue: the
+                 * producer loads the next unit's first slices meanwhile */
+                if (lane == 0) {
                     mbar_arrive(&empty[(it - 1) % STAGES]);
                     if constexpr (CL > 1) mbar_arrive_remote(&empty[(it - 1) % STAGES], rank ^ 1);
                 }
-            }
-            wgmma_wait<0>();
-            /* the unit's last stage goes back before the epilogue: the
-             * producer loads the next unit's first slices meanwhile */
-            if (lane == 0) {
-                mbar_arrive(&empty[(it - 1) % STAGES]);
-                if constexpr (CL > 1) mbar_arrive_remote(&empty[(it - 1) % STAGES], rank ^ 1);
             }
             if (m0 >= a.T) continue; /* CL 2: the pair's second row tile lies past T */
             if (sp.S > 1) {
@@ -366,17 +379,22 @@ static bool wg_device_ok(void) {
 /* HEARTH_CUDA_WGMMA: 0 off (default), 1 on for eligible linears of
  * 64..HEARTH_CUDA_WGMMA_MAX_T rows (default 512), 2 (tests) on for every
  * row count and eligible linears that cannot take it fail instead of
- * falling back. HEARTH_CUDA_WGMMA_CFG=BN,S[,CL] forces the tile width, the
- * K splits (0: chosen) and the cluster size (1 or 2; comparisons). Read
- * once per process. */
-static struct { int mode, max_t, bn, s, cl; } wg_env = {-1, 512, 0, 0, 0};
+ * falling back. HEARTH_CUDA_WGMMA_CFG=BN,S[,CL[,LAG]] forces the tile
+ * width, the K splits (0: chosen), the cluster size (1 or 2) and the stage
+ * release (LAG 0: at once, single CTAs only; comparisons). Read once per
+ * process. */
+static struct { int mode, max_t, bn, s, cl, lag; } wg_env = {-1, 512, 0, 0, 0, 1};
 static void wg_env_read(void) {
     if (wg_env.mode >= 0) return;
     const char *e = getenv("HEARTH_CUDA_WGMMA");
     int mode = e ? atoi(e) : 0;
     if ((e = getenv("HEARTH_CUDA_WGMMA_MAX_T"))) wg_env.max_t = HR_MAX(atoi(e), 64);
-    if ((e = getenv("HEARTH_CUDA_WGMMA_CFG")) && sscanf(e, "%d,%d,%d", &wg_env.bn, &wg_env.s, &wg_env.cl) < 2)
+    if ((e = getenv("HEARTH_CUDA_WGMMA_CFG")) &&
+        sscanf(e, "%d,%d,%d,%d", &wg_env.bn, &wg_env.s, &wg_env.cl, &wg_env.lag) < 2) {
         wg_env.bn = wg_env.s = wg_env.cl = 0;
+        wg_env.lag = 1;
+    }
+    if (wg_env.lag != 0) wg_env.lag = 1;
     if (wg_env.bn != 64 && wg_env.bn != 128 && wg_env.bn != 256) wg_env.bn = 0;
     if (wg_env.cl != 1 && wg_env.cl != 2) wg_env.cl = 0;
     wg_env.s = HR_MIN(HR_MAX(wg_env.s, 0), 16);
@@ -400,9 +418,10 @@ template <int BN> static constexpr int wg_stages() {
     return HR_MIN(8, WG_SMEM_BUDGET / ((WG_BM + BN) * WG_BK * 2));
 }
 
-template <int BN, int CL> static cudaError_t wg_launch(cudaStream_t st, const cu_gemv_args *a, wg_split sp, int n_sm) {
+template <int BN, int CL, int LAG>
+static cudaError_t wg_launch(cudaStream_t st, const cu_gemv_args *a, wg_split sp, int n_sm) {
     constexpr int STAGES = wg_stages<BN>();
-    auto kernel = wgmma_gemm_kernel<BN, STAGES, CL>;
+    auto kernel = wgmma_gemm_kernel<BN, STAGES, CL, LAG>;
     const size_t smem = (size_t)STAGES * (WG_BM + BN) * WG_BK * 2 + 1024;
     static bool attr = false;
     if (!attr) {
@@ -482,11 +501,16 @@ cudaError_t cu_wgmma_linear(cudaStream_t st, const cu_gemv_args *a, int n_sm, fl
     if (mg * nt * s * cl > INT32_MAX / 2) return cudaErrorNotSupported;
     wg_split sp = {s, (int)mg, (int)nt, ws, sem};
     if (cl == 2) {
-        if (bn == 64) return wg_launch<64, 2>(st, a, sp, n_sm);
-        if (bn == 256) return wg_launch<256, 2>(st, a, sp, n_sm);
-        return wg_launch<128, 2>(st, a, sp, n_sm);
+        if (bn == 64) return wg_launch<64, 2, 1>(st, a, sp, n_sm);
+        if (bn == 256) return wg_launch<256, 2, 1>(st, a, sp, n_sm);
+        return wg_launch<128, 2, 1>(st, a, sp, n_sm);
     }
-    if (bn == 64) return wg_launch<64, 1>(st, a, sp, n_sm);
-    if (bn == 256) return wg_launch<256, 1>(st, a, sp, n_sm);
-    return wg_launch<128, 1>(st, a, sp, n_sm);
+    if (wg_env.lag == 0) {
+        if (bn == 64) return wg_launch<64, 1, 0>(st, a, sp, n_sm);
+        if (bn == 256) return wg_launch<256, 1, 0>(st, a, sp, n_sm);
+        return wg_launch<128, 1, 0>(st, a, sp, n_sm);
+    }
+    if (bn == 64) return wg_launch<64, 1, 1>(st, a, sp, n_sm);
+    if (bn == 256) return wg_launch<256, 1, 1>(st, a, sp, n_sm);
+    return wg_launch<128, 1, 1>(st, a, sp, n_sm);
 }
