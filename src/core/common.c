@@ -61,6 +61,11 @@ bool hr_env_on(const char *name, bool dflt) {
     return e ? strcmp(e, "0") != 0 : dflt;
 }
 
+int hr_env_int(const char *name, int dflt) {
+    const char *e = getenv(name);
+    return e ? atoi(e) : dflt;
+}
+
 double hr_time_now(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);

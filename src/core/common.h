@@ -52,6 +52,9 @@ char *hr_xstrdup(const char *s);
 /* An on/off switch from the environment: dflt when name is unset, else on
  * unless its value is "0". Not cached: callers on hot paths keep the result. */
 bool hr_env_on(const char *name, bool dflt);
+/* An integer setting from the environment: atoi of its value, dflt when
+ * unset. Not cached either; callers check the range they accept. */
+int hr_env_int(const char *name, int dflt);
 
 /* Monotonic clock in seconds. */
 double hr_time_now(void);

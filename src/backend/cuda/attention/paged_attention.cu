@@ -649,10 +649,7 @@ int cu_attn_splits(const cu_attn_args *a, int n_sm) {
  * of 32 keys need more than 48 KB of shared memory with head_dim 128). */
 static int decode_tile(void) {
     static int t = -1;
-    if (t < 0) {
-        const char *e = getenv("HEARTH_CUDA_ATTN_TILE");
-        t = e && atoi(e) == 64 ? 64 : 32;
-    }
+    if (t < 0) t = hr_env_int("HEARTH_CUDA_ATTN_TILE", 32) == 64 ? 64 : 32;
     return t;
 }
 
@@ -702,10 +699,7 @@ static void launch_decode_tc_w(cudaStream_t st, const cu_attn_args *a, dim3 grid
 template <int HD>
 static void launch_decode_tc(cudaStream_t st, const cu_attn_args *a, dim3 grid, int splits, float *part) {
     static int w = -1;
-    if (w < 0) {
-        const char *e = getenv("HEARTH_CUDA_ATTN_TC_WARPS");
-        w = e && atoi(e) == 2 ? 2 : 4;
-    }
+    if (w < 0) w = hr_env_int("HEARTH_CUDA_ATTN_TC_WARPS", 4) == 2 ? 2 : 4;
     if (w == 2) launch_decode_tc_w<HD, 2>(st, a, grid, splits, part);
     else launch_decode_tc_w<HD, 4>(st, a, grid, splits, part);
 }

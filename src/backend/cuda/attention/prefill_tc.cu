@@ -223,10 +223,7 @@ template <int HD, int MINB> static cudaError_t fa_launch(cudaStream_t st, dim3 g
  * little at head_dim 128) instead of 2 (comparisons) */
 static int fa_minb(void) {
     static int v = -1;
-    if (v < 0) {
-        const char *e = getenv("HEARTH_CUDA_FA_MINB");
-        v = e && atoi(e) == 3 ? 3 : 2;
-    }
+    if (v < 0) v = hr_env_int("HEARTH_CUDA_FA_MINB", 2) == 3 ? 3 : 2;
     return v;
 }
 

@@ -358,10 +358,7 @@ static int64_t grid_t(const cu_gemv_args *a) { return a->expert ? a->T : HR_CDIV
 /* Blocks per SM the split-K aims for; HEARTH_CUDA_GEMV_BPSM overrides (0 = never split). */
 static int blocks_per_sm(void) {
     static int v = -1;
-    if (v < 0) {
-        const char *e = getenv("HEARTH_CUDA_GEMV_BPSM");
-        v = e ? HR_MAX(atoi(e), 0) : 2;
-    }
+    if (v < 0) v = HR_MAX(hr_env_int("HEARTH_CUDA_GEMV_BPSM", 2), 0);
     return v;
 }
 

@@ -94,10 +94,7 @@ typedef struct lt_cache {
  * 11.97 ms tuned vs 12.09 ms untuned). */
 static int lt_tune_mode(void) {
     static int v = -1;
-    if (v < 0) {
-        const char *e = getenv("HEARTH_CUDA_LT_TUNE");
-        v = e ? HR_MAX(atoi(e), 0) : 0;
-    }
+    if (v < 0) v = HR_MAX(hr_env_int("HEARTH_CUDA_LT_TUNE", 0), 0);
     return v;
 }
 

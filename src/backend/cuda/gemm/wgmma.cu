@@ -386,11 +386,10 @@ static bool wg_device_ok(void) {
 static struct { int mode, max_t, bn, s, cl, lag; } wg_env = {-1, 512, 0, 0, 0, 1};
 static void wg_env_read(void) {
     if (wg_env.mode >= 0) return;
-    const char *e = getenv("HEARTH_CUDA_WGMMA");
-    int mode = e ? atoi(e) : 0;
-    if ((e = getenv("HEARTH_CUDA_WGMMA_MAX_T"))) wg_env.max_t = HR_MAX(atoi(e), 64);
-    if ((e = getenv("HEARTH_CUDA_WGMMA_CFG")) &&
-        sscanf(e, "%d,%d,%d,%d", &wg_env.bn, &wg_env.s, &wg_env.cl, &wg_env.lag) < 2) {
+    const int mode = hr_env_int("HEARTH_CUDA_WGMMA", 0);
+    wg_env.max_t = HR_MAX(hr_env_int("HEARTH_CUDA_WGMMA_MAX_T", 512), 64);
+    const char *e = getenv("HEARTH_CUDA_WGMMA_CFG");
+    if (e && sscanf(e, "%d,%d,%d,%d", &wg_env.bn, &wg_env.s, &wg_env.cl, &wg_env.lag) < 2) {
         wg_env.bn = wg_env.s = wg_env.cl = 0;
         wg_env.lag = 1;
     }
