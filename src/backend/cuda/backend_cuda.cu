@@ -1372,16 +1372,17 @@ extern "C" int hr_backend_cuda_available(void) {
     return n > 0;
 }
 
-extern "C" int hr_backend_cuda_capability(void) {
+int cu_capability(int dev) {
     int major = 0, minor = 0;
-    if (!hr_backend_cuda_available() ||
-        cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, 0) != cudaSuccess ||
-        cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, 0) != cudaSuccess) {
+    if (cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess ||
+        cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev) != cudaSuccess) {
         cudaGetLastError();
         return 0;
     }
     return major * 10 + minor;
 }
+
+extern "C" int hr_backend_cuda_capability(void) { return hr_backend_cuda_available() ? cu_capability(0) : 0; }
 
 extern "C" hr_backend *hr_backend_cuda_create(int device_index, hr_err *err) {
     cu_backend *c = (cu_backend *)hr_xcalloc(1, sizeof(cu_backend));

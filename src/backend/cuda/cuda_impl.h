@@ -204,6 +204,8 @@ typedef struct cu_gemv_args {
  * BF16 x and weights, T >= 64, K % 64 == 0. ws (ws_bytes) holds split-K
  * partials, sem n_sem zeroed tile counters (NULL: no split-K). */
 int cu_wgmma_mode(void);
+/* Compute capability of device dev as major * 10 + minor, 0 on an error. */
+int cu_capability(int dev);
 bool cu_wgmma_ok(const cu_gemv_args *a);
 cudaError_t cu_wgmma_linear(cudaStream_t st, const cu_gemv_args *a, int n_sm, float *ws, size_t ws_bytes, int *sem,
                             int n_sem);

@@ -52,7 +52,6 @@ typedef struct cu_sample_bufs {
     size_t cap;
     int32_t *ids_dev, *ids_host;
     int ids_cap;
-    bool smem_attr; /* the kernel's dynamic shared memory limit was raised */
 } cu_sample_bufs;
 
 /* ---- order-preserving keys of floats (-0 and +0 share one) -------------- */
@@ -476,13 +475,7 @@ int cu_sample_op(hr_backend *be, const hr_tensor *logits, const hr_sample_row *r
         if (!c->sample) return hr_err_set(&be->err, HR_ENOMEM, "cuda sample: out of memory");
     }
     cu_sample_bufs *b = c->sample;
-    if (!b->smem_attr) {
-        SAMPLE_TRY(c,
-                   cudaFuncSetAttribute(sample_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                        (int)(SAMPLE_CAP * (sizeof(float) + sizeof(int)))),
-                   "sample smem attribute");
-        b->smem_attr = true;
-    }
+    SAMPLE_TRY(c, cu_smem_limit<sample_kernel>(SAMPLE_CAP * (sizeof(float) + sizeof(int))), "sample smem attribute");
     /* grown only on a larger batch / longer lists than ever seen; the stream
      * is idle then (every call ends with a sync, or with ids_wait's) */
     if (need > b->cap) {

@@ -656,12 +656,8 @@ static int decode_tile(void) {
 template <typename TQ, int D, int HB, int TILE, int STAGES>
 static void launch_decode_k(cudaStream_t st, const cu_attn_args *a, dim3 grid, int splits, int n_hc, float *part) {
     constexpr size_t shm = dk_smem(D, HB, TILE, STAGES);
-    static bool attr = false; /* first launch of a shape is eager, never inside a capture */
-    if (!attr && shm > 48 * 1024) {
-        cudaFuncSetAttribute(attn_decode_kernel<TQ, D, HB, TILE, STAGES>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                             (int)shm);
-        attr = true;
-    }
+    /* a failure surfaces as the launch's error */
+    if (shm > 48 * 1024) cu_smem_limit<attn_decode_kernel<TQ, D, HB, TILE, STAGES>>(shm);
     cu_launch(attn_decode_kernel<TQ, D, HB, TILE, STAGES>, grid, DK_WARPS * 32, shm, st, *a, splits, n_hc, part);
 }
 
@@ -688,11 +684,7 @@ static cudaError_t launch_decode(cudaStream_t st, const cu_attn_args *a, int spl
 template <int HD, int W>
 static void launch_decode_tc_w(cudaStream_t st, const cu_attn_args *a, dim3 grid, int splits, float *part) {
     constexpr size_t shm = td_smem(HD, W);
-    static bool attr = false; /* the first launch of a shape is eager, never inside a capture */
-    if (!attr) {
-        cudaFuncSetAttribute(attn_decode_tc_kernel<HD, W>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)shm);
-        attr = true;
-    }
+    cu_smem_limit<attn_decode_tc_kernel<HD, W>>(shm); /* a failure surfaces as the launch's error */
     cu_launch(attn_decode_tc_kernel<HD, W>, grid, W * 32, shm, st, *a, splits, part);
 }
 

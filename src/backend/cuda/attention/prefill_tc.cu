@@ -208,13 +208,9 @@ __global__ void __launch_bounds__(FA_WARPS * 32, MINB) attn_prefill_tc_kernel(cu
 }
 
 template <int HD, int MINB> static cudaError_t fa_launch(cudaStream_t st, dim3 grid, const cu_attn_args *a, int n_hc) {
-    static bool attr = false; /* head_dim 128: 68 KB, past the 48 KB default */
-    if (!attr) {
-        cudaError_t e = cudaFuncSetAttribute(attn_prefill_tc_kernel<HD, MINB>,
-                                             cudaFuncAttributeMaxDynamicSharedMemorySize, (int)fa_smem<HD>());
-        if (e != cudaSuccess) return e;
-        attr = true;
-    }
+    /* head_dim 128: 68 KB, past the 48 KB default */
+    cudaError_t e = cu_smem_limit<attn_prefill_tc_kernel<HD, MINB>>(fa_smem<HD>());
+    if (e != cudaSuccess) return e;
     cu_launch(attn_prefill_tc_kernel<HD, MINB>, grid, FA_WARPS * 32, fa_smem<HD>(), st, *a, n_hc);
     return cudaGetLastError();
 }

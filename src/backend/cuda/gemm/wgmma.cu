@@ -367,11 +367,8 @@ static bool wg_map(CUtensorMap *m, const void *base, int64_t rows, int64_t cols,
 static bool wg_device_ok(void) {
     static int ok = -1;
     if (ok < 0) {
-        int dev = 0, major = 0, minor = 0;
-        ok = cudaGetDevice(&dev) == cudaSuccess &&
-             cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) == cudaSuccess &&
-             cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev) == cudaSuccess && major == 9 &&
-             minor == 0;
+        int dev = 0;
+        ok = cudaGetDevice(&dev) == cudaSuccess && cu_capability(dev) == 90;
     }
     return ok == 1;
 }
@@ -420,41 +417,17 @@ template <int BN> static constexpr int wg_stages() {
 template <int BN, int CL, int LAG>
 static cudaError_t wg_launch(cudaStream_t st, const cu_gemv_args *a, wg_split sp, int n_sm) {
     constexpr int STAGES = wg_stages<BN>();
-    auto kernel = wgmma_gemm_kernel<BN, STAGES, CL, LAG>;
     const size_t smem = (size_t)STAGES * (WG_BM + BN) * WG_BK * 2 + 1024;
-    static bool attr = false;
-    if (!attr) {
-        cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
-        if (e != cudaSuccess) return e;
-        attr = true;
-    }
+    cudaError_t e = cu_smem_limit<wgmma_gemm_kernel<BN, STAGES, CL, LAG>>(smem);
+    if (e != cudaSuccess) return e;
     CUtensorMap mx, mw;
     if (!wg_map(&mx, a->x, a->T, a->K, a->ldx, WG_BM) || !wg_map(&mw, a->w, a->N, a->K, a->K, BN / CL))
         return cudaErrorInvalidValue;
     /* persistent: one CTA per SM at most, each cluster takes every n-th unit */
     const int64_t units = (int64_t)sp.mg * sp.nt * sp.S;
-    cudaLaunchConfig_t cfg = {};
-    cfg.gridDim = dim3((unsigned)(CL * HR_MIN(units, (int64_t)(n_sm / CL))));
-    cfg.blockDim = dim3(WG_THREADS);
-    cfg.dynamicSmemBytes = smem;
-    cfg.stream = st;
-    cudaLaunchAttribute at[2];
-    int na = 0;
-    if (CL > 1) {
-        at[na].id = cudaLaunchAttributeClusterDimension;
-        at[na].val.clusterDim.x = CL;
-        at[na].val.clusterDim.y = 1;
-        at[na].val.clusterDim.z = 1;
-        na++;
-    }
-    if (cu_pdl_on()) {
-        at[na].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-        at[na].val.programmaticStreamSerializationAllowed = 1;
-        na++;
-    }
-    cfg.attrs = at;
-    cfg.numAttrs = na;
-    return cudaLaunchKernelEx(&cfg, kernel, mx, mw, *a, sp);
+    cu_launch_clusters(wgmma_gemm_kernel<BN, STAGES, CL, LAG>, dim3((unsigned)(CL * HR_MIN(units, (int64_t)(n_sm / CL)))),
+                       WG_THREADS, smem, st, CL, mx, mw, *a, sp);
+    return cudaGetLastError();
 }
 
 /* Tile width and K splits: the fewest estimated slice-times over the waves
