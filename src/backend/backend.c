@@ -26,6 +26,17 @@ void hr_backend_free(hr_backend *be) {
     if (be) be->ops->free(be);
 }
 
+int hr_tensor_set_repeated(hr_backend *be, hr_tensor *t, const void *chunk, size_t chunk_bytes) {
+    if (!chunk_bytes) return HR_EINVAL;
+    int rc = HR_OK;
+    for (size_t done = 0; rc == HR_OK && done < t->nbytes;) {
+        size_t len = HR_MIN(chunk_bytes, t->nbytes - done);
+        rc = be->ops->tensor_set(be, t, chunk, done, len);
+        done += len;
+    }
+    return rc;
+}
+
 hr_tensor *hr_tensor_from_f32(hr_backend *be, int ndim, const int64_t *ne, const float *data, const char *name) {
     hr_tensor *t = be->ops->tensor_new(be, HR_F32, ndim, ne, name);
     if (!t) return NULL;

@@ -273,5 +273,9 @@ int hr_backend_cuda_capability(void);
 
 /* Convenience: host float32 upload/download of a whole F32 tensor. */
 hr_tensor *hr_tensor_from_f32(hr_backend *be, int ndim, const int64_t *ne, const float *data, const char *name);
+/* Fills t with chunk (chunk_bytes, whole elements of t's dtype) repeated
+ * from its start, the last copy cut short: synthetic weights and benchmark
+ * operands from one chunk of noise. HR_OK or the tensor_set error. */
+int hr_tensor_set_repeated(hr_backend *be, hr_tensor *t, const void *chunk, size_t chunk_bytes);
 
 #endif

@@ -67,14 +67,8 @@ typedef struct gemm_noise {
 
 /* fills t (BF16 or F32) with the noise, repeated */
 static int fill_random(hr_backend *be, hr_tensor *t, const gemm_noise *nz) {
-    const size_t es = t->dtype == HR_F32 ? 4 : 2, total = (size_t)hr_tensor_nelem(t) * es;
     const void *src = t->dtype == HR_F32 ? (const void *)nz->f32 : (const void *)nz->bf;
-    for (size_t off = 0; off < total;) {
-        size_t n = HR_MIN(total - off, nz->n * es);
-        if (be->ops->tensor_set(be, t, src, off, n)) return -1;
-        off += n;
-    }
-    return 0;
+    return hr_tensor_set_repeated(be, t, src, nz->n * hr_dtype_size(t->dtype));
 }
 
 static int bench_one(hr_backend *be, const gemm_shape *sh, int T, int iters, double cache_mb, const gemm_noise *nz) {

@@ -228,7 +228,7 @@ static hr_tensor *synth_tensor(loader *L, const char *name, int ndim, const int6
     hr_tensor *t = hr_model_tensor_new(L->m, dt, ndim, shape, name, err);
     if (!t) return NULL;
     int64_t n = hr_tensor_nelem(t), c = n < SYNTH_CHUNK ? n : SYNTH_CHUNK;
-    size_t es = hr_dtype_size(dt), done = 0;
+    size_t es = hr_dtype_size(dt);
     synth_chunk *hit = NULL;
     for (int i = 0; i < L->n_cache && !hit; i++) {
         synth_chunk *k = &L->cache[i];
@@ -248,12 +248,7 @@ static hr_tensor *synth_tensor(loader *L, const char *name, int ndim, const int6
         for (int64_t i = 0; dt != HR_F32 && i < c; i++)
             ((uint16_t *)chunk)[i] = dt == HR_BF16 ? hr_f32_to_bf16(f[i]) : hr_f32_to_f16(f[i]);
     }
-    int rc = HR_OK;
-    while (rc == HR_OK && done < t->nbytes) {
-        size_t len = HR_MIN((size_t)c * es, t->nbytes - done);
-        rc = L->m->be->ops->tensor_set(L->m->be, t, chunk, done, len);
-        done += len;
-    }
+    int rc = hr_tensor_set_repeated(L->m->be, t, chunk, (size_t)c * es);
     if (!hit && L->n_cache < SYNTH_CACHE) {
         L->cache[L->n_cache++] = (synth_chunk){dt, scale, constant, c, chunk};
         if (chunk != f) free(f);
