@@ -475,7 +475,8 @@ int hr_model_ids_wait(hr_model *m, int32_t *ids, hr_err *err) {
     m->ids.n = 0;
     if (state == 2) {
         hr_backend *be = m->be;
-        if (be->ops->ids_wait(be, ids, n) != HR_OK) return hr_err_set(err, be->err.code ? be->err.code : HR_EIO, "%s", be->err.msg);
+        if (be->ops->ids_wait(be, ids, n) != HR_OK)
+            return hr_err_set(err, be->err.code ? be->err.code : HR_EIO, "%s", be->err.msg);
         return HR_OK;
     }
     if (state == 1) {

@@ -100,8 +100,7 @@ int hr_model_forward(hr_model *m, const hr_step *st, float *logits, hr_err *err)
  * sampler's greedy path; sampled: row by row with the backend's reference,
  * what the CPU backend's sample op runs) and keeps them until
  * hr_model_ids_wait. A second _begin before the wait, or a wait with
- * nothing begun, counts as an error, as does the pending step's ids being
- * asked for after a later step ran. */
+ * nothing begun, counts as an error. */
 static int fake_sample_calls, fake_protocol_errors;
 static int fake_ids_begin(hr_model *m, const hr_step *st, const hr_sample_row *rows, hr_err *err) {
     if (m->pending) fake_protocol_errors++;
@@ -127,7 +126,9 @@ static int fake_ids_begin(hr_model *m, const hr_step *st, const hr_sample_row *r
     }
     return rc;
 }
-int hr_model_forward_greedy_begin(hr_model *m, const hr_step *st, hr_err *err) { return fake_ids_begin(m, st, NULL, err); }
+int hr_model_forward_greedy_begin(hr_model *m, const hr_step *st, hr_err *err) {
+    return fake_ids_begin(m, st, NULL, err);
+}
 int hr_model_forward_sample_begin(hr_model *m, const hr_step *st, const hr_sample_row *rows, hr_err *err) {
     fake_sample_calls++;
     return fake_ids_begin(m, st, rows, err);
