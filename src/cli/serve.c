@@ -43,6 +43,8 @@ static void usage(FILE *f) {
                "  --gpu-memory-utilization F     KV pool as a fraction of free memory\n"
                "  --enable-prefix-caching / --no-enable-prefix-caching   (default on)\n"
                "  --host-sampling                copy the logits and sample on the host (default: on the device)\n"
+               "  --no-warmup                    skip the start-up warm-up requests (default: on a GPU, run before\n"
+               "                                 serving, so no client pays for first-use kernel loads)\n"
                "  --max-waiting-requests N       queue limit before 429 (default 0 = unlimited)\n"
                "  --max-request-bytes N          request body limit, 413 beyond (default 16M)\n"
                "  --chat-template FILE           Jinja chat template overriding the tokenizer's\n"
@@ -153,6 +155,10 @@ static int parse_args(int argc, char **argv, serve_args *a) {
         }
         if (!strcmp(arg, "--host-sampling")) {
             a->eo.host_sampling = true;
+            continue;
+        }
+        if (!strcmp(arg, "--no-warmup")) {
+            a->eo.warmup = -1;
             continue;
         }
         if (!strcmp(arg, "--disable-uvicorn-access-log") || !strcmp(arg, "--disable-access-log")) {

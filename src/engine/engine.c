@@ -597,6 +597,104 @@ static void *engine_main(void *arg) {
     return NULL;
 }
 
+/* ---- warm-up ----
+ * The first step of a fresh process pays one-time costs that a client
+ * should never see: on the H100 the first 128-token prompt took 131-181 ms
+ * instead of ~10 (lazily loaded kernel modules, cuBLASLt's first plans and
+ * heuristics), and the first steps of each new decode shape a few ms more;
+ * a 512-request serving run lost ~3 % of its throughput to them. So
+ * hr_engine_create runs a few requests through the ordinary step path (on
+ * the calling thread, before the engine thread exists), in shapes that take
+ * each kind of kernel: one long prompt (tensor-core prefill attention,
+ * cuBLASLt) decoded alone (GEMVs, split decode attention), then a batch of
+ * short prompts (one multi-sequence prefill step) decoded together
+ * (batched decode, device sampling with greedy and sampled rows, a CUDA
+ * graph capture). Then the counters and the prefix cache start from zero,
+ * so /metrics and cache hits only ever count client requests. */
+#define ENG_WARM_LONG  192 /* tokens of the long prompt (>= 64: the vectorised RoPE and prefill kernels) */
+#define ENG_WARM_SHORT 32
+#define ENG_WARM_BATCH 64
+#define ENG_WARM_NEW   4 /* generated tokens per request: decode steps run eagerly, are captured, replayed */
+
+typedef struct warm_count {
+    int done, failed;
+} warm_count;
+
+static void warm_cb(void *user, const hr_event *ev) {
+    warm_count *w = user;
+    if (ev->finish == HR_FINISH_NONE) return;
+    w->done++;
+    if (ev->finish == HR_FINISH_ERROR || ev->finish == HR_FINISH_ABORT) w->failed++;
+}
+
+/* Submits n requests of len tokens and steps the engine until they end.
+ * Token ids differ per request and position (no prefix is shared) and avoid
+ * the special ids at the top of most vocabularies. */
+static int warm_round(hr_engine *e, int n, int len, hr_err *err) {
+    int32_t *ids = malloc((size_t)len * sizeof *ids);
+    if (!ids) return hr_err_set(err, HR_ENOMEM, "engine warm-up: out of memory");
+    warm_count w = {0};
+    int span = HR_MAX(e->vocab - 256, HR_MIN(e->vocab, 2)), rc = HR_OK;
+    for (int r = 0; r < n && rc == HR_OK; r++) {
+        uint32_t x = 2654435761u * (uint32_t)(r + 1);
+        for (int i = 0; i < len; i++) {
+            x = x * 1664525u + 1013904223u;
+            ids[i] = (int32_t)((x >> 8) % (uint32_t)span);
+        }
+        hr_request rq = {.prompt = ids, .n_prompt = len, .max_tokens = ENG_WARM_NEW};
+        hr_sampling_params_default(&rq.sampling);
+        rq.sampling.ignore_eos = true;
+        if (r % 2) { /* half the batch sampled on the device, half greedy */
+            rq.sampling.temperature = 0.8f;
+            rq.sampling.top_p = 0.9f;
+            rq.sampling.has_seed = true;
+            rq.sampling.seed = (uint64_t)r;
+        } else {
+            rq.sampling.temperature = 0.0f;
+        }
+        rc = hr_engine_submit(e, &rq, warm_cb, &w, NULL, err);
+    }
+    free(ids);
+    drain_inbox(e);
+    while (e->sched.running.n + e->sched.waiting.n > 0)
+        if (!engine_step(e)) {
+            abort_all(e, HR_FINISH_ERROR);
+            break;
+        }
+    flush_events(e);
+    if (rc == HR_OK && (w.failed || w.done != n))
+        rc = hr_err_set(err, HR_EIO, "engine warm-up: %d of %d requests failed (see the log above)",
+                        w.failed + (n - w.done), n);
+    return rc;
+}
+
+static int engine_warmup(hr_engine *e, hr_err *err) {
+    double t0 = hr_time_now();
+    int room = e->max_model_len - ENG_WARM_NEW - 1;
+    int long_len = HR_MIN(ENG_WARM_LONG, room), short_len = HR_MIN(ENG_WARM_SHORT, room);
+    /* the batch fits the sequence limit and a quarter of the pool */
+    int per = HR_CDIV(short_len + ENG_WARM_NEW, e->opts.block_size);
+    int batch = HR_MIN(HR_MIN(ENG_WARM_BATCH, e->opts.max_num_seqs), e->kv.n_blocks / (4 * HR_MAX(per, 1)));
+    if (e->opts.max_waiting_requests > 0) batch = HR_MIN(batch, e->opts.max_waiting_requests);
+    uint64_t steps0 = e->log_steps;
+    int rc = HR_OK;
+    if (long_len >= 1) rc = warm_round(e, 1, long_len, err);
+    if (rc == HR_OK && short_len >= 1 && batch >= 2) rc = warm_round(e, batch, short_len, err);
+    if (rc != HR_OK) return rc;
+    HR_LOGI("engine: warm-up: %llu steps (a %d-token prompt, then %d of %d tokens, %d new tokens each) in %.0f ms",
+            (unsigned long long)(e->log_steps - steps0), long_len, batch, short_len, ENG_WARM_NEW,
+            1e3 * (hr_time_now() - t0));
+    /* client-facing state from zero */
+    kv_cache_reset_prefix(&e->kv);
+    e->kv.queries = e->kv.hits = 0;
+    e->sched.num_preemptions = 0;
+    e->prompt_total = e->gen_total = 0;
+    e->log_t0 = 0;
+    e->log_steps = e->log_tokens = e->log_decode_steps = 0;
+    e->log_t_sched = e->log_t_fwd = e->log_t_post = e->log_t_fwd_decode = 0;
+    return HR_OK;
+}
+
 int hr_engine_create(hr_model *model, const hr_engine_opts *opts, hr_engine **out, hr_err *err) {
     *out = NULL;
     hr_engine_opts o;
@@ -640,11 +738,15 @@ int hr_engine_create(hr_model *model, const hr_engine_opts *opts, hr_engine **ou
                        .max_model_len = e->max_model_len};
     rc = sched_init(&e->sched, &e->kv, &sc, err);
     if (rc != HR_OK) goto fail;
-    publish_stats(e);
     HR_LOGI("engine: %d KV blocks x %d tokens (%.1f MiB), max_model_len %d, max_num_seqs %d, "
             "max_num_batched_tokens %d, prefix caching %s",
             n_blocks, o.block_size, (double)n_blocks * (double)hr_model_kv_block_bytes(model, o.block_size) / 1048576.0,
             e->max_model_len, o.max_num_seqs, o.max_num_batched_tokens, o.enable_prefix_caching ? "on" : "off");
+    if (o.warmup > 0 || (o.warmup == 0 && o.backend && !o.backend->host_memory)) {
+        rc = engine_warmup(e, err);
+        if (rc != HR_OK) goto fail;
+    }
+    publish_stats(e);
     if (pthread_create(&e->thread, NULL, engine_main, e) != 0) {
         rc = hr_err_set(err, HR_EIO, "engine: cannot start its thread");
         goto fail;

@@ -36,6 +36,11 @@ typedef struct hr_engine_opts {
                                     host (the argmax op when every sampled row is plain greedy, else the sample
                                     op), except steps where a row asks for logprobs; true: always copy the logits
                                     and sample on the host (comparisons; `hearth serve --host-sampling`) */
+    int warmup;                  /* requests run through the engine by hr_engine_create, before it accepts any
+                                    (as vLLM warms up before it serves): they load every kernel and library
+                                    path a first real step would (lazily loaded modules, cuBLASLt plans, graph
+                                    captures), then counters and the prefix cache are reset. 0 = auto (on for
+                                    a device backend: backend set and !host_memory), 1 = on, -1 = off */
 } hr_engine_opts;
 
 void hr_engine_opts_default(hr_engine_opts *o);

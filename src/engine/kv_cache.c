@@ -245,6 +245,16 @@ void kv_seq_release(kv_cache *kv, kv_seq *seq) {
     memset(seq, 0, sizeof *seq);
 }
 
+int kv_cache_reset_prefix(kv_cache *kv) {
+    int n = 0;
+    for (int32_t b = 0; b < kv->n_blocks; b++)
+        if (kv->blocks[b].ref == 0 && kv->blocks[b].hashed) {
+            map_remove(kv, b);
+            n++;
+        }
+    return n;
+}
+
 const char *kv_cache_check(const kv_cache *kv) {
     int n = 0;
     int32_t prev = -1;

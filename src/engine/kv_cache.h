@@ -75,6 +75,11 @@ void kv_cache_forget(kv_cache *kv, kv_seq *seq, int from);
 void kv_cache_free_seq(kv_cache *kv, kv_seq *seq);
 /* Frees seq's table array too. */
 void kv_seq_release(kv_cache *kv, kv_seq *seq);
+/* Forgets every cached block no sequence holds (vLLM's reset_prefix_cache):
+ * they stay free but no later prompt can match them. Blocks in use keep
+ * their hashes. Returns the number forgotten; the query/hit counters are
+ * left alone. */
+int kv_cache_reset_prefix(kv_cache *kv);
 
 static inline int kv_cache_used(const kv_cache *kv) { return kv->n_blocks - kv->n_free; }
 static inline double kv_cache_usage(const kv_cache *kv) {

@@ -7,6 +7,8 @@
  *    the same with prefix caching off, and with a big pool where requests
  *    share prefix blocks computed in the same step.
  * 3. A seeded sampled request gives the same tokens alone and in a batch.
+ * 4. With the start-up warm-up on, stats start from zero, the warm-up's
+ *    blocks are not matchable, and outputs are unchanged.
  * Skips (77) when the fixture or the CPU backend is missing. */
 #include <jansson.h>
 #include <pthread.h>
@@ -112,7 +114,7 @@ int main(void) {
     o.block_size = 4;
     o.max_model_len = 128;
     o.kv_cache_memory = hr_model_kv_block_bytes(m, o.block_size) * 256;
-    static result alone[NJ], together[NJ], noprefix[NJ], samestep[NJ];
+    static result alone[NJ], together[NJ], noprefix[NJ], samestep[NJ], warmed[3];
     hr_engine_stats st;
     if (run(m, &o, jobs, NJ, false, alone, &st)) goto done;
     /* 1. golden */
@@ -143,6 +145,41 @@ int main(void) {
     printf("same step: prefix cache hits %llu / %llu tokens\n", (unsigned long long)st.prefix_hits_total,
            (unsigned long long)st.prefix_queries_total);
     CHECK(st.prefix_hits_total > 0);
+    /* 4. warm-up on (a GPU backend's default; off on the CPU): hr_engine_create
+     * runs its own requests first, then everything a client sees starts from
+     * zero and the warm-up leaves nothing in the prefix cache */
+    {
+        hr_engine_opts w = big;
+        w.warmup = 1;
+        w.max_waiting_requests = 3; /* the warm-up stays under the queue limit */
+        hr_engine *e = NULL;
+        CHECK_EQ_INT(hr_engine_create(m, &w, &e, &err), HR_OK);
+        if (e) {
+            hr_engine_get_stats(e, &st);
+            CHECK(st.prompt_tokens_total == 0 && st.generation_tokens_total == 0);
+            CHECK(st.prefix_queries_total == 0 && st.prefix_hits_total == 0 && st.num_preemptions_total == 0);
+            CHECK_EQ_INT(st.kv_blocks_free, st.kv_blocks_total);
+            uint64_t want_prompt = 0;
+            for (int k = 0; k < 3; k++) {
+                result_init(&warmed[k]);
+                hr_request rq = {.prompt = jobs[k].prompt, .n_prompt = jobs[k].np, .sampling = jobs[k].sp,
+                                 .max_tokens = jobs[k].max_tokens};
+                CHECK_EQ_INT(hr_engine_submit(e, &rq, on_event, &warmed[k], NULL, &err), HR_OK);
+                want_prompt += (uint64_t)jobs[k].np;
+            }
+            for (int k = 0; k < 3; k++) result_wait(&warmed[k]);
+            hr_engine_shutdown(e, 1.0);
+            hr_engine_get_stats(e, &st);
+            /* the golden prompts share no block: no hit unless the warm-up's blocks stayed matchable */
+            CHECK(st.prompt_tokens_total == want_prompt && st.prefix_queries_total == want_prompt);
+            CHECK(st.prefix_hits_total == 0);
+            for (int k = 0; k < 3; k++) {
+                CHECK_MSG(same(&alone[k], &warmed[k]), "job %d: output after the warm-up differs", k);
+                result_destroy(&warmed[k]);
+            }
+            hr_engine_free(e);
+        }
+    }
     o.enable_prefix_caching = false;
     if (run(m, &o, jobs, NJ, true, noprefix, &st)) goto done;
     for (int k = 0; k < NJ; k++) {

@@ -211,7 +211,43 @@ static void test_forget(void) {
     kv_cache_destroy(&kv);
 }
 
+/* reset_prefix forgets the cached free blocks and keeps the hashes of
+ * blocks a sequence still holds */
+static void test_reset_prefix(void) {
+    kv_cache kv;
+    hr_err err;
+    kv_cache_init(&kv, 32, 4, true, 42, &err);
+    int32_t p[41], q[41], out[16];
+    fill(p, 41, 100);
+    fill(q, 41, 300);
+    kv_seq a = {0}, b = {0};
+    kv_cache_allocate(&kv, &a, 40, NULL, 0);
+    kv_cache_commit(&kv, &a, p, 40);
+    kv_cache_allocate(&kv, &b, 40, NULL, 0);
+    kv_cache_commit(&kv, &b, q, 40);
+    kv_cache_free_seq(&kv, &a); /* a's 10 blocks: free and cached; b's: held */
+    CHECK_EQ_INT(kv_cache_find_prefix(&kv, p, 41, out, 16), 10);
+    CHECK_EQ_INT(kv_cache_reset_prefix(&kv), 10);
+    CHECK_EQ_INT(kv_cache_find_prefix(&kv, p, 41, out, 16), 0);
+    CHECK_EQ_INT(kv_cache_find_prefix(&kv, q, 41, out, 16), 10);
+    CHECK_EQ_INT(kv.n_free, 32 - 10);
+    CHECK(kv_cache_check(&kv) == NULL);
+    CHECK_EQ_INT(kv_cache_reset_prefix(&kv), 0);
+    /* the forgotten blocks are reused like any free block, b's still match after it ends */
+    kv_seq c = {0};
+    CHECK_EQ_INT(kv_cache_allocate(&kv, &c, 88, NULL, 0), HR_OK);
+    kv_cache_commit(&kv, &c, p, 40);
+    CHECK_EQ_INT(kv_cache_find_prefix(&kv, p, 41, out, 16), 10);
+    kv_seq_release(&kv, &b);
+    CHECK_EQ_INT(kv_cache_find_prefix(&kv, q, 41, out, 16), 10);
+    CHECK_EQ_INT(kv_cache_reset_prefix(&kv), 10);
+    CHECK(kv_cache_check(&kv) == NULL);
+    kv_seq_release(&kv, &c);
+    kv_cache_destroy(&kv);
+}
+
 int main(void) {
+    test_reset_prefix();
     test_forget();
     test_alloc_free();
     test_prefix_hits();

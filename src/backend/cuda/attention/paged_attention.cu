@@ -355,17 +355,18 @@ __global__ void __launch_bounds__(DK_WARPS * 32) attn_decode_kernel(cu_attn_args
  * cp.async (the next tile in flight while one is computed), and the warps'
  * partial (m, l, O) are merged through shared memory at the end. */
 #define TD_KW 16                     /* keys per warp and tile */
-#define TD_STAGES 2
 
 /* TD_WARPS warps per block (a template parameter: 4, or 2 for twice the
- * resident blocks with half the tile; HEARTH_CUDA_ATTN_TC_WARPS) */
-static constexpr size_t td_smem(int HD, int W) {
-    size_t tiles = (size_t)TD_STAGES * 2 * W * TD_KW * (HD + 8) * 2;
+ * resident blocks with half the tile; HEARTH_CUDA_ATTN_TC_WARPS) and
+ * TD_STAGES tile stages (2, or 3 / 4 for more loads in flight per block;
+ * HEARTH_CUDA_ATTN_TC_STAGES) */
+static constexpr size_t td_smem(int HD, int W, int S) {
+    size_t tiles = (size_t)S * 2 * W * TD_KW * (HD + 8) * 2;
     size_t merge = (size_t)W * 16 * (HD + 2) * sizeof(float);
     return tiles > merge ? tiles : merge;
 }
 
-template <int HD, int TD_WARPS>
+template <int HD, int TD_WARPS, int TD_STAGES>
 __global__ void __launch_bounds__(TD_WARPS * 32) attn_decode_tc_kernel(cu_attn_args a, int splits, float *part) {
     constexpr int TD_TILE = TD_WARPS * TD_KW; /* keys per tile */
     pdl_begin();
@@ -681,19 +682,28 @@ static cudaError_t launch_decode(cudaStream_t st, const cu_attn_args *a, int spl
     return cudaGetLastError();
 }
 
-template <int HD, int W>
+template <int HD, int W, int S>
 static void launch_decode_tc_w(cudaStream_t st, const cu_attn_args *a, dim3 grid, int splits, float *part) {
-    constexpr size_t shm = td_smem(HD, W);
-    cu_smem_limit<attn_decode_tc_kernel<HD, W>>(shm); /* a failure surfaces as the launch's error */
-    cu_launch(attn_decode_tc_kernel<HD, W>, grid, W * 32, shm, st, *a, splits, part);
+    constexpr size_t shm = td_smem(HD, W, S);
+    cu_smem_limit<attn_decode_tc_kernel<HD, W, S>>(shm); /* a failure surfaces as the launch's error */
+    cu_launch(attn_decode_tc_kernel<HD, W, S>, grid, W * 32, shm, st, *a, splits, part);
+}
+
+template <int HD, int W>
+static void launch_decode_tc_s(cudaStream_t st, const cu_attn_args *a, dim3 grid, int splits, float *part) {
+    static int s = -1;
+    if (s < 0) s = HR_MIN(HR_MAX(hr_env_int("HEARTH_CUDA_ATTN_TC_STAGES", 2), 2), 4);
+    if (s == 4) launch_decode_tc_w<HD, W, 4>(st, a, grid, splits, part);
+    else if (s == 3) launch_decode_tc_w<HD, W, 3>(st, a, grid, splits, part);
+    else launch_decode_tc_w<HD, W, 2>(st, a, grid, splits, part);
 }
 
 template <int HD>
 static void launch_decode_tc(cudaStream_t st, const cu_attn_args *a, dim3 grid, int splits, float *part) {
     static int w = -1;
     if (w < 0) w = hr_env_int("HEARTH_CUDA_ATTN_TC_WARPS", 4) == 2 ? 2 : 4;
-    if (w == 2) launch_decode_tc_w<HD, 2>(st, a, grid, splits, part);
-    else launch_decode_tc_w<HD, 4>(st, a, grid, splits, part);
+    if (w == 2) launch_decode_tc_s<HD, 2>(st, a, grid, splits, part);
+    else launch_decode_tc_s<HD, 4>(st, a, grid, splits, part);
 }
 
 template <typename TQ, typename TKV>
