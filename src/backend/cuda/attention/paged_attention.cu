@@ -360,9 +360,12 @@ __global__ void __launch_bounds__(DK_WARPS * 32) attn_decode_kernel(cu_attn_args
  * resident blocks with half the tile; HEARTH_CUDA_ATTN_TC_WARPS) and
  * TD_STAGES tile stages (2, or 3 / 4 for more loads in flight per block;
  * HEARTH_CUDA_ATTN_TC_STAGES) */
+static constexpr size_t td_tiles(int HD, int W, int S) { return (size_t)S * 2 * W * TD_KW * (HD + 8) * 2; }
 static constexpr size_t td_smem(int HD, int W, int S) {
-    size_t tiles = (size_t)S * 2 * W * TD_KW * (HD + 8) * 2;
-    size_t merge = (size_t)W * 16 * (HD + 2) * sizeof(float);
+    /* the K/V stages, then one validity byte per key and stage (the mask);
+     * the warps' merge reuses the stages (at most 8 query rows at a time) */
+    size_t tiles = td_tiles(HD, W, S) + (size_t)S * W * TD_KW;
+    size_t merge = (size_t)W * 8 * (HD + 8) * sizeof(float) + (size_t)W * 16 * 2 * sizeof(float);
     return tiles > merge ? tiles : merge;
 }
 
@@ -393,12 +396,15 @@ __global__ void __launch_bounds__(TD_WARPS * 32) attn_decode_tc_kernel(cu_attn_a
         const int blk = bt[bi];
         return blk >= 0 ? (int64_t)blk * bsz + bo : -1;
     };
+    /* per stage, one byte per key: 1 when loaded (in range, not a hole) */
+    unsigned char *kvalid = td_raw + td_tiles(HD, TD_WARPS, TD_STAGES);
     auto issue = [&](int tb, int st) {
         bf16 *ks = sm + (size_t)st * 2 * TD_TILE * LD, *vs = ks + TD_TILE * LD;
 #pragma unroll
         for (int r = 0; r < CPT; r++) {
             const int c = threadIdx.x + r * TD_WARPS * 32, key = c / CPR, col = (c % CPR) * 8;
             const int64_t sl = slot_of(tb + key);
+            if (col == 0) kvalid[st * TD_TILE + key] = sl >= 0;
             if (sl >= 0) {
                 cp_async16(ks + key * LD + col, kc + sl * row + col);
                 cp_async16(vs + key * LD + col, vc + sl * row + col);
@@ -437,16 +443,18 @@ __global__ void __launch_bounds__(TD_WARPS * 32) attn_decode_tc_kernel(cu_attn_a
         cp_async_wait<TD_STAGES - 1>();
         __syncthreads();
         const bf16 *ks = sm + (size_t)st * 2 * TD_TILE * LD + warp * TD_KW * LD, *vs = ks + TD_TILE * LD;
-        const int kb = j0 + it * TD_TILE + warp * TD_KW; /* context index of this warp's first key */
+        const unsigned char *kv_ok = kvalid + st * TD_TILE + warp * TD_KW; /* this warp's keys */
         float sc[2][4];
 #pragma unroll
         for (int nt = 0; nt < 2; nt++) {
             sc[nt][0] = sc[nt][1] = sc[nt][2] = sc[nt][3] = 0.0f;
+            /* keys nt*8..+7; matrix m of the x4 holds dims 8 m .. 8 m + 7 of a 32-dim slice */
 #pragma unroll
-            for (int kk = 0; kk < HD / 16; kk++) {
-                const bf16 *kr = ks + (nt * 8 + g) * LD + kk * 16 + tq * 2;
-                mma_bf16(sc[nt], qa[kk], *reinterpret_cast<const uint32_t *>(kr),
-                         *reinterpret_cast<const uint32_t *>(kr + 8));
+            for (int kk = 0; kk < HD / 16; kk += 2) {
+                uint32_t b[4];
+                ldmatrix_x4(b, ks + (nt * 8 + (lane & 7)) * LD + kk * 16 + (lane >> 3) * 8);
+                mma_bf16(sc[nt], qa[kk], b[0], b[1]);
+                mma_bf16(sc[nt], qa[kk + 1], b[2], b[3]);
             }
         }
         float mx[2] = {-INFINITY, -INFINITY};
@@ -454,7 +462,7 @@ __global__ void __launch_bounds__(TD_WARPS * 32) attn_decode_tc_kernel(cu_attn_a
         for (int nt = 0; nt < 2; nt++)
 #pragma unroll
             for (int c = 0; c < 2; c++) {
-                const bool ok = slot_of(kb + nt * 8 + tq * 2 + c) >= 0; /* same for both rows: one token */
+                const bool ok = kv_ok[nt * 8 + tq * 2 + c] != 0; /* same for both rows: one token */
 #pragma unroll
                 for (int r = 0; r < 2; r++) {
                     float v = ok ? sc[nt][2 * r + c] * a.scale : -INFINITY;
@@ -502,57 +510,66 @@ __global__ void __launch_bounds__(TD_WARPS * 32) attn_decode_tc_kernel(cu_attn_a
         l[r] += __shfl_xor_sync(0xffffffffu, l[r], 2);
     }
     __syncthreads(); /* the stages are reused below */
-    float *so = reinterpret_cast<float *>(td_raw); /* [TD_WARPS][16][HD + 2]: O, then m, l */
+    /* Only the group's query rows are merged: rows g (r = 0) below G, and
+     * rows 8 + g (r = 1) when G > 8, in passes of 8 rows. Rows are HD + 8
+     * floats apart: in each half-warp's 8-byte stores lane (g, tq) takes
+     * banks 8 (g % 4) + 2 tq and the next, all distinct. */
+    float *so = reinterpret_cast<float *>(td_raw);     /* [TD_WARPS][8][HD + 8]: O */
+    float *sml = so + (size_t)TD_WARPS * 8 * (HD + 8); /* [TD_WARPS][16][2]: m, l */
+    if (tq == 0) {
 #pragma unroll
-    for (int r = 0; r < 2; r++) {
-        float *rw = so + ((size_t)warp * 16 + g + 8 * r) * (HD + 2);
-#pragma unroll
-        for (int dn = 0; dn < HD / 8; dn++) {
-            rw[dn * 8 + tq * 2] = o[dn][2 * r];
-            rw[dn * 8 + tq * 2 + 1] = o[dn][2 * r + 1];
-        }
-        if (tq == 0) {
-            rw[HD] = m[r];
-            rw[HD + 1] = l[r];
+        for (int r = 0; r < 2; r++) {
+            sml[(warp * 16 + g + 8 * r) * 2] = m[r];
+            sml[(warp * 16 + g + 8 * r) * 2 + 1] = l[r];
         }
     }
-    __syncthreads();
-    for (int idx = threadIdx.x; idx < G * HD; idx += blockDim.x) {
-        const int hr = idx / HD, d = idx % HD;
-        float M = -INFINITY;
+    for (int pass = 0; pass * 8 < G; pass++) {
+        if (pass) __syncthreads(); /* the previous pass's rows were read */
+        if (g + 8 * pass < G) {
+            float *rw = so + ((size_t)warp * 8 + g) * (HD + 8);
 #pragma unroll
-        for (int w = 0; w < TD_WARPS; w++) {
-            const float *rw = so + ((size_t)w * 16 + hr) * (HD + 2);
-            if (rw[HD + 1] > 0.0f) M = fmaxf(M, rw[HD]);
+            for (int dn = 0; dn < HD / 8; dn++)
+                *reinterpret_cast<float2 *>(rw + dn * 8 + tq * 2) =
+                    pass ? make_float2(o[dn][2], o[dn][3]) : make_float2(o[dn][0], o[dn][1]);
         }
-        float L = 0.0f, v = 0.0f;
-        if (M != -INFINITY) {
+        __syncthreads();
+        for (int idx = threadIdx.x; idx < min(8, G - 8 * pass) * HD; idx += blockDim.x) {
+            const int hl = idx / HD, hr = 8 * pass + hl, d = idx % HD;
+            float M = -INFINITY;
 #pragma unroll
             for (int w = 0; w < TD_WARPS; w++) {
-                const float *rw = so + ((size_t)w * 16 + hr) * (HD + 2);
-                if (rw[HD + 1] > 0.0f) {
-                    const float e = expf(rw[HD] - M);
-                    L += rw[HD + 1] * e;
-                    v += rw[d] * e;
+                const float *ml = sml + (w * 16 + hr) * 2;
+                if (ml[1] > 0.0f) M = fmaxf(M, ml[0]);
+            }
+            float L = 0.0f, v = 0.0f;
+            if (M != -INFINITY) {
+#pragma unroll
+                for (int w = 0; w < TD_WARPS; w++) {
+                    const float *ml = sml + (w * 16 + hr) * 2;
+                    if (ml[1] > 0.0f) {
+                        const float e = expf(ml[0] - M);
+                        L += ml[1] * e;
+                        v += so[((size_t)w * 8 + hl) * (HD + 8) + d] * e;
+                    }
                 }
             }
-        }
-        const int h = h0 + hr;
-        if (splits == 1) {
-            float scale = 1.0f;
-            if (a.sinks) {
-                const float sk = a.sinks[h], Ms = fmaxf(M, sk);
-                scale = M == -INFINITY ? 0.0f : expf(M - Ms);
-                L = L * scale + expf(sk - Ms);
-            }
-            bf16 *out = (bf16 *)a.out + t * a.ldo + (int64_t)h * HD;
-            out[d] = __float2bfloat16(L > 0.0f ? v * scale / L : 0.0f);
-        } else {
-            const int64_t ph = (t * a.n_heads + h) * splits + blockIdx.z;
-            part[ph * (HD + 2) + d] = v;
-            if (d == 0) {
-                part[ph * (HD + 2) + HD] = M;
-                part[ph * (HD + 2) + HD + 1] = L;
+            const int h = h0 + hr;
+            if (splits == 1) {
+                float scale = 1.0f;
+                if (a.sinks) {
+                    const float sk = a.sinks[h], Ms = fmaxf(M, sk);
+                    scale = M == -INFINITY ? 0.0f : expf(M - Ms);
+                    L = L * scale + expf(sk - Ms);
+                }
+                bf16 *out = (bf16 *)a.out + t * a.ldo + (int64_t)h * HD;
+                out[d] = __float2bfloat16(L > 0.0f ? v * scale / L : 0.0f);
+            } else {
+                const int64_t ph = (t * a.n_heads + h) * splits + blockIdx.z;
+                part[ph * (HD + 2) + d] = v;
+                if (d == 0) {
+                    part[ph * (HD + 2) + HD] = M;
+                    part[ph * (HD + 2) + HD + 1] = L;
+                }
             }
         }
     }

@@ -8,6 +8,9 @@
  * W8A8 FP8 (input_scale > 0): x is first rounded to e4m3(x/s) (exact in BF16)
  * and the product is scaled by s, which equals rounding x to e4m3(x/s)*s. */
 #include "backend/cuda/cu_types.cuh"
+extern "C" {
+#include "core/log.h"
+}
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -96,6 +99,14 @@ static int lt_tune_mode(void) {
     static int v = -1;
     if (v < 0) v = HR_MAX(hr_env_int("HEARTH_CUDA_LT_TUNE", 0), 0);
     return v;
+}
+
+/* HEARTH_CUDA_LT_LOG=1: one line per new plan (shape, rows, the time its
+ * heuristic query took), to see what a step of new row count costs */
+static bool lt_log_on(void) {
+    static int v = -1;
+    if (v < 0) v = hr_env_on("HEARTH_CUDA_LT_LOG", false);
+    return v != 0;
 }
 
 static uint64_t lt_hash(const lt_key *k) {
@@ -237,6 +248,7 @@ static cublasStatus_t lt_matmul(cu_backend *c, const cu_gemv_args *a) {
         plan_destroy(p);
         return s;
     }
+    const double t_plan = lt_log_on() ? hr_time_now() : 0;
     lt_key ck = key;
     ck.T = 1;
     while (ck.T < a->T) ck.T *= 2;
@@ -287,6 +299,9 @@ static cublasStatus_t lt_matmul(cu_backend *c, const cu_gemv_args *a) {
     }
     p->used = true;
     p->key = key;
+    if (lt_log_on())
+        hr_log(HR_LOG_INFO, "cuda lt: new plan T %lld N %lld K %lld: %.0f us", (long long)a->T, (long long)a->N,
+               (long long)a->K, 1e6 * (hr_time_now() - t_plan));
     return plan_run(c, a, p, &p->algo);
 }
 
