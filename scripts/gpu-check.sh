@@ -264,6 +264,17 @@ if [ "$BENCH" != 1 ]; then
         [ "$r" = 0 ] || [ "$r" = 77 ] || rc=1
     done
 fi
+# the tensor-core decode attention's other block shape (4 warps; 2 is the
+# default) and its deeper pipelines, which stay selectable
+if [ "$BENCH" != 1 ]; then
+    for v in 4,2 2,3 4,3; do
+        HEARTH_CUDA_ATTN_TC_WARPS=${v%,*} HEARTH_CUDA_ATTN_TC_STAGES=${v#*,} timeout 120 "$BIN/backend_test_cuda_ops" \
+            > "$OUTDIR/test_cuda_attn_tc_${v/,/_}.log" 2>&1
+        r=$?
+        echo "decode attention checks (warps,stages $v): rc=$r $(tail -n 1 "$OUTDIR/test_cuda_attn_tc_${v/,/_}.log")"
+        [ "$r" = 0 ] || rc=1
+    done
+fi
 if [ "$BENCH" = 1 ]; then
     echo "== the same shapes through cuBLASLt (HEARTH_CUDA_GEMV_MAX_T=0)"
     HEARTH_CUDA_BENCH=only HEARTH_CUDA_GEMV_MAX_T=0 "$BIN/backend_test_cuda_ops" 2>&1 | grep BENCH | tee -a "$OUTDIR/test_cuda_ops.log"

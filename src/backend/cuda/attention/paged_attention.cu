@@ -356,8 +356,11 @@ __global__ void __launch_bounds__(DK_WARPS * 32) attn_decode_kernel(cu_attn_args
  * partial (m, l, O) are merged through shared memory at the end. */
 #define TD_KW 16                     /* keys per warp and tile */
 
-/* TD_WARPS warps per block (a template parameter: 4, or 2 for twice the
- * resident blocks with half the tile; HEARTH_CUDA_ATTN_TC_WARPS) and
+/* TD_WARPS warps per block (a template parameter: 2, the default, or 4:
+ * HEARTH_CUDA_ATTN_TC_WARPS; H100, 8B per step: 2 warps 10.52 / 10.75 /
+ * 9.82 / 9.54 ms vs 4 warps 11.13 / 11.02 / 9.98 / 9.82 at 256 x 128, 256 x
+ * 192, 128 x 512 and 64 x 1024 sequences x keys; bounding 2 warps to 168
+ * registers for 6 blocks per SM instead of 4 was slower still) and
  * TD_STAGES tile stages (2, or 3 / 4 for more loads in flight per block;
  * HEARTH_CUDA_ATTN_TC_STAGES) */
 static constexpr size_t td_tiles(int HD, int W, int S) { return (size_t)S * 2 * W * TD_KW * (HD + 8) * 2; }
@@ -718,7 +721,7 @@ static void launch_decode_tc_s(cudaStream_t st, const cu_attn_args *a, dim3 grid
 template <int HD>
 static void launch_decode_tc(cudaStream_t st, const cu_attn_args *a, dim3 grid, int splits, float *part) {
     static int w = -1;
-    if (w < 0) w = hr_env_int("HEARTH_CUDA_ATTN_TC_WARPS", 4) == 2 ? 2 : 4;
+    if (w < 0) w = hr_env_int("HEARTH_CUDA_ATTN_TC_WARPS", 2) == 4 ? 4 : 2;
     if (w == 2) launch_decode_tc_s<HD, 2>(st, a, grid, splits, part);
     else launch_decode_tc_s<HD, 4>(st, a, grid, splits, part);
 }
