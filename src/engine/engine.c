@@ -313,6 +313,11 @@ static void publish_stats(hr_engine *e) {
     pthread_mutex_unlock(&e->mu);
 }
 
+static void log_times_reset(hr_engine *e) {
+    e->log_steps = e->log_tokens = e->log_decode_steps = 0;
+    e->log_t_sched = e->log_t_fwd = e->log_t_post = e->log_t_fwd_decode = 0;
+}
+
 /* Where the engine thread's time went per step (forward vs the host work
  * around it), then the counters start over. */
 static void log_step_times(hr_engine *e) {
@@ -326,8 +331,7 @@ static void log_step_times(hr_engine *e) {
                1e3 * e->log_t_fwd / ns, 1e3 * e->log_t_post / ns, (unsigned long long)e->log_decode_steps,
                e->log_decode_steps ? 1e3 * e->log_t_fwd_decode / (double)e->log_decode_steps : 0.0);
     }
-    e->log_steps = e->log_tokens = e->log_decode_steps = 0;
-    e->log_t_sched = e->log_t_fwd = e->log_t_post = e->log_t_fwd_decode = 0;
+    log_times_reset(e);
 }
 
 /* HEARTH_LOG_STEPS=1: one line per step (tokens, sequences, prompt tokens,
@@ -690,8 +694,7 @@ static int engine_warmup(hr_engine *e, hr_err *err) {
     e->sched.num_preemptions = 0;
     e->prompt_total = e->gen_total = 0;
     e->log_t0 = 0;
-    e->log_steps = e->log_tokens = e->log_decode_steps = 0;
-    e->log_t_sched = e->log_t_fwd = e->log_t_post = e->log_t_fwd_decode = 0;
+    log_times_reset(e);
     return HR_OK;
 }
 
